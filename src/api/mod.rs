@@ -1,0 +1,2 @@
+//! The Buildkite REST API: wire types and the client.
+pub mod model;
