@@ -1,0 +1,423 @@
+//! The Buildkite REST client: bearer auth, JSON decoding with the server's own error messages,
+//! pagination (concurrent once `rel="last"` is known), retries with backoff for 5xx and
+//! network errors, and waiting out 429s for a bounded time.
+//!
+//! The token is only ever attached to requests whose origin is the configured API origin:
+//! pagination links and `Location` headers pointing elsewhere are refused, and the storage
+//! client ([`crate::content::storage`]) is a separate `reqwest::Client` with no credentials.
+
+use std::time::Duration;
+
+use futures_util::{stream, StreamExt, TryStreamExt};
+use reqwest::{header, Method, StatusCode};
+use serde::de::DeserializeOwned;
+use url::Url;
+
+use super::link::find_rel;
+use super::model::{AccessToken, Artifact, Build, DownloadUrl, ErrorBody};
+use crate::build_ref::BuildRef;
+use crate::secret::{redact_url, Token};
+
+/// Page size for every list call: the API's maximum.
+pub const PER_PAGE: u32 = 100;
+/// Pages of a listing fetched at once once the last page is known.
+const LIST_CONCURRENCY: usize = 8;
+/// Attempts for a request that fails with 5xx or a network error.
+const ATTEMPTS: u32 = 4;
+/// Longest total wait for a rate limit window before the call fails.
+pub const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(120);
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApiError {
+    #[error("the API token was rejected (401): {message} Check BUILDKITE_API_TOKEN or --token-file.")]
+    Unauthorized { message: String },
+    #[error("the API refused access (403): {message}")]
+    Forbidden { message: String },
+    #[error("not found (404): {url}: {message}")]
+    NotFound { url: String, message: String },
+    #[error("the API kept answering 429 (rate limited) for over {}s: {url}", .waited.as_secs())]
+    RateLimited { url: String, waited: Duration },
+    #[error("the API answered {status} for {url}: {message}")]
+    Status {
+        status: u16,
+        url: String,
+        message: String,
+    },
+    #[error("cannot reach the API at {url}: {detail}")]
+    Network { url: String, detail: String },
+    #[error("unexpected response from {url}: {detail}")]
+    Malformed { url: String, detail: String },
+}
+
+impl ApiError {
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, ApiError::NotFound { .. })
+    }
+}
+
+/// Formats an error and its sources on one line, without any URL (reqwest puts the request
+/// URL in its messages; a signed URL must not reach a log).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+pub fn reqwest_detail(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else if e.is_body() || e.is_decode() {
+        "error reading the response body"
+    } else {
+        "request failed"
+    };
+    format!("{kind}: {}", error_chain(&e))
+}
+
+#[derive(Clone)]
+pub struct ApiClient {
+    http: reqwest::Client,
+    base: Url,
+    token: Token,
+}
+
+impl std::fmt::Debug for ApiClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiClient")
+            .field("base", &self.base.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ApiClient {
+    /// `api_url` is the API root without `/v2` (e.g. `https://api.buildkite.com`).
+    pub fn new(api_url: &str, token: Token) -> Result<ApiClient, String> {
+        let mut base =
+            Url::parse(api_url).map_err(|e| format!("invalid API URL {api_url:?}: {e}"))?;
+        if !base.path().ends_with('/') {
+            let p = format!("{}/", base.path());
+            base.set_path(&p);
+        }
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(60))
+            .user_agent(concat!("bkfs/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {}", error_chain(&e)))?;
+        Ok(ApiClient { http, base, token })
+    }
+
+    fn url(&self, path: &str) -> Url {
+        self.base
+            .join(path.trim_start_matches('/'))
+            .expect("relative API path")
+    }
+
+    fn build_path(b: &BuildRef) -> String {
+        format!(
+            "v2/organizations/{}/pipelines/{}/builds/{}",
+            b.org, b.pipeline, b.number
+        )
+    }
+
+    fn same_origin(&self, u: &Url) -> bool {
+        u.origin() == self.base.origin()
+    }
+
+    /// Sends one request with auth, retrying 5xx/network errors with backoff and waiting out
+    /// 429s. Returns the response for any other status (the caller maps it).
+    async fn send(&self, method: Method, url: &Url) -> Result<reqwest::Response, ApiError> {
+        assert!(self.same_origin(url), "token would leave the API origin");
+        let shown = redact_url(url.as_str());
+        let mut attempt = 0;
+        let mut waited = Duration::ZERO;
+        loop {
+            attempt += 1;
+            let res = self
+                .http
+                .request(method.clone(), url.clone())
+                .bearer_auth(self.token.expose())
+                .header(header::ACCEPT, "application/json")
+                .send()
+                .await;
+            match res {
+                Ok(r) if r.status() == StatusCode::TOO_MANY_REQUESTS => {
+                    let reset = r
+                        .headers()
+                        .get("ratelimit-reset")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .unwrap_or(1)
+                        .max(1);
+                    let wait = Duration::from_secs(reset);
+                    if waited + wait > MAX_RATE_LIMIT_WAIT {
+                        return Err(ApiError::RateLimited {
+                            url: shown,
+                            waited,
+                        });
+                    }
+                    tracing::warn!(url = %shown, wait_s = reset, "rate limited by the API; waiting");
+                    tokio::time::sleep(wait).await;
+                    waited += wait;
+                    attempt -= 1; // a rate limit is not a failure
+                }
+                Ok(r) if r.status().is_server_error() && attempt < ATTEMPTS => {
+                    tracing::warn!(url = %shown, status = r.status().as_u16(), attempt, "API server error; retrying");
+                    backoff(attempt).await;
+                }
+                Ok(r) => return Ok(r),
+                Err(e) if attempt < ATTEMPTS => {
+                    tracing::warn!(url = %shown, attempt, error = %reqwest_detail(e), "API request failed; retrying");
+                    backoff(attempt).await;
+                }
+                Err(e) => {
+                    return Err(ApiError::Network {
+                        url: shown,
+                        detail: reqwest_detail(e),
+                    })
+                }
+            }
+        }
+    }
+
+    /// Maps a non-success status to an error carrying the API's own message.
+    async fn check(r: reqwest::Response) -> Result<reqwest::Response, ApiError> {
+        let status = r.status();
+        if status.is_success() || status.is_redirection() {
+            return Ok(r);
+        }
+        let url = redact_url(r.url().as_str());
+        let body = r.text().await.unwrap_or_default();
+        let message = serde_json::from_str::<ErrorBody>(&body)
+            .ok()
+            .and_then(|b| b.message)
+            .unwrap_or_else(|| {
+                let t: String = body.chars().take(200).collect();
+                if t.trim().is_empty() {
+                    status.canonical_reason().unwrap_or("").to_string()
+                } else {
+                    t
+                }
+            });
+        Err(match status {
+            StatusCode::UNAUTHORIZED => ApiError::Unauthorized { message },
+            StatusCode::FORBIDDEN => ApiError::Forbidden { message },
+            StatusCode::NOT_FOUND => ApiError::NotFound { url, message },
+            _ => ApiError::Status {
+                status: status.as_u16(),
+                url,
+                message,
+            },
+        })
+    }
+
+    async fn get_json<T: DeserializeOwned>(
+        &self,
+        url: &Url,
+    ) -> Result<(T, reqwest::header::HeaderMap), ApiError> {
+        let r = Self::check(self.send(Method::GET, url).await?).await?;
+        let headers = r.headers().clone();
+        let shown = redact_url(url.as_str());
+        let bytes = r.bytes().await.map_err(|e| ApiError::Network {
+            url: shown.clone(),
+            detail: reqwest_detail(e),
+        })?;
+        let v = serde_json::from_slice(&bytes).map_err(|e| ApiError::Malformed {
+            url: shown,
+            detail: format!("not the expected JSON: {e}"),
+        })?;
+        Ok((v, headers))
+    }
+
+    /// `GET /v2/access-token`: validates the token and returns its scopes.
+    pub async fn access_token(&self) -> Result<AccessToken, ApiError> {
+        Ok(self.get_json(&self.url("v2/access-token")).await?.0)
+    }
+
+    /// The build with its jobs (scope `read_builds`).
+    pub async fn get_build(&self, b: &BuildRef) -> Result<Build, ApiError> {
+        Ok(self.get_json(&self.url(&Self::build_path(b))).await?.0)
+    }
+
+    /// Every artifact of the build, all pages.
+    pub async fn list_build_artifacts(&self, b: &BuildRef) -> Result<Vec<Artifact>, ApiError> {
+        let mut first = self.url(&format!("{}/artifacts", Self::build_path(b)));
+        first
+            .query_pairs_mut()
+            .append_pair("page", "1")
+            .append_pair("per_page", &PER_PAGE.to_string());
+        self.list_all(first).await
+    }
+
+    async fn list_all(&self, first: Url) -> Result<Vec<Artifact>, ApiError> {
+        let (mut all, headers): (Vec<Artifact>, _) = self.get_json(&first).await?;
+        let link = headers
+            .get(header::LINK)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        // Fast path: the last page is known and numbered, so fetch the rest at once.
+        if let Some(pages) = self.remaining_pages(&link) {
+            let rest: Vec<Vec<Artifact>> = stream::iter(pages)
+                .map(|u| async move { self.get_json::<Vec<Artifact>>(&u).await.map(|r| r.0) })
+                .buffered(LIST_CONCURRENCY)
+                .try_collect()
+                .await?;
+            all.extend(rest.into_iter().flatten());
+            return Ok(all);
+        }
+        // Otherwise follow rel="next" as opaque URLs.
+        let mut next = find_rel(&link, "next");
+        let mut seen = 1;
+        while let Some(n) = next {
+            let u = self.link_url(&n)?;
+            let (page, headers): (Vec<Artifact>, _) = self.get_json(&u).await?;
+            all.extend(page);
+            seen += 1;
+            if seen > 100_000 {
+                return Err(ApiError::Malformed {
+                    url: redact_url(u.as_str()),
+                    detail: "pagination does not end".into(),
+                });
+            }
+            next = headers
+                .get(header::LINK)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|l| find_rel(l, "next"));
+        }
+        Ok(all)
+    }
+
+    /// A pagination link, which must stay on the API origin (the token goes with it).
+    fn link_url(&self, s: &str) -> Result<Url, ApiError> {
+        let u = self.base.join(s).map_err(|e| ApiError::Malformed {
+            url: redact_url(s),
+            detail: format!("bad Link URL: {e}"),
+        })?;
+        if !self.same_origin(&u) {
+            return Err(ApiError::Malformed {
+                url: redact_url(s),
+                detail: "a pagination link points away from the API host; not following it"
+                    .into(),
+            });
+        }
+        Ok(u)
+    }
+
+    /// When `rel="last"` names a page number, the URLs of pages 2..=last (built from the
+    /// last link by changing its `page` parameter). None when that cannot be done safely.
+    fn remaining_pages(&self, link: &str) -> Option<Vec<Url>> {
+        let last = self.link_url(&find_rel(link, "last")?).ok()?;
+        let n: u64 = last
+            .query_pairs()
+            .find(|(k, _)| k == "page")
+            .and_then(|(_, v)| v.parse().ok())?;
+        if !(2..=100_000).contains(&n) {
+            return None;
+        }
+        Some(
+            (2..=n)
+                .map(|p| {
+                    let mut u = last.clone();
+                    let pairs: Vec<(String, String)> = last
+                        .query_pairs()
+                        .map(|(k, v)| {
+                            if k == "page" {
+                                (k.into_owned(), p.to_string())
+                            } else {
+                                (k.into_owned(), v.into_owned())
+                            }
+                        })
+                        .collect();
+                    u.query_pairs_mut().clear().extend_pairs(pairs);
+                    u
+                })
+                .collect(),
+        )
+    }
+
+    /// The download endpoint: returns the short-lived signed storage URL (`302` + `Location`,
+    /// or the `{"url": ...}` body).
+    pub async fn download_url(
+        &self,
+        b: &BuildRef,
+        job_id: &str,
+        artifact_id: &str,
+    ) -> Result<String, ApiError> {
+        let u = self.url(&format!(
+            "{}/jobs/{}/artifacts/{}/download",
+            Self::build_path(b),
+            enc(job_id),
+            enc(artifact_id)
+        ));
+        let shown = redact_url(u.as_str());
+        let r = Self::check(self.send(Method::GET, &u).await?).await?;
+        if let Some(loc) = r
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+        {
+            let abs = u.join(loc).map_err(|e| ApiError::Malformed {
+                url: shown.clone(),
+                detail: format!("bad Location header: {e}"),
+            })?;
+            return Ok(abs.to_string());
+        }
+        let body = r.bytes().await.map_err(|e| ApiError::Network {
+            url: shown.clone(),
+            detail: reqwest_detail(e),
+        })?;
+        let d: DownloadUrl = serde_json::from_slice(&body).map_err(|e| ApiError::Malformed {
+            url: shown.clone(),
+            detail: format!("no Location header and no {{\"url\"}} body: {e}"),
+        })?;
+        Url::parse(&d.url).map_err(|e| ApiError::Malformed {
+            url: shown,
+            detail: format!("bad download URL: {e}"),
+        })?;
+        Ok(d.url)
+    }
+
+    /// `DELETE .../jobs/{job}/artifacts/{id}` (scope `write_artifacts`).
+    pub async fn delete_artifact(
+        &self,
+        b: &BuildRef,
+        job_id: &str,
+        artifact_id: &str,
+    ) -> Result<(), ApiError> {
+        let u = self.url(&format!(
+            "{}/jobs/{}/artifacts/{}",
+            Self::build_path(b),
+            enc(job_id),
+            enc(artifact_id)
+        ));
+        Self::check(self.send(Method::DELETE, &u).await?).await?;
+        Ok(())
+    }
+}
+
+/// Percent-encodes an id for use as one path segment (ids come from the network).
+fn enc(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
+
+/// Exponential backoff with jitter: ~100 ms, 200 ms, 400 ms ... capped at 5 s.
+pub async fn backoff(attempt: u32) {
+    let base = 100u64.saturating_mul(1 << attempt.min(6)).min(5_000);
+    let jitter = rand::random::<u64>() % (base / 2 + 1);
+    tokio::time::sleep(Duration::from_millis(base / 2 + jitter)).await;
+}

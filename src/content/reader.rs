@@ -1,0 +1,354 @@
+//! Serving `read`s: signed URLs reused while valid and refreshed on expiry, block-aligned
+//! ranged GETs with bounded retries, single-flight per block, sequential prefetch per open
+//! handle, and an in-memory LRU of recent blocks.
+//!
+//! Geometry: an artifact of at most [`WHOLE_FILE_MAX`] bytes is one block, fetched whole and
+//! verified against its `sha1sum` before any byte of it is served. Larger artifacts are cut
+//! into [`BLOCK`]-sized blocks, so a 4 KiB read in the middle of a 1 GiB file fetches one
+//! 256 KiB block; their ranges are checked (`Content-Range`, length) but a block alone cannot
+//! be checked against the whole-file sha1.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::future::{FutureExt, Shared};
+use lru::LruCache;
+use sha1::{Digest, Sha1};
+use tokio::sync::Semaphore;
+
+use super::remote::{BoxFuture, Remote};
+use super::storage::StorageError;
+use crate::api::ApiError;
+use crate::secret::redact_url;
+use crate::tree::FileMeta;
+
+/// Artifacts up to this size are fetched in one request and verified before use: most logs
+/// and reports are far smaller, and a whole small file costs one round trip either way.
+pub const WHOLE_FILE_MAX: u64 = 4 << 20;
+/// Block size of larger artifacts: the unit of a random read (the random-read budget is
+/// 256 KiB fetched per 4 KiB read).
+pub const BLOCK: u64 = 256 << 10;
+/// Most blocks prefetched ahead of a sequential reader (16 MiB).
+const MAX_WINDOW: u64 = 64;
+/// Signed URL refreshes allowed within one block fetch before giving up.
+const MAX_REFRESHES: u32 = 4;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ReadError {
+    #[error("the artifact no longer exists")]
+    NotFound,
+    #[error("download endpoint: {0}")]
+    Api(#[from] ApiError),
+    #[error("storage: {0}")]
+    Storage(StorageError),
+    #[error("content does not match sha1sum {expected} (got {got}); not serving it")]
+    Corrupt { expected: String, got: String },
+    #[error("gave up after {attempts} attempts in {secs}s: {last}")]
+    GaveUp {
+        attempts: u32,
+        secs: u64,
+        last: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct ReaderConfig {
+    /// Bound on the time spent on one block, retries included.
+    pub read_timeout: Duration,
+    /// A signed URL older than this is refreshed before use (they live about 60 s).
+    pub url_max_age: Duration,
+    /// Budget of the in-memory block LRU.
+    pub mem_cache_bytes: u64,
+    /// Storage requests in flight across all files.
+    pub max_inflight: usize,
+}
+
+impl Default for ReaderConfig {
+    fn default() -> Self {
+        ReaderConfig {
+            read_timeout: Duration::from_secs(30),
+            url_max_age: Duration::from_secs(50),
+            mem_cache_bytes: 64 << 20,
+            max_inflight: 16,
+        }
+    }
+}
+
+type BlockKey = (Arc<str>, u64);
+/// One signed URL per artifact and when it was issued; the async lock makes refreshes single-flight.
+type UrlSlot = Arc<tokio::sync::Mutex<Option<(String, Instant)>>>;
+type BlockFuture = Shared<BoxFuture<'static, Result<Bytes, ReadError>>>;
+
+#[derive(Default)]
+struct Blocks {
+    lru: Option<LruCache<BlockKey, Bytes>>,
+    bytes: u64,
+}
+
+/// Per open file handle: where the next sequential read would start, and the prefetch
+/// window (in blocks) that grows while the reader stays sequential.
+#[derive(Debug, Default)]
+pub struct Handle {
+    seq: Mutex<(u64, u64)>,
+}
+
+pub struct Reader {
+    remote: Arc<dyn Remote>,
+    cfg: ReaderConfig,
+    urls: Mutex<HashMap<Arc<str>, UrlSlot>>,
+    blocks: Mutex<Blocks>,
+    inflight: Mutex<HashMap<BlockKey, BlockFuture>>,
+    permits: Arc<Semaphore>,
+}
+
+fn geometry(size: u64) -> u64 {
+    if size <= WHOLE_FILE_MAX {
+        size.max(1)
+    } else {
+        BLOCK
+    }
+}
+
+impl Reader {
+    pub fn new(remote: Arc<dyn Remote>, cfg: ReaderConfig) -> Arc<Reader> {
+        Arc::new(Reader {
+            remote,
+            permits: Arc::new(Semaphore::new(cfg.max_inflight.max(1))),
+            cfg,
+            urls: Mutex::new(HashMap::new()),
+            blocks: Mutex::new(Blocks {
+                lru: Some(LruCache::unbounded()),
+                bytes: 0,
+            }),
+            inflight: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn remote(&self) -> &Arc<dyn Remote> {
+        &self.remote
+    }
+
+    /// Reads up to `size` bytes at `offset`; short only at end of file.
+    pub async fn read(
+        self: &Arc<Self>,
+        meta: &Arc<FileMeta>,
+        offset: u64,
+        size: u32,
+        handle: Option<&Handle>,
+    ) -> Result<Bytes, ReadError> {
+        if offset >= meta.size || size == 0 {
+            return Ok(Bytes::new());
+        }
+        let end = (offset + size as u64).min(meta.size);
+        let bs = geometry(meta.size);
+        let first = offset / bs;
+        let last = (end - 1) / bs;
+        let nblocks = meta.size.div_ceil(bs);
+
+        if let Some(h) = handle {
+            let window = {
+                let mut s = h.seq.lock().unwrap();
+                let (next, window) = *s;
+                let w = if offset == next {
+                    (window * 2).clamp(1, MAX_WINDOW)
+                } else {
+                    0
+                };
+                *s = (end, w);
+                w
+            };
+            for idx in (last + 1)..(last + 1 + window).min(nblocks) {
+                let fut = self.block(meta, idx);
+                tokio::spawn(async move {
+                    let _ = fut.await;
+                });
+            }
+        }
+
+        let futs: Vec<_> = (first..=last).map(|i| self.block(meta, i)).collect();
+        let got = futures_util::future::join_all(futs).await;
+        let mut out = BytesMut::with_capacity((end - offset) as usize);
+        for (i, r) in (first..=last).zip(got) {
+            let b = r?;
+            let bstart = i * bs;
+            let from = offset.max(bstart) - bstart;
+            let to = end.min(bstart + b.len() as u64) - bstart;
+            if from < to {
+                out.extend_from_slice(&b[from as usize..to as usize]);
+            }
+        }
+        if out.len() as u64 != end - offset {
+            return Err(ReadError::Storage(StorageError::Invalid(
+                "short block".into(),
+            )));
+        }
+        Ok(out.freeze())
+    }
+
+    /// A block from memory, or the (shared) future fetching it.
+    fn block(self: &Arc<Self>, meta: &Arc<FileMeta>, idx: u64) -> BlockFuture {
+        let key: BlockKey = (Arc::from(meta.artifact_id.as_str()), idx);
+        if let Some(b) = self
+            .blocks
+            .lock()
+            .unwrap()
+            .lru
+            .as_mut()
+            .and_then(|l| l.get(&key).cloned())
+        {
+            return futures_util::future::ready(Ok(b)).boxed().shared();
+        }
+        let mut inflight = self.inflight.lock().unwrap();
+        if let Some(f) = inflight.get(&key) {
+            return f.clone();
+        }
+        let this = self.clone();
+        let meta = meta.clone();
+        let k = key.clone();
+        let fut = async move {
+            let r = this.fetch_block(&meta, k.1).await;
+            if let Ok(b) = &r {
+                this.remember(k.clone(), b.clone());
+            }
+            this.inflight.lock().unwrap().remove(&k);
+            r
+        }
+        .boxed()
+        .shared();
+        inflight.insert(key, fut.clone());
+        fut
+    }
+
+    fn remember(&self, key: BlockKey, b: Bytes) {
+        let mut g = self.blocks.lock().unwrap();
+        let Blocks { lru, bytes } = &mut *g;
+        let lru = lru.as_mut().expect("lru");
+        *bytes += b.len() as u64;
+        if let Some(old) = lru.put(key, b) {
+            *bytes -= old.len() as u64;
+        }
+        while *bytes > self.cfg.mem_cache_bytes {
+            match lru.pop_lru() {
+                Some((_, v)) => *bytes -= v.len() as u64,
+                None => break,
+            }
+        }
+    }
+
+    /// Drops what is known about an artifact (after it was deleted).
+    pub fn forget(&self, artifact_id: &str) {
+        self.urls.lock().unwrap().remove(artifact_id);
+        let mut g = self.blocks.lock().unwrap();
+        let Blocks { lru, bytes } = &mut *g;
+        let lru = lru.as_mut().expect("lru");
+        let keys: Vec<BlockKey> = lru
+            .iter()
+            .filter(|(k, _)| &*k.0 == artifact_id)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in keys {
+            if let Some(v) = lru.pop(&k) {
+                *bytes -= v.len() as u64;
+            }
+        }
+    }
+
+    /// A signed URL for the artifact: the cached one while young enough and not the one that
+    /// just failed (`stale`), else a fresh one. One API call per artifact at a time.
+    async fn url_for(&self, meta: &FileMeta, stale: Option<&str>) -> Result<String, ReadError> {
+        let slot = self
+            .urls
+            .lock()
+            .unwrap()
+            .entry(Arc::from(meta.artifact_id.as_str()))
+            .or_default()
+            .clone();
+        let mut g = slot.lock().await;
+        if let Some((u, at)) = &*g {
+            if at.elapsed() < self.cfg.url_max_age && Some(u.as_str()) != stale {
+                return Ok(u.clone());
+            }
+        }
+        let u = self
+            .remote
+            .signed_url(&meta.job_id, &meta.artifact_id)
+            .await
+            .map_err(|e| match e {
+                ApiError::NotFound { .. } => ReadError::NotFound,
+                e => ReadError::Api(e),
+            })?;
+        tracing::debug!(artifact = %meta.artifact_id, url = %redact_url(&u), "new signed URL");
+        *g = Some((u.clone(), Instant::now()));
+        Ok(u)
+    }
+
+    async fn fetch_block(&self, meta: &FileMeta, idx: u64) -> Result<Bytes, ReadError> {
+        let bs = geometry(meta.size);
+        let start = idx * bs;
+        let end = (start + bs).min(meta.size);
+        let whole = start == 0 && end == meta.size;
+        let began = Instant::now();
+        let deadline = began + self.cfg.read_timeout;
+        let mut failures = 0u32;
+        let mut refreshes = 0u32;
+        let mut corrupt = 0u32;
+        let mut stale: Option<String> = None;
+        loop {
+            let url = self.url_for(meta, stale.as_deref()).await?;
+            let res = {
+                let _permit = self.permits.acquire().await.expect("semaphore");
+                tokio::time::timeout_at(
+                    deadline.into(),
+                    self.remote.fetch_range(&url, start, end, meta.size),
+                )
+                .await
+                .unwrap_or_else(|_| Err(StorageError::Transient("read timed out".into())))
+            };
+            let err = match res {
+                Ok(b) => {
+                    if whole {
+                        if let Some(expected) = meta.sha1sum.as_deref().filter(|s| is_sha1(s)) {
+                            let got = hex::encode(Sha1::digest(&b));
+                            if !got.eq_ignore_ascii_case(expected) {
+                                corrupt += 1;
+                                tracing::warn!(artifact = %meta.artifact_id, path = %meta.original_path, %expected, %got, "content does not match sha1sum");
+                                if corrupt >= 2 {
+                                    return Err(ReadError::Corrupt {
+                                        expected: expected.to_string(),
+                                        got,
+                                    });
+                                }
+                                continue;
+                            }
+                        }
+                    }
+                    return Ok(b);
+                }
+                Err(StorageError::NotFound) => return Err(ReadError::NotFound),
+                Err(StorageError::Expired(m)) if refreshes < MAX_REFRESHES => {
+                    refreshes += 1;
+                    tracing::debug!(artifact = %meta.artifact_id, reason = %m, "signed URL refused; refreshing");
+                    stale = Some(url);
+                    continue;
+                }
+                Err(e) => e,
+            };
+            failures += 1;
+            if failures >= 6 || Instant::now() >= deadline {
+                return Err(ReadError::GaveUp {
+                    attempts: failures,
+                    secs: began.elapsed().as_secs(),
+                    last: err.to_string(),
+                });
+            }
+            tracing::warn!(artifact = %meta.artifact_id, path = %meta.original_path, attempt = failures, error = %err, "storage read failed; retrying");
+            crate::api::client::backoff(failures).await;
+        }
+    }
+}
+
+fn is_sha1(s: &str) -> bool {
+    s.len() == 40 && s.bytes().all(|c| c.is_ascii_hexdigit())
+}

@@ -1,0 +1,1 @@
+//! Fake Buildkite API + storage server (in progress).

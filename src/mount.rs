@@ -1,0 +1,460 @@
+//! Mounting: checks made before anything is mounted, daemonizing with a readiness pipe,
+//! serving, signal handling and unmounting.
+//!
+//! Background mode: the parent forks before any thread exists; the child starts a new
+//! session, validates the token, lists the build, mounts, and only then writes `OK` on the
+//! pipe; any failure before that is written as `ERR <message>` and nothing stays mounted.
+//! The parent prints the verdict and exits with it, so `bkfs mount ... && ls MOUNT` works.
+
+use std::ffi::CString;
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use fuser::{Config, MountOption, SessionACL};
+
+use crate::api::{ApiClient, ApiError};
+use crate::build_ref::BuildRef;
+use crate::content::storage::StorageClient;
+use crate::content::{HttpRemote, Reader, ReaderConfig};
+use crate::fs::{Fs, FsConfig};
+use crate::fuse::FuseFs;
+use crate::secret::Token;
+use crate::tree::Tree;
+
+/// Everything needed to mount one build.
+#[derive(Debug, Clone)]
+pub struct MountPlan {
+    pub build: BuildRef,
+    pub api_url: String,
+    pub token: Token,
+    pub mountpoint: PathBuf,
+    pub foreground: bool,
+    pub allow_delete: bool,
+    pub allow_other: bool,
+    pub cache_dir: PathBuf,
+    pub log_file: PathBuf,
+    pub verbose: u8,
+    pub read_timeout: Duration,
+}
+
+/// Where start-up reports its verdict: nowhere in the foreground, the pipe in the background.
+struct Ready(Option<std::fs::File>);
+
+impl Ready {
+    fn ok(&mut self) {
+        if let Some(mut f) = self.0.take() {
+            let _ = f.write_all(b"OK\n");
+        }
+    }
+    fn fail(&mut self, msg: &str) {
+        tracing::error!("{msg}");
+        match self.0.take() {
+            Some(mut f) => {
+                let _ = f.write_all(format!("ERR {msg}\n").as_bytes());
+            }
+            None => eprintln!("bkfs: error: {msg}"),
+        }
+    }
+}
+
+/// Checks that can be made before forking: the mountpoint is an existing, empty-or-not
+/// directory that is not already a mount point.
+pub fn check_mountpoint(p: &Path) -> Result<PathBuf, String> {
+    let shown = p.display();
+    let md = match std::fs::metadata(p) {
+        Ok(m) => m,
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            return Err(format!(
+                "{shown} is a dead FUSE mount (transport endpoint is not connected): clean it up with `fusermount3 -u -z {shown}`"
+            ))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!(
+                "mountpoint {shown} does not exist: create it with `mkdir -p {shown}`"
+            ))
+        }
+        Err(e) => return Err(format!("cannot use mountpoint {shown}: {e}")),
+    };
+    if !md.is_dir() {
+        return Err(format!("mountpoint {shown} is not a directory"));
+    }
+    let abs = std::fs::canonicalize(p).map_err(|e| format!("cannot use mountpoint {shown}: {e}"))?;
+    if is_mount_point(&abs) {
+        return Err(format!(
+            "{shown} is already a mount point: unmount it first (`bkfs unmount {shown}`)"
+        ));
+    }
+    Ok(abs)
+}
+
+/// True when `abs` (canonical) appears as a mount point in /proc/self/mountinfo.
+pub fn is_mount_point(abs: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    info.lines().any(|l| {
+        l.split(' ')
+            .nth(4)
+            .map(unescape_mountinfo)
+            .is_some_and(|m| Path::new(&m) == abs)
+    })
+}
+
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() {
+            let digits = std::str::from_utf8(&b[i + 1..i + 4]).unwrap_or("x");
+            if let Ok(v) = u8::from_str_radix(digits, 8) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Mounts per the plan; returns the process exit code.
+pub fn run(plan: MountPlan) -> i32 {
+    let mountpoint = match check_mountpoint(&plan.mountpoint) {
+        Ok(p) => p,
+        Err(m) => {
+            eprintln!("bkfs: error: {m}");
+            return 1;
+        }
+    };
+    if plan.foreground {
+        crate::logging::init(plan.verbose, None);
+        return serve(plan, mountpoint, Ready(None));
+    }
+    if let Some(dir) = plan.log_file.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let log = match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&plan.log_file)
+    {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!(
+                "bkfs: error: cannot open the log file {}: {e} (choose another with --log-file)",
+                plan.log_file.display()
+            );
+            return 1;
+        }
+    };
+    let mut fds = [0; 2];
+    // SAFETY: plain pipe(2) into a 2-int array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        eprintln!("bkfs: error: pipe: {}", std::io::Error::last_os_error());
+        return 1;
+    }
+    // SAFETY: both fds were just created and are owned here.
+    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: no other thread exists yet (no runtime, no logging thread), so fork is sound.
+    match unsafe { libc::fork() } {
+        -1 => {
+            eprintln!("bkfs: error: fork: {}", std::io::Error::last_os_error());
+            1
+        }
+        0 => {
+            drop(rd);
+            detach(&log);
+            crate::logging::init(plan.verbose, Some(log));
+            let code = serve(plan, mountpoint, Ready(Some(std::fs::File::from(wr))));
+            std::process::exit(code);
+        }
+        _child => {
+            drop(wr);
+            let mut verdict = String::new();
+            let _ = std::fs::File::from(rd).read_to_string(&mut verdict);
+            match verdict.lines().next() {
+                Some("OK") => 0,
+                Some(l) if l.starts_with("ERR ") => {
+                    eprintln!("bkfs: error: {}", &l[4..]);
+                    1
+                }
+                _ => {
+                    eprintln!(
+                        "bkfs: error: the daemon exited during start-up; see {}",
+                        plan.log_file.display()
+                    );
+                    1
+                }
+            }
+        }
+    }
+}
+
+/// New session, stdin from /dev/null, stdout and stderr to the log file, cwd `/`.
+fn detach(log: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: single-threaded child right after fork; plain syscalls on owned fds.
+    unsafe {
+        libc::setsid();
+        let null = CString::new("/dev/null").unwrap();
+        let fd = libc::open(null.as_ptr(), libc::O_RDONLY);
+        if fd >= 0 {
+            libc::dup2(fd, 0);
+            libc::close(fd);
+        }
+        libc::dup2(log.as_raw_fd(), 1);
+        libc::dup2(log.as_raw_fd(), 2);
+        let root = CString::new("/").unwrap();
+        libc::chdir(root.as_ptr());
+    }
+}
+
+/// A readable start-up error for an API failure at `what`.
+fn explain(e: &ApiError, plan: &MountPlan, what: &str) -> String {
+    match e {
+        ApiError::Unauthorized { .. } => e.to_string(),
+        ApiError::Forbidden { message } => format!(
+            "the token may not {what} (403): {message} Create a token with the read_artifacts scope (and read_builds for job names)."
+        ),
+        ApiError::NotFound { message, .. } => format!(
+            "build {} not found (404: {message}). Check the organization, pipeline and build number, and that the token can access that organization.",
+            plan.build
+        ),
+        ApiError::Network { .. } => format!("{e}. Check --api-url / BUILDKITE_API_URL and the network."),
+        _ => e.to_string(),
+    }
+}
+
+/// What start-up fetched: the tree and the remote to read through.
+struct Prepared {
+    tree: Tree,
+    remote: Arc<HttpRemote>,
+}
+
+async fn prepare(plan: &MountPlan) -> Result<Prepared, String> {
+    let api = ApiClient::new(&plan.api_url, plan.token.clone())?;
+    let tok = api
+        .access_token()
+        .await
+        .map_err(|e| explain(&e, plan, "be validated"))?;
+    let has = |s: &str| tok.scopes.iter().any(|x| x == s);
+    if !tok.scopes.is_empty() && !has("read_artifacts") {
+        return Err(format!(
+            "the API token lacks the read_artifacts scope (it has: {}). Create a token with read_artifacts.",
+            tok.scopes.join(", ")
+        ));
+    }
+    let build = if tok.scopes.is_empty() || has("read_builds") {
+        match api.get_build(&plan.build).await {
+            Ok(b) => Some(b),
+            Err(ApiError::Forbidden { message }) => {
+                tracing::warn!(%message, "cannot read the build; job directories are named by job id");
+                None
+            }
+            Err(e) => return Err(explain(&e, plan, "read the build")),
+        }
+    } else {
+        tracing::warn!("the token lacks read_builds; job directories are named by job id");
+        None
+    };
+    let artifacts = api
+        .list_build_artifacts(&plan.build)
+        .await
+        .map_err(|e| explain(&e, plan, "list artifacts"))?;
+    let tree = Tree::build(build.as_ref(), &artifacts, SystemTime::UNIX_EPOCH);
+    tracing::info!(
+        build = %plan.build,
+        artifacts = artifacts.len(),
+        nodes = tree.len(),
+        "listed the build"
+    );
+    let storage = StorageClient::new(plan.read_timeout)?;
+    Ok(Prepared {
+        tree,
+        remote: Arc::new(HttpRemote {
+            api,
+            build: plan.build.clone(),
+            storage,
+        }),
+    })
+}
+
+fn serve(plan: MountPlan, mountpoint: PathBuf, mut ready: Ready) -> i32 {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .thread_name("bkfs-io")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            ready.fail(&format!("cannot start the runtime: {e}"));
+            return 1;
+        }
+    };
+    let prepared = match rt.block_on(prepare(&plan)) {
+        Ok(p) => p,
+        Err(m) => {
+            ready.fail(&m);
+            return 1;
+        }
+    };
+    if let Err(e) = std::fs::create_dir_all(&plan.cache_dir) {
+        tracing::warn!(dir = %plan.cache_dir.display(), error = %e, "cannot create the cache dir");
+    }
+    let reader = Reader::new(
+        prepared.remote,
+        ReaderConfig {
+            read_timeout: plan.read_timeout,
+            ..ReaderConfig::default()
+        },
+    );
+    // SAFETY: getuid/getgid cannot fail.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let fs = Arc::new(Fs::new(
+        prepared.tree,
+        reader,
+        FsConfig {
+            uid,
+            gid,
+            allow_delete: plan.allow_delete,
+        },
+    ));
+    let mut cfg = Config::default();
+    cfg.mount_options = vec![
+        MountOption::FSName(format!("bkfs:{}", plan.build)),
+        MountOption::Subtype("bkfs".into()),
+        MountOption::NoDev,
+        MountOption::NoSuid,
+        MountOption::NoAtime,
+    ];
+    cfg.acl = if plan.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    cfg.n_threads = Some(2);
+    let mut session = match fuser::Session::new(FuseFs::new(fs, rt.handle().clone()), &mountpoint, &cfg)
+    {
+        Ok(s) => s,
+        Err(e) => {
+            let hint = if plan.allow_other {
+                " (--allow-other needs user_allow_other in /etc/fuse.conf)"
+            } else {
+                ""
+            };
+            ready.fail(&format!(
+                "cannot mount on {}: {e}{hint}",
+                plan.mountpoint.display()
+            ));
+            return 1;
+        }
+    };
+    let mut unmounter = session.unmount_callable();
+    let bg = match session.spawn() {
+        Ok(bg) => bg,
+        Err(e) => {
+            ready.fail(&format!("cannot start the FUSE session: {e}"));
+            return 1;
+        }
+    };
+    tracing::info!(mountpoint = %mountpoint.display(), build = %plan.build, "mounted");
+    ready.ok();
+
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let r = bg.join();
+        let _ = done_tx.send(r);
+    });
+    let signalled = rt.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+        let mut done_rx = done_rx;
+        tokio::select! {
+            _ = term.recv() => Err(done_rx),
+            _ = int.recv() => Err(done_rx),
+            _ = hup.recv() => Err(done_rx),
+            r = &mut done_rx => Ok(r),
+        }
+    });
+    let code = match signalled {
+        Ok(_) => {
+            tracing::info!("unmounted; exiting");
+            0
+        }
+        Err(done_rx) => {
+            tracing::info!("signal received; unmounting");
+            if let Err(e) = unmounter.unmount() {
+                tracing::warn!(error = %e, "unmount failed; detaching lazily");
+                lazy_unmount(&mountpoint);
+            }
+            let ended = rt.block_on(async {
+                tokio::time::timeout(Duration::from_secs(5), done_rx)
+                    .await
+                    .is_ok()
+            });
+            if ended {
+                tracing::info!("unmounted; exiting");
+                0
+            } else {
+                tracing::warn!("the FUSE session did not end after unmount; exiting anyway");
+                1
+            }
+        }
+    };
+    rt.shutdown_timeout(Duration::from_secs(1));
+    code
+}
+
+/// `umount2(MNT_DETACH)`, then `fusermount3 -u -z`.
+pub fn lazy_unmount(p: &Path) {
+    if let Ok(c) = CString::new(p.as_os_str().as_bytes()) {
+        // SAFETY: valid C string.
+        if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
+            return;
+        }
+    }
+    let _ = std::process::Command::new("fusermount3")
+        .arg("-u")
+        .arg("-z")
+        .arg(p)
+        .status();
+}
+
+/// `bkfs unmount`: `fusermount3 -u` (falling back to umount(2) as root).
+pub fn unmount(p: &Path) -> i32 {
+    let abs = std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let out = std::process::Command::new("fusermount3")
+        .arg("-u")
+        .arg(&abs)
+        .output();
+    match out {
+        Ok(o) if o.status.success() => 0,
+        Ok(o) => {
+            let msg = String::from_utf8_lossy(&o.stderr).trim().to_string();
+            eprintln!(
+                "bkfs: error: cannot unmount {}: {}{}",
+                p.display(),
+                msg,
+                if msg.contains("busy") {
+                    " (a process is using it; close it, or use `fusermount3 -u -z`)"
+                } else {
+                    ""
+                }
+            );
+            1
+        }
+        Err(e) => {
+            eprintln!("bkfs: error: cannot run fusermount3: {e} (install the fuse3 package)");
+            1
+        }
+    }
+}

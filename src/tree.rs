@@ -1,0 +1,1 @@
+//! Inode table and naming rules (in progress).
