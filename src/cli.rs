@@ -55,6 +55,9 @@ pub struct MountArgs {
     /// Cache directory [default: $XDG_CACHE_HOME/bkfs or ~/.cache/bkfs].
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
+    /// Bound of the on-disk cache (e.g. 500M, 20GiB; 0 disables it).
+    #[arg(long, default_value = "10GiB", value_parser = crate::content::cache::parse_size)]
+    pub cache_size: u64,
     /// Log file in background mode [default: <cache dir>/bkfs.log].
     #[arg(long)]
     pub log_file: Option<PathBuf>,
@@ -138,6 +141,7 @@ fn plan(a: MountArgs) -> Result<MountPlan, String> {
         allow_delete: a.allow_delete,
         allow_other: a.allow_other,
         cache_dir,
+        cache_size: a.cache_size,
         log_file,
         verbose: a.verbose,
         read_timeout: Duration::from_secs(a.read_timeout.max(1)),

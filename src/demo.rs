@@ -36,6 +36,7 @@ pub fn run(mountpoint: PathBuf, verbose: u8) -> i32 {
         allow_delete: false,
         allow_other: false,
         cache_dir: cache_dir.clone(),
+        cache_size: 256 << 20,
         log_file: cache_dir.join("bkfs.log"),
         verbose,
         read_timeout: Duration::from_secs(30),

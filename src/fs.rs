@@ -300,7 +300,7 @@ impl Fs {
             }
         }
         self.tree.write().unwrap().remove_file(ino);
-        self.reader.forget(&meta.artifact_id);
+        self.reader.forget(&meta);
         tracing::info!(path = %meta.original_path, artifact = %meta.artifact_id, "deleted");
         Ok(())
     }

@@ -18,6 +18,7 @@ use fuser::{Config, MountOption, SessionACL};
 
 use crate::api::{ApiClient, ApiError};
 use crate::build_ref::BuildRef;
+use crate::content::cache::DiskCache;
 use crate::content::storage::StorageClient;
 use crate::content::{HttpRemote, Reader, ReaderConfig};
 use crate::fs::{Fs, FsConfig};
@@ -36,6 +37,8 @@ pub struct MountPlan {
     pub allow_delete: bool,
     pub allow_other: bool,
     pub cache_dir: PathBuf,
+    /// Budget of the on-disk cache, in bytes (0 disables it).
+    pub cache_size: u64,
     pub log_file: PathBuf,
     pub verbose: u8,
     pub read_timeout: Duration,
@@ -305,15 +308,27 @@ fn serve(plan: MountPlan, mountpoint: PathBuf, mut ready: Ready) -> i32 {
             return 1;
         }
     };
-    if let Err(e) = std::fs::create_dir_all(&plan.cache_dir) {
-        tracing::warn!(dir = %plan.cache_dir.display(), error = %e, "cannot create the cache dir");
-    }
+    let disk = if plan.cache_size == 0 {
+        None
+    } else {
+        match DiskCache::open(&plan.cache_dir, plan.cache_size) {
+            Ok(c) => Some(Arc::new(c)),
+            Err(e) => {
+                ready.fail(&format!(
+                    "cannot use the cache directory {}: {e} (choose another with --cache-dir)",
+                    plan.cache_dir.display()
+                ));
+                return 1;
+            }
+        }
+    };
     let reader = Reader::new(
         prepared.remote,
         ReaderConfig {
             read_timeout: plan.read_timeout,
             ..ReaderConfig::default()
         },
+        disk,
     );
     // SAFETY: getuid/getgid cannot fail.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };

@@ -18,6 +18,7 @@ use lru::LruCache;
 use sha1::{Digest, Sha1};
 use tokio::sync::Semaphore;
 
+use super::cache::{content_key, DiskCache};
 use super::remote::{BoxFuture, Remote};
 use super::storage::StorageError;
 use crate::api::ApiError;
@@ -97,6 +98,9 @@ pub struct Handle {
 pub struct Reader {
     remote: Arc<dyn Remote>,
     cfg: ReaderConfig,
+    disk: Option<Arc<DiskCache>>,
+    /// Content keys of large artifacts whose complete cached blocks matched `sha1sum`.
+    verified: Mutex<std::collections::HashSet<String>>,
     urls: Mutex<HashMap<Arc<str>, UrlSlot>>,
     blocks: Mutex<Blocks>,
     inflight: Mutex<HashMap<BlockKey, BlockFuture>>,
@@ -112,9 +116,15 @@ fn geometry(size: u64) -> u64 {
 }
 
 impl Reader {
-    pub fn new(remote: Arc<dyn Remote>, cfg: ReaderConfig) -> Arc<Reader> {
+    pub fn new(
+        remote: Arc<dyn Remote>,
+        cfg: ReaderConfig,
+        disk: Option<Arc<DiskCache>>,
+    ) -> Arc<Reader> {
         Arc::new(Reader {
             remote,
+            disk,
+            verified: Mutex::new(Default::default()),
             permits: Arc::new(Semaphore::new(cfg.max_inflight.max(1))),
             cfg,
             urls: Mutex::new(HashMap::new()),
@@ -189,7 +199,8 @@ impl Reader {
 
     /// A block from memory, or the (shared) future fetching it.
     fn block(self: &Arc<Self>, meta: &Arc<FileMeta>, idx: u64) -> BlockFuture {
-        let key: BlockKey = (Arc::from(meta.artifact_id.as_str()), idx);
+        let ckey = content_key(meta.sha1sum.as_deref(), &meta.artifact_id);
+        let key: BlockKey = (Arc::from(ckey.as_str()), idx);
         if let Some(b) = self
             .blocks
             .lock()
@@ -199,6 +210,12 @@ impl Reader {
             .and_then(|l| l.get(&key).cloned())
         {
             return futures_util::future::ready(Ok(b)).boxed().shared();
+        }
+        if let Some(disk) = &self.disk {
+            if let Some(b) = disk.get(&ckey, idx, block_len(meta.size, idx)) {
+                self.remember(key, b.clone());
+                return futures_util::future::ready(Ok(b)).boxed().shared();
+            }
         }
         let mut inflight = self.inflight.lock().unwrap();
         if let Some(f) = inflight.get(&key) {
@@ -211,6 +228,7 @@ impl Reader {
             let r = this.fetch_block(&meta, k.1).await;
             if let Ok(b) = &r {
                 this.remember(k.clone(), b.clone());
+                this.store(&meta, &k.0, k.1, b.clone()).await;
             }
             this.inflight.lock().unwrap().remove(&k);
             r
@@ -237,15 +255,73 @@ impl Reader {
         }
     }
 
+    /// Writes a fetched block to the disk cache; when that completes a large artifact, checks
+    /// the whole against `sha1sum` and discards it all on a mismatch.
+    async fn store(&self, meta: &FileMeta, ckey: &str, idx: u64, b: Bytes) {
+        let Some(disk) = self.disk.clone() else {
+            return;
+        };
+        let nblocks = meta.size.div_ceil(geometry(meta.size));
+        let key = ckey.to_string();
+        let complete = tokio::task::spawn_blocking({
+            let key = key.clone();
+            move || {
+                disk.put(&key, idx, &b);
+                disk.blocks_of(&key) == nblocks
+            }
+        })
+        .await
+        .unwrap_or(false);
+        let Some(expected) = meta.sha1sum.clone().filter(|s| is_sha1(s)) else {
+            return;
+        };
+        if nblocks == 1 || !complete || self.verified.lock().unwrap().contains(&key) {
+            return;
+        }
+        let disk = self.disk.clone().expect("disk");
+        let size = meta.size;
+        let k2 = key.clone();
+        let ok = tokio::task::spawn_blocking(move || {
+            let mut h = Sha1::new();
+            for i in 0..nblocks {
+                match disk.get(&k2, i, block_len(size, i)) {
+                    Some(b) => h.update(&b),
+                    None => return None, // evicted meanwhile: cannot tell yet
+                }
+            }
+            Some(hex::encode(h.finalize()).eq_ignore_ascii_case(&expected))
+        })
+        .await
+        .ok()
+        .flatten();
+        match ok {
+            Some(true) => {
+                self.verified.lock().unwrap().insert(key);
+            }
+            Some(false) => {
+                tracing::error!(artifact = %meta.artifact_id, path = %meta.original_path, "the complete artifact does not match its sha1sum; discarding the cached copy");
+                if let Some(d) = &self.disk {
+                    d.remove_key(&key);
+                }
+                self.forget_key(&key);
+            }
+            None => {}
+        }
+    }
+
     /// Drops what is known about an artifact (after it was deleted).
-    pub fn forget(&self, artifact_id: &str) {
-        self.urls.lock().unwrap().remove(artifact_id);
+    pub fn forget(&self, meta: &FileMeta) {
+        self.urls.lock().unwrap().remove(meta.artifact_id.as_str());
+        self.forget_key(&content_key(meta.sha1sum.as_deref(), &meta.artifact_id));
+    }
+
+    fn forget_key(&self, ckey: &str) {
         let mut g = self.blocks.lock().unwrap();
         let Blocks { lru, bytes } = &mut *g;
         let lru = lru.as_mut().expect("lru");
         let keys: Vec<BlockKey> = lru
             .iter()
-            .filter(|(k, _)| &*k.0 == artifact_id)
+            .filter(|(k, _)| &*k.0 == ckey)
             .map(|(k, _)| k.clone())
             .collect();
         for k in keys {
@@ -349,6 +425,190 @@ impl Reader {
     }
 }
 
+/// Length of block `idx` of an artifact of `size` bytes.
+fn block_len(size: u64, idx: u64) -> u64 {
+    let bs = geometry(size);
+    size.saturating_sub(idx * bs).min(bs)
+}
+
 fn is_sha1(s: &str) -> bool {
     s.len() == 40 && s.bytes().all(|c| c.is_ascii_hexdigit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+    /// A remote over one in-memory object. URLs carry a generation; `expire_before` makes
+    /// storage refuse older generations (like an expired signature).
+    struct Mock {
+        data: Bytes,
+        url_calls: AtomicUsize,
+        fetches: AtomicUsize,
+        bytes: AtomicU64,
+        expire_before: AtomicUsize,
+        fail_next: AtomicUsize,
+        corrupt: bool,
+    }
+
+    impl Mock {
+        fn new(data: Vec<u8>) -> Arc<Mock> {
+            Arc::new(Mock {
+                data: Bytes::from(data),
+                url_calls: AtomicUsize::new(0),
+                fetches: AtomicUsize::new(0),
+                bytes: AtomicU64::new(0),
+                expire_before: AtomicUsize::new(0),
+                fail_next: AtomicUsize::new(0),
+                corrupt: false,
+            })
+        }
+    }
+
+    impl Remote for Mock {
+        fn signed_url<'a>(&'a self, _j: &'a str, _a: &'a str) -> BoxFuture<'a, Result<String, ApiError>> {
+            let n = self.url_calls.fetch_add(1, Ordering::SeqCst) + 1;
+            Box::pin(async move { Ok(format!("http://storage/obj?gen={n}")) })
+        }
+        fn fetch_range<'a>(&'a self, url: &'a str, start: u64, end: u64, _t: u64) -> BoxFuture<'a, Result<Bytes, StorageError>> {
+            Box::pin(async move {
+                self.fetches.fetch_add(1, Ordering::SeqCst);
+                let generation: usize = url.rsplit('=').next().unwrap().parse().unwrap();
+                if generation <= self.expire_before.load(Ordering::SeqCst) {
+                    return Err(StorageError::Expired("Request has expired".into()));
+                }
+                if self.fail_next.load(Ordering::SeqCst) > 0 {
+                    self.fail_next.fetch_sub(1, Ordering::SeqCst);
+                    return Err(StorageError::Transient("503".into()));
+                }
+                self.bytes.fetch_add(end - start, Ordering::SeqCst);
+                let mut b = self.data.slice(start as usize..end as usize).to_vec();
+                if self.corrupt && !b.is_empty() {
+                    b[0] ^= 0xff;
+                }
+                Ok(Bytes::from(b))
+            })
+        }
+        fn delete<'a>(&'a self, _j: &'a str, _a: &'a str) -> BoxFuture<'a, Result<(), ApiError>> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    fn meta(data: &[u8]) -> Arc<FileMeta> {
+        Arc::new(FileMeta {
+            artifact_id: "a1".into(),
+            job_id: "j1".into(),
+            size: data.len() as u64,
+            sha1sum: Some(hex::encode(Sha1::digest(data))),
+            mime_type: None,
+            state: Some("finished".into()),
+            original_path: "x.bin".into(),
+            download_url: None,
+        })
+    }
+
+    fn pattern(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i * 31 % 251) as u8).collect()
+    }
+
+    fn quick() -> ReaderConfig {
+        ReaderConfig {
+            read_timeout: Duration::from_secs(5),
+            ..ReaderConfig::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn small_file_fetched_once_and_served_from_memory() {
+        let data = pattern(10_000);
+        let m = Mock::new(data.clone());
+        let r = Reader::new(m.clone(), quick(), None);
+        let meta = meta(&data);
+        assert_eq!(&r.read(&meta, 0, 4096, None).await.unwrap()[..], &data[..4096]);
+        assert_eq!(&r.read(&meta, 9000, 4096, None).await.unwrap()[..], &data[9000..]);
+        assert!(r.read(&meta, 10_000, 10, None).await.unwrap().is_empty());
+        assert_eq!(m.fetches.load(Ordering::SeqCst), 1);
+        assert_eq!(m.url_calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn random_read_of_large_file_fetches_one_block() {
+        let data = pattern(64 << 20);
+        let m = Mock::new(data.clone());
+        let r = Reader::new(m.clone(), quick(), None);
+        let meta = meta(&data);
+        let off = (32 << 20) + 12345;
+        let got = r.read(&meta, off, 4096, Some(&Handle::default())).await.unwrap();
+        assert_eq!(&got[..], &data[off as usize..off as usize + 4096]);
+        assert_eq!(m.bytes.load(Ordering::SeqCst), BLOCK);
+    }
+
+    #[tokio::test]
+    async fn expired_url_is_refreshed_transparently() {
+        let data = pattern(1000);
+        let m = Mock::new(data.clone());
+        let r = Reader::new(m.clone(), quick(), None);
+        m.expire_before.store(1, Ordering::SeqCst); // the first URL is already expired
+        let got = r.read(&meta(&data), 0, 1000, None).await.unwrap();
+        assert_eq!(&got[..], &data[..]);
+        assert_eq!(m.url_calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn transient_errors_are_retried() {
+        let data = pattern(1000);
+        let m = Mock::new(data.clone());
+        m.fail_next.store(2, Ordering::SeqCst);
+        let r = Reader::new(m.clone(), quick(), None);
+        assert_eq!(&r.read(&meta(&data), 0, 1000, None).await.unwrap()[..], &data[..]);
+        assert_eq!(m.fetches.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn corrupt_content_is_never_served() {
+        let data = pattern(1000);
+        let m = Arc::new(Mock {
+            corrupt: true,
+            ..Arc::try_unwrap(Mock::new(data.clone())).ok().unwrap()
+        });
+        let r = Reader::new(m.clone(), quick(), None);
+        let e = r.read(&meta(&data), 0, 1000, None).await.unwrap_err();
+        assert!(matches!(e, ReadError::Corrupt { .. }), "{e:?}");
+        assert_eq!(m.fetches.load(Ordering::SeqCst), 2, "refetched once");
+    }
+
+    #[tokio::test]
+    async fn concurrent_reads_share_one_fetch() {
+        let data = pattern(100_000);
+        let m = Mock::new(data.clone());
+        let r = Reader::new(m.clone(), quick(), None);
+        let meta = meta(&data);
+        let futs: Vec<_> = (0..16).map(|i| {
+            let r = r.clone();
+            let meta = meta.clone();
+            async move { r.read(&meta, i * 1000, 1000, None).await }
+        }).collect();
+        for (i, got) in futures_util::future::join_all(futs).await.into_iter().enumerate() {
+            assert_eq!(&got.unwrap()[..], &data[i * 1000..(i + 1) * 1000]);
+        }
+        assert_eq!(m.fetches.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn sequential_reader_prefetches() {
+        let data = pattern(16 << 20);
+        let m = Mock::new(data.clone());
+        let r = Reader::new(m.clone(), quick(), None);
+        let meta = meta(&data);
+        let h = Handle::default();
+        let mut off = 0u64;
+        while off < meta.size {
+            let got = r.read(&meta, off, 128 << 10, Some(&h)).await.unwrap();
+            assert_eq!(&got[..], &data[off as usize..off as usize + got.len()]);
+            off += got.len() as u64;
+        }
+        // Every block fetched exactly once despite prefetch racing the reads.
+        assert_eq!(m.bytes.load(Ordering::SeqCst), meta.size);
+    }
 }
