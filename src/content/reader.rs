@@ -31,8 +31,11 @@ pub const WHOLE_FILE_MAX: u64 = 4 << 20;
 /// Block size of larger artifacts: the unit of a random read (the random-read budget is
 /// 256 KiB fetched per 4 KiB read).
 pub const BLOCK: u64 = 256 << 10;
-/// Most blocks prefetched ahead of a sequential reader (16 MiB).
-const MAX_WINDOW: u64 = 64;
+/// Most blocks prefetched ahead of a sequential reader (32 MiB).
+const MAX_WINDOW: u64 = 128;
+/// Blocks per prefetch request (4 MiB): big enough to amortize a request's first-byte
+/// latency, small enough that several run in parallel within the window.
+const PART_BLOCKS: u64 = 16;
 /// Signed URL refreshes allowed within one block fetch before giving up.
 const MAX_REFRESHES: u32 = 4;
 
@@ -169,15 +172,17 @@ impl Reader {
                 *s = (end, w);
                 w
             };
-            for idx in (last + 1)..(last + 1 + window).min(nblocks) {
-                let fut = self.block(meta, idx);
-                tokio::spawn(async move {
-                    let _ = fut.await;
-                });
+            let ahead_end = (last + window).min(nblocks - 1);
+            if window > 0 && ahead_end > last {
+                for fut in self.blocks(meta, last + 1, ahead_end, PART_BLOCKS) {
+                    tokio::spawn(async move {
+                        let _ = fut.await;
+                    });
+                }
             }
         }
 
-        let futs: Vec<_> = (first..=last).map(|i| self.block(meta, i)).collect();
+        let futs = self.blocks(meta, first, last, u64::MAX);
         let got = futures_util::future::join_all(futs).await;
         let mut out = BytesMut::with_capacity((end - offset) as usize);
         for (i, r) in (first..=last).zip(got) {
@@ -197,46 +202,106 @@ impl Reader {
         Ok(out.freeze())
     }
 
-    /// A block from memory, or the (shared) future fetching it.
-    fn block(self: &Arc<Self>, meta: &Arc<FileMeta>, idx: u64) -> BlockFuture {
-        let ckey = content_key(meta.sha1sum.as_deref(), &meta.artifact_id);
-        let key: BlockKey = (Arc::from(ckey.as_str()), idx);
-        if let Some(b) = self
-            .blocks
+    /// Futures for blocks `first..=last`: ready ones from memory or disk, shared ones for
+    /// blocks already in flight, and new ranged GETs for the rest, grouping consecutive
+    /// missing blocks into parts of at most `max_part` blocks.
+    fn blocks(
+        self: &Arc<Self>,
+        meta: &Arc<FileMeta>,
+        first: u64,
+        last: u64,
+        max_part: u64,
+    ) -> Vec<BlockFuture> {
+        let ckey: Arc<str> = Arc::from(content_key(meta.sha1sum.as_deref(), &meta.artifact_id));
+        let mut out: Vec<Option<BlockFuture>> = vec![None; (last - first + 1) as usize];
+        let ready = |b: Bytes| futures_util::future::ready(Ok(b)).boxed().shared();
+        for idx in first..=last {
+            if let Some(disk) = &self.disk {
+                let key = (ckey.clone(), idx);
+                if self.mem_get(&key).is_none() {
+                    if let Some(b) = disk.get(&ckey, idx, block_len(meta.size, idx)) {
+                        self.remember(key, b);
+                    }
+                }
+            }
+        }
+        let mut inflight = self.inflight.lock().unwrap();
+        let mut run: Vec<u64> = Vec::new();
+        for idx in first..=last {
+            let key = (ckey.clone(), idx);
+            let slot = &mut out[(idx - first) as usize];
+            if let Some(b) = self.mem_get(&key) {
+                *slot = Some(ready(b));
+            } else if let Some(f) = inflight.get(&key) {
+                *slot = Some(f.clone());
+            } else {
+                if run.last().is_some_and(|l| l + 1 != idx) || run.len() as u64 >= max_part {
+                    self.start_part(meta, &ckey, &run, &mut inflight, &mut out, first);
+                    run.clear();
+                }
+                run.push(idx);
+                continue;
+            }
+            if !run.is_empty() {
+                self.start_part(meta, &ckey, &run, &mut inflight, &mut out, first);
+                run.clear();
+            }
+        }
+        if !run.is_empty() {
+            self.start_part(meta, &ckey, &run, &mut inflight, &mut out, first);
+        }
+        out.into_iter().map(|f| f.expect("every block has a future")).collect()
+    }
+
+    fn mem_get(&self, key: &BlockKey) -> Option<Bytes> {
+        self.blocks
             .lock()
             .unwrap()
             .lru
             .as_mut()
-            .and_then(|l| l.get(&key).cloned())
-        {
-            return futures_util::future::ready(Ok(b)).boxed().shared();
-        }
-        if let Some(disk) = &self.disk {
-            if let Some(b) = disk.get(&ckey, idx, block_len(meta.size, idx)) {
-                self.remember(key, b.clone());
-                return futures_util::future::ready(Ok(b)).boxed().shared();
-            }
-        }
-        let mut inflight = self.inflight.lock().unwrap();
-        if let Some(f) = inflight.get(&key) {
-            return f.clone();
-        }
+            .and_then(|l| l.get(key).cloned())
+    }
+
+    /// Starts one ranged GET for the consecutive blocks `run` and registers a shared future
+    /// per block in `inflight` and `out`.
+    fn start_part(
+        self: &Arc<Self>,
+        meta: &Arc<FileMeta>,
+        ckey: &Arc<str>,
+        run: &[u64],
+        inflight: &mut HashMap<BlockKey, BlockFuture>,
+        out: &mut [Option<BlockFuture>],
+        first: u64,
+    ) {
+        let (a, b) = (run[0], *run.last().expect("non-empty run"));
         let this = self.clone();
-        let meta = meta.clone();
-        let k = key.clone();
-        let fut = async move {
-            let r = this.fetch_block(&meta, k.1).await;
-            if let Ok(b) = &r {
-                this.remember(k.clone(), b.clone());
-                this.store(&meta, &k.0, k.1, b.clone()).await;
+        let meta2 = meta.clone();
+        let ck = ckey.clone();
+        let part = async move {
+            let r = this.fetch_part(&meta2, a, b).await;
+            if let Ok(blocks) = &r {
+                for (i, blk) in (a..=b).zip(blocks) {
+                    this.remember((ck.clone(), i), blk.clone());
+                }
+                this.store(&meta2, &ck, a, blocks.clone()).await;
             }
-            this.inflight.lock().unwrap().remove(&k);
+            let mut g = this.inflight.lock().unwrap();
+            for i in a..=b {
+                g.remove(&(ck.clone(), i));
+            }
             r
         }
         .boxed()
         .shared();
-        inflight.insert(key, fut.clone());
-        fut
+        for (j, idx) in (a..=b).enumerate() {
+            let f: BlockFuture = part
+                .clone()
+                .map(move |r| r.map(|v| v[j].clone()))
+                .boxed()
+                .shared();
+            inflight.insert((ckey.clone(), idx), f.clone());
+            out[(idx - first) as usize] = Some(f);
+        }
     }
 
     fn remember(&self, key: BlockKey, b: Bytes) {
@@ -255,9 +320,10 @@ impl Reader {
         }
     }
 
-    /// Writes a fetched block to the disk cache; when that completes a large artifact, checks
-    /// the whole against `sha1sum` and discards it all on a mismatch.
-    async fn store(&self, meta: &FileMeta, ckey: &str, idx: u64, b: Bytes) {
+    /// Writes fetched blocks (starting at block `first`) to the disk cache; when that
+    /// completes a large artifact, checks the whole against `sha1sum` and discards it all on a
+    /// mismatch.
+    async fn store(&self, meta: &FileMeta, ckey: &str, first: u64, blocks: Vec<Bytes>) {
         let Some(disk) = self.disk.clone() else {
             return;
         };
@@ -266,7 +332,9 @@ impl Reader {
         let complete = tokio::task::spawn_blocking({
             let key = key.clone();
             move || {
-                disk.put(&key, idx, &b);
+                for (i, b) in (first..).zip(&blocks) {
+                    disk.put(&key, i, b);
+                }
                 disk.blocks_of(&key) == nblocks
             }
         })
@@ -360,10 +428,22 @@ impl Reader {
         Ok(u)
     }
 
-    async fn fetch_block(&self, meta: &FileMeta, idx: u64) -> Result<Bytes, ReadError> {
+    /// Fetches blocks `a..=b` in one ranged GET, with retries, and splits them.
+    async fn fetch_part(&self, meta: &FileMeta, a: u64, b: u64) -> Result<Vec<Bytes>, ReadError> {
         let bs = geometry(meta.size);
-        let start = idx * bs;
-        let end = (start + bs).min(meta.size);
+        let start = a * bs;
+        let end = ((b + 1) * bs).min(meta.size);
+        let bytes = self.fetch_range(meta, start, end).await?;
+        Ok((a..=b)
+            .map(|i| {
+                let from = (i * bs - start) as usize;
+                let to = (((i + 1) * bs).min(end) - start) as usize;
+                bytes.slice(from..to)
+            })
+            .collect())
+    }
+
+    async fn fetch_range(&self, meta: &FileMeta, start: u64, end: u64) -> Result<Bytes, ReadError> {
         let whole = start == 0 && end == meta.size;
         let began = Instant::now();
         let deadline = began + self.cfg.read_timeout;
@@ -610,5 +690,46 @@ mod tests {
         }
         // Every block fetched exactly once despite prefetch racing the reads.
         assert_eq!(m.bytes.load(Ordering::SeqCst), meta.size);
+    }
+
+    #[tokio::test]
+    async fn disk_cache_serves_a_second_reader_without_network() {
+        let d = tempfile::tempdir().unwrap();
+        let data = pattern(6 << 20);
+        let meta = meta(&data);
+        let m1 = Mock::new(data.clone());
+        let disk = Arc::new(DiskCache::open(d.path(), 1 << 30).unwrap());
+        let r1 = Reader::new(m1.clone(), quick(), Some(disk));
+        let h = Handle::default();
+        let mut off = 0;
+        while off < meta.size {
+            off += r1.read(&meta, off, 1 << 20, Some(&h)).await.unwrap().len() as u64;
+        }
+        // Another "mount": same directory, fresh process state.
+        let m2 = Mock::new(data.clone());
+        let disk = Arc::new(DiskCache::open(d.path(), 1 << 30).unwrap());
+        let r2 = Reader::new(m2.clone(), quick(), Some(disk));
+        let got = r2.read(&meta, 0, 6 << 20, None).await.unwrap();
+        assert_eq!(&got[..], &data[..]);
+        assert_eq!(m2.fetches.load(Ordering::SeqCst), 0);
+        assert_eq!(m2.url_calls.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn complete_large_artifact_with_wrong_sha1_is_discarded_from_disk() {
+        let d = tempfile::tempdir().unwrap();
+        let data = pattern(5 << 20);
+        let mut bad = (*meta(&data)).clone();
+        bad.sha1sum = Some("0".repeat(40));
+        let bad = Arc::new(bad);
+        let m = Mock::new(data.clone());
+        let disk = Arc::new(DiskCache::open(d.path(), 1 << 30).unwrap());
+        let r = Reader::new(m.clone(), quick(), Some(disk.clone()));
+        // Two reads, so no single request covers the whole file (that one would be checked
+        // and refused outright).
+        r.read(&bad, 0, 3 << 20, None).await.unwrap();
+        r.read(&bad, 3 << 20, 2 << 20, None).await.unwrap();
+        let key = content_key(bad.sha1sum.as_deref(), &bad.artifact_id);
+        assert_eq!(disk.blocks_of(&key), 0, "unverifiable content must not stay cached");
     }
 }
