@@ -443,6 +443,9 @@ impl Reader {
             .collect())
     }
 
+    /// Fetches `[start, end)` with bounded retries. A transfer cut short keeps what arrived
+    /// and resumes from the next byte; an expired URL is refreshed without counting as a
+    /// failure; a whole-file fetch is checked against `sha1sum` (refetched once, then refused).
     async fn fetch_range(&self, meta: &FileMeta, start: u64, end: u64) -> Result<Bytes, ReadError> {
         let whole = start == 0 && end == meta.size;
         let began = Instant::now();
@@ -451,19 +454,23 @@ impl Reader {
         let mut refreshes = 0u32;
         let mut corrupt = 0u32;
         let mut stale: Option<String> = None;
+        let mut buf = BytesMut::new();
         loop {
             let url = self.url_for(meta, stale.as_deref()).await?;
+            let pos = start + buf.len() as u64;
             let res = {
                 let _permit = self.permits.acquire().await.expect("semaphore");
                 tokio::time::timeout_at(
                     deadline.into(),
-                    self.remote.fetch_range(&url, start, end, meta.size),
+                    self.remote.fetch_range(&url, pos, end, meta.size),
                 )
                 .await
                 .unwrap_or_else(|_| Err(StorageError::Transient("read timed out".into())))
             };
             let err = match res {
                 Ok(b) => {
+                    buf.extend_from_slice(&b);
+                    let b = std::mem::take(&mut buf).freeze();
                     if whole {
                         if let Some(expected) = meta.sha1sum.as_deref().filter(|s| is_sha1(s)) {
                             let got = hex::encode(Sha1::digest(&b));
@@ -488,6 +495,10 @@ impl Reader {
                     tracing::debug!(artifact = %meta.artifact_id, reason = %m, "signed URL refused; refreshing");
                     stale = Some(url);
                     continue;
+                }
+                Err(StorageError::Partial { got, reason }) => {
+                    buf.extend_from_slice(&got);
+                    StorageError::Transient(format!("{reason} after {} bytes", got.len()))
                 }
                 Err(e) => e,
             };
@@ -529,6 +540,7 @@ mod tests {
         bytes: AtomicU64,
         expire_before: AtomicUsize,
         fail_next: AtomicUsize,
+        cut_next: AtomicUsize,
         corrupt: bool,
     }
 
@@ -541,6 +553,7 @@ mod tests {
                 bytes: AtomicU64::new(0),
                 expire_before: AtomicUsize::new(0),
                 fail_next: AtomicUsize::new(0),
+                cut_next: AtomicUsize::new(0),
                 corrupt: false,
             })
         }
@@ -561,6 +574,15 @@ mod tests {
                 if self.fail_next.load(Ordering::SeqCst) > 0 {
                     self.fail_next.fetch_sub(1, Ordering::SeqCst);
                     return Err(StorageError::Transient("503".into()));
+                }
+                if self.cut_next.load(Ordering::SeqCst) > 0 {
+                    self.cut_next.fetch_sub(1, Ordering::SeqCst);
+                    let half = start + (end - start) / 2;
+                    self.bytes.fetch_add(half - start, Ordering::SeqCst);
+                    return Err(StorageError::Partial {
+                        got: self.data.slice(start as usize..half as usize),
+                        reason: "connection reset".into(),
+                    });
                 }
                 self.bytes.fetch_add(end - start, Ordering::SeqCst);
                 let mut b = self.data.slice(start as usize..end as usize).to_vec();
@@ -731,5 +753,17 @@ mod tests {
         r.read(&bad, 3 << 20, 2 << 20, None).await.unwrap();
         let key = content_key(bad.sha1sum.as_deref(), &bad.artifact_id);
         assert_eq!(disk.blocks_of(&key), 0, "unverifiable content must not stay cached");
+    }
+
+    #[tokio::test]
+    async fn cut_transfers_resume_from_the_last_byte() {
+        let data = pattern(3 << 20);
+        let m = Mock::new(data.clone());
+        m.cut_next.store(3, Ordering::SeqCst);
+        let r = Reader::new(m.clone(), quick(), None);
+        let got = r.read(&meta(&data), 0, 3 << 20, None).await.unwrap();
+        assert_eq!(&got[..], &data[..]);
+        assert_eq!(m.fetches.load(Ordering::SeqCst), 4);
+        assert_eq!(m.bytes.load(Ordering::SeqCst), 3 << 20, "no byte fetched twice");
     }
 }

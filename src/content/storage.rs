@@ -19,9 +19,13 @@ pub enum StorageError {
     Expired(String),
     #[error("the object is gone from storage (404)")]
     NotFound,
-    /// Worth retrying: 5xx, connection errors, truncated bodies, timeouts.
+    /// Worth retrying: 5xx, connection errors, timeouts.
     #[error("{0}")]
     Transient(String),
+    /// The body stopped early (reset, truncation, stall): `got` is what arrived, in order,
+    /// from the requested start; the caller resumes after it.
+    #[error("{reason}")]
+    Partial { got: Bytes, reason: String },
     /// The server answered something inconsistent with the request.
     #[error("invalid storage response: {0}")]
     Invalid(String),
@@ -116,7 +120,12 @@ impl StorageClient {
         while out.len() < want {
             let chunk = match body.next().await {
                 Some(Ok(c)) => c,
-                Some(Err(e)) => return Err(StorageError::Transient(reqwest_detail(e))),
+                Some(Err(e)) => {
+                    return Err(StorageError::Partial {
+                        got: out.freeze(),
+                        reason: reqwest_detail(e),
+                    })
+                }
                 None => break,
             };
             let mut c = &chunk[..];
@@ -129,10 +138,11 @@ impl StorageClient {
             out.extend_from_slice(&c[..n]);
         }
         if out.len() != want {
-            return Err(StorageError::Transient(format!(
-                "truncated body: got {} of {want} bytes",
-                out.len()
-            )));
+            let n = out.len();
+            return Err(StorageError::Partial {
+                got: out.freeze(),
+                reason: format!("truncated body: got {n} of {want} bytes"),
+            });
         }
         if status == StatusCode::PARTIAL_CONTENT {
             // Anything beyond the range is a protocol error, not data we may use.
