@@ -29,7 +29,9 @@ pub const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(120);
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
-    #[error("the API token was rejected (401): {message} Check BUILDKITE_API_TOKEN or --token-file.")]
+    #[error(
+        "the API token was rejected (401): {message} Check BUILDKITE_API_TOKEN or --token-file."
+    )]
     Unauthorized { message: String },
     #[error("the API refused access (403): {message}")]
     Forbidden { message: String },
@@ -85,11 +87,21 @@ pub fn reqwest_detail(e: reqwest::Error) -> String {
     format!("{kind}: {}", error_chain(&e))
 }
 
+/// The organization's request budget as the API last described it (`RateLimit-Remaining`,
+/// `RateLimit-Reset`), shared by every call of this daemon. Each request spends one before it
+/// is sent; at zero, callers wait for the window to reset instead of collecting 429s.
+#[derive(Debug)]
+struct Budget {
+    remaining: Option<u64>,
+    reset_at: std::time::Instant,
+}
+
 #[derive(Clone)]
 pub struct ApiClient {
     http: reqwest::Client,
     base: Url,
     token: Token,
+    budget: std::sync::Arc<std::sync::Mutex<Budget>>,
 }
 
 impl std::fmt::Debug for ApiClient {
@@ -116,7 +128,15 @@ impl ApiClient {
             .user_agent(concat!("bkfs/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {}", error_chain(&e)))?;
-        Ok(ApiClient { http, base, token })
+        Ok(ApiClient {
+            http,
+            base,
+            token,
+            budget: std::sync::Arc::new(std::sync::Mutex::new(Budget {
+                remaining: None,
+                reset_at: std::time::Instant::now(),
+            })),
+        })
     }
 
     fn url(&self, path: &str) -> Url {
@@ -145,6 +165,16 @@ impl ApiClient {
         let mut waited = Duration::ZERO;
         loop {
             attempt += 1;
+            if let Some(wait) = self.spend() {
+                if waited + wait > MAX_RATE_LIMIT_WAIT {
+                    return Err(ApiError::RateLimited { url: shown, waited });
+                }
+                tracing::info!(url = %shown, wait_ms = wait.as_millis() as u64, "API request budget spent; waiting for the rate-limit window");
+                tokio::time::sleep(wait).await;
+                waited += wait;
+                attempt -= 1;
+                continue;
+            }
             let res = self
                 .http
                 .request(method.clone(), url.clone())
@@ -152,6 +182,9 @@ impl ApiClient {
                 .header(header::ACCEPT, "application/json")
                 .send()
                 .await;
+            if let Ok(r) = &res {
+                self.observe(r.headers(), r.status() == StatusCode::TOO_MANY_REQUESTS);
+            }
             match res {
                 Ok(r) if r.status() == StatusCode::TOO_MANY_REQUESTS => {
                     let reset = r
@@ -163,10 +196,7 @@ impl ApiClient {
                         .max(1);
                     let wait = Duration::from_secs(reset);
                     if waited + wait > MAX_RATE_LIMIT_WAIT {
-                        return Err(ApiError::RateLimited {
-                            url: shown,
-                            waited,
-                        });
+                        return Err(ApiError::RateLimited { url: shown, waited });
                     }
                     tracing::warn!(url = %shown, wait_s = reset, "rate limited by the API; waiting");
                     tokio::time::sleep(wait).await;
@@ -190,6 +220,53 @@ impl ApiClient {
                 }
             }
         }
+    }
+
+    /// Takes one request from the budget, or says how long to wait for the next window.
+    fn spend(&self) -> Option<Duration> {
+        let mut b = self.budget.lock().unwrap();
+        let now = std::time::Instant::now();
+        if now >= b.reset_at {
+            // A new window: unknown until the next response says.
+            if b.remaining == Some(0) {
+                b.remaining = None;
+            }
+        }
+        match b.remaining {
+            Some(0) => Some(
+                b.reset_at
+                    .saturating_duration_since(now)
+                    .max(Duration::from_millis(50)),
+            ),
+            Some(n) => {
+                b.remaining = Some(n - 1);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Updates the budget from a response's RateLimit headers.
+    fn observe(&self, h: &reqwest::header::HeaderMap, limited: bool) {
+        let num = |k: &str| {
+            h.get(k)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        let remaining = num("ratelimit-remaining");
+        let reset = num("ratelimit-reset");
+        if remaining.is_none() && reset.is_none() && !limited {
+            return;
+        }
+        let mut b = self.budget.lock().unwrap();
+        if let Some(r) = reset {
+            b.reset_at = std::time::Instant::now() + Duration::from_secs(r);
+        }
+        b.remaining = if limited {
+            Some(0)
+        } else {
+            remaining.or(b.remaining)
+        };
     }
 
     /// Maps a non-success status to an error carrying the API's own message.
@@ -309,8 +386,7 @@ impl ApiClient {
         if !self.same_origin(&u) {
             return Err(ApiError::Malformed {
                 url: redact_url(s),
-                detail: "a pagination link points away from the API host; not following it"
-                    .into(),
+                detail: "a pagination link points away from the API host; not following it".into(),
             });
         }
         Ok(u)

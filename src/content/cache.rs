@@ -51,7 +51,13 @@ pub fn content_key(sha1sum: Option<&str>, artifact_id: &str) -> String {
         _ => {
             let safe: String = artifact_id
                 .chars()
-                .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
                 .take(100)
                 .collect();
             format!("a-{safe}")
@@ -252,7 +258,10 @@ fn read_block(p: &Path) -> io::Result<Bytes> {
     let mut data = Vec::with_capacity(len);
     f.read_to_end(&mut data)?;
     if data.len() != len || crc32fast::hash(&data) != crc {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "bad length or crc"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "bad length or crc",
+        ));
     }
     Ok(Bytes::from(data))
 }

@@ -250,7 +250,9 @@ impl Reader {
         if !run.is_empty() {
             self.start_part(meta, &ckey, &run, &mut inflight, &mut out, first);
         }
-        out.into_iter().map(|f| f.expect("every block has a future")).collect()
+        out.into_iter()
+            .map(|f| f.expect("every block has a future"))
+            .collect()
     }
 
     fn mem_get(&self, key: &BlockKey) -> Option<Bytes> {
@@ -560,11 +562,21 @@ mod tests {
     }
 
     impl Remote for Mock {
-        fn signed_url<'a>(&'a self, _j: &'a str, _a: &'a str) -> BoxFuture<'a, Result<String, ApiError>> {
+        fn signed_url<'a>(
+            &'a self,
+            _j: &'a str,
+            _a: &'a str,
+        ) -> BoxFuture<'a, Result<String, ApiError>> {
             let n = self.url_calls.fetch_add(1, Ordering::SeqCst) + 1;
             Box::pin(async move { Ok(format!("http://storage/obj?gen={n}")) })
         }
-        fn fetch_range<'a>(&'a self, url: &'a str, start: u64, end: u64, _t: u64) -> BoxFuture<'a, Result<Bytes, StorageError>> {
+        fn fetch_range<'a>(
+            &'a self,
+            url: &'a str,
+            start: u64,
+            end: u64,
+            _t: u64,
+        ) -> BoxFuture<'a, Result<Bytes, StorageError>> {
             Box::pin(async move {
                 self.fetches.fetch_add(1, Ordering::SeqCst);
                 let generation: usize = url.rsplit('=').next().unwrap().parse().unwrap();
@@ -627,8 +639,14 @@ mod tests {
         let m = Mock::new(data.clone());
         let r = Reader::new(m.clone(), quick(), None);
         let meta = meta(&data);
-        assert_eq!(&r.read(&meta, 0, 4096, None).await.unwrap()[..], &data[..4096]);
-        assert_eq!(&r.read(&meta, 9000, 4096, None).await.unwrap()[..], &data[9000..]);
+        assert_eq!(
+            &r.read(&meta, 0, 4096, None).await.unwrap()[..],
+            &data[..4096]
+        );
+        assert_eq!(
+            &r.read(&meta, 9000, 4096, None).await.unwrap()[..],
+            &data[9000..]
+        );
         assert!(r.read(&meta, 10_000, 10, None).await.unwrap().is_empty());
         assert_eq!(m.fetches.load(Ordering::SeqCst), 1);
         assert_eq!(m.url_calls.load(Ordering::SeqCst), 1);
@@ -641,7 +659,10 @@ mod tests {
         let r = Reader::new(m.clone(), quick(), None);
         let meta = meta(&data);
         let off = (32 << 20) + 12345;
-        let got = r.read(&meta, off, 4096, Some(&Handle::default())).await.unwrap();
+        let got = r
+            .read(&meta, off, 4096, Some(&Handle::default()))
+            .await
+            .unwrap();
         assert_eq!(&got[..], &data[off as usize..off as usize + 4096]);
         assert_eq!(m.bytes.load(Ordering::SeqCst), BLOCK);
     }
@@ -663,7 +684,10 @@ mod tests {
         let m = Mock::new(data.clone());
         m.fail_next.store(2, Ordering::SeqCst);
         let r = Reader::new(m.clone(), quick(), None);
-        assert_eq!(&r.read(&meta(&data), 0, 1000, None).await.unwrap()[..], &data[..]);
+        assert_eq!(
+            &r.read(&meta(&data), 0, 1000, None).await.unwrap()[..],
+            &data[..]
+        );
         assert_eq!(m.fetches.load(Ordering::SeqCst), 3);
     }
 
@@ -686,12 +710,18 @@ mod tests {
         let m = Mock::new(data.clone());
         let r = Reader::new(m.clone(), quick(), None);
         let meta = meta(&data);
-        let futs: Vec<_> = (0..16).map(|i| {
-            let r = r.clone();
-            let meta = meta.clone();
-            async move { r.read(&meta, i * 1000, 1000, None).await }
-        }).collect();
-        for (i, got) in futures_util::future::join_all(futs).await.into_iter().enumerate() {
+        let futs: Vec<_> = (0..16)
+            .map(|i| {
+                let r = r.clone();
+                let meta = meta.clone();
+                async move { r.read(&meta, i * 1000, 1000, None).await }
+            })
+            .collect();
+        for (i, got) in futures_util::future::join_all(futs)
+            .await
+            .into_iter()
+            .enumerate()
+        {
             assert_eq!(&got.unwrap()[..], &data[i * 1000..(i + 1) * 1000]);
         }
         assert_eq!(m.fetches.load(Ordering::SeqCst), 1);
@@ -752,7 +782,11 @@ mod tests {
         r.read(&bad, 0, 3 << 20, None).await.unwrap();
         r.read(&bad, 3 << 20, 2 << 20, None).await.unwrap();
         let key = content_key(bad.sha1sum.as_deref(), &bad.artifact_id);
-        assert_eq!(disk.blocks_of(&key), 0, "unverifiable content must not stay cached");
+        assert_eq!(
+            disk.blocks_of(&key),
+            0,
+            "unverifiable content must not stay cached"
+        );
     }
 
     #[tokio::test]
@@ -764,6 +798,10 @@ mod tests {
         let got = r.read(&meta(&data), 0, 3 << 20, None).await.unwrap();
         assert_eq!(&got[..], &data[..]);
         assert_eq!(m.fetches.load(Ordering::SeqCst), 4);
-        assert_eq!(m.bytes.load(Ordering::SeqCst), 3 << 20, "no byte fetched twice");
+        assert_eq!(
+            m.bytes.load(Ordering::SeqCst),
+            3 << 20,
+            "no byte fetched twice"
+        );
     }
 }

@@ -56,7 +56,10 @@ impl StorageClient {
         end: u64,
         total: u64,
     ) -> Result<Bytes, StorageError> {
-        assert!(start < end && end <= total, "bad range {start}..{end} of {total}");
+        assert!(
+            start < end && end <= total,
+            "bad range {start}..{end} of {total}"
+        );
         let want = (end - start) as usize;
         let r = self
             .http
@@ -204,7 +207,9 @@ mod tests {
     #[test]
     fn s3_messages() {
         assert_eq!(
-            s3_message("<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>"),
+            s3_message(
+                "<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>"
+            ),
             "Request has expired"
         );
         assert_eq!(s3_message("nope"), "");
