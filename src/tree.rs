@@ -1,1 +1,0 @@
-//! Inode table and naming rules (in progress).
