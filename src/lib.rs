@@ -1,4 +1,15 @@
 //! bkfs: mount a Buildkite build's artifacts as a read-only FUSE filesystem.
+//!
+//! See `docs/DESIGN.md` for how the modules fit together.
 pub mod api;
+pub mod build_ref;
+pub mod cli;
+pub mod content;
+pub mod demo;
 pub mod fake;
+pub mod fs;
+pub mod fuse;
+pub mod logging;
+pub mod mount;
+pub mod secret;
 pub mod tree;
