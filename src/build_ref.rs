@@ -27,7 +27,8 @@ fn valid_slug(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
 }
 
-const HELP: &str = "expected ORG/PIPELINE/NUMBER or https://buildkite.com/ORG/PIPELINE/builds/NUMBER";
+const HELP: &str =
+    "expected ORG/PIPELINE/NUMBER or https://buildkite.com/ORG/PIPELINE/builds/NUMBER";
 
 impl std::str::FromStr for BuildRef {
     type Err = String;
@@ -127,7 +128,10 @@ mod tests {
             "https://example.com/acme/web/builds/42",
             "https://buildkite.com/acme/web/builds/",
         ] {
-            assert!(bad.parse::<BuildRef>().is_err(), "{bad:?} should be rejected");
+            assert!(
+                bad.parse::<BuildRef>().is_err(),
+                "{bad:?} should be rejected"
+            );
         }
     }
 }

@@ -11,7 +11,11 @@ use crate::mount::MountPlan;
 use crate::secret::Token;
 
 #[derive(Debug, Parser)]
-#[command(name = "bkfs", version, about = "Mount a Buildkite build's artifacts as a read-only filesystem")]
+#[command(
+    name = "bkfs",
+    version,
+    about = "Mount a Buildkite build's artifacts as a read-only filesystem"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub cmd: Cmd,
@@ -38,7 +42,11 @@ pub struct MountArgs {
     pub build: String,
     pub mountpoint: PathBuf,
     /// API root; the client appends /v2/... to it.
-    #[arg(long, env = "BUILDKITE_API_URL", default_value = "https://api.buildkite.com")]
+    #[arg(
+        long,
+        env = "BUILDKITE_API_URL",
+        default_value = "https://api.buildkite.com"
+    )]
     pub api_url: String,
     /// Read the API token from this file (otherwise from BUILDKITE_API_TOKEN).
     #[arg(long)]
@@ -92,10 +100,8 @@ pub fn check_api_url(api_url: &str, insecure_http: bool) -> Result<(), String> {
     match u.scheme() {
         "https" => Ok(()),
         "http" => {
-            let local = matches!(
-                u.host(),
-                Some(url::Host::Domain("localhost"))
-            ) || matches!(u.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback())
+            let local = matches!(u.host(), Some(url::Host::Domain("localhost")))
+                || matches!(u.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback())
                 || matches!(u.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback());
             if local || insecure_http {
                 Ok(())

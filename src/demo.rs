@@ -10,7 +10,10 @@ use crate::secret::Token;
 
 pub fn run(mountpoint: PathBuf, verbose: u8) -> i32 {
     let server = FakeServer::start();
-    server.add_token(DEMO_TOKEN, &["read_artifacts", "read_builds", "write_artifacts"]);
+    server.add_token(
+        DEMO_TOKEN,
+        &["read_artifacts", "read_builds", "write_artifacts"],
+    );
     let b = demo_build();
     let build = crate::build_ref::BuildRef {
         org: b.org.clone(),
@@ -20,7 +23,10 @@ pub fn run(mountpoint: PathBuf, verbose: u8) -> i32 {
     server.add_build(b);
     let cache_dir = std::env::temp_dir().join(format!("bkfs-demo-cache-{}", std::process::id()));
     let m = mountpoint.display();
-    println!("bkfs demo: serving the sample build {build} from a local fake Buildkite at {}", server.api_url());
+    println!(
+        "bkfs demo: serving the sample build {build} from a local fake Buildkite at {}",
+        server.api_url()
+    );
     println!("mounting on {m} (foreground; Ctrl-C unmounts). Try, in another shell:");
     println!("  ls -lR {m}");
     println!("  cat {m}/*/log/*.log | head");

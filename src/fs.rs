@@ -130,7 +130,9 @@ impl Fs {
             NodeKind::Dir { children, .. } => {
                 let subdirs = children
                     .values()
-                    .filter(|i| matches!(tree.get(**i).map(|c| &c.kind), Some(NodeKind::Dir { .. })))
+                    .filter(|i| {
+                        matches!(tree.get(**i).map(|c| &c.kind), Some(NodeKind::Dir { .. }))
+                    })
                     .count();
                 Attr {
                     ino: n.ino,
@@ -269,7 +271,9 @@ impl Fs {
     /// `rm`: deletes the artifact through the API, only with `--allow-delete`.
     pub async fn unlink(&self, parent: Ino, name: &OsStr) -> Result<()> {
         if !self.cfg.allow_delete {
-            return Err(FsError::ReadOnly("mount with --allow-delete to delete artifacts"));
+            return Err(FsError::ReadOnly(
+                "mount with --allow-delete to delete artifacts",
+            ));
         }
         let (ino, meta) = {
             let tree = self.tree.read().unwrap();
@@ -308,7 +312,9 @@ impl Fs {
     /// `rmdir` of a directory emptied by deletes.
     pub fn rmdir(&self, parent: Ino, name: &OsStr) -> Result<()> {
         if !self.cfg.allow_delete {
-            return Err(FsError::ReadOnly("mount with --allow-delete to delete artifacts"));
+            return Err(FsError::ReadOnly(
+                "mount with --allow-delete to delete artifacts",
+            ));
         }
         let name = name.to_str().ok_or(FsError::NotFound)?;
         match self.tree.write().unwrap().remove_dir(parent, name) {

@@ -12,8 +12,8 @@ use std::time::{Duration, SystemTime};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
     KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
-    Request, TimeOrNow, WriteFlags,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::fs::{Attr, Fs, FsError, Kind};
@@ -356,8 +356,9 @@ impl Filesystem for FuseFs {
         match self.fs.getattr(ino.0) {
             // Writing is never possible; a directory is "writable" only in the sense that
             // entries can be deleted from it, with --allow-delete.
-            Ok(a) if mask.bits() & libc::W_OK != 0
-                && (a.kind == Kind::File || !self.fs.deletes_allowed()) =>
+            Ok(a)
+                if mask.bits() & libc::W_OK != 0
+                    && (a.kind == Kind::File || !self.fs.deletes_allowed()) =>
             {
                 reply.error(EROFS)
             }
@@ -390,6 +391,28 @@ impl Filesystem for FuseFs {
         reply: ReplyEmpty,
     ) {
         reply.error(EROFS);
+    }
+
+    /// SEEK_DATA / SEEK_HOLE (the kernel handles the other whences): files have no holes.
+    fn lseek(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        let size = match self.fs.getattr(ino.0) {
+            Ok(a) => a.size as i64,
+            Err(e) => return reply.error(errno(&e)),
+        };
+        match whence {
+            libc::SEEK_DATA if offset >= 0 && offset < size => reply.offset(offset),
+            libc::SEEK_HOLE if offset >= 0 && offset < size => reply.offset(size),
+            libc::SEEK_DATA | libc::SEEK_HOLE => reply.error(Errno::ENXIO),
+            _ => reply.error(Errno::EINVAL),
+        }
     }
 
     fn copy_file_range(

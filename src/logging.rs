@@ -12,7 +12,13 @@ pub fn init(verbose: u8, file: Option<std::fs::File>) {
     };
     let base = std::env::var("RUST_LOG").unwrap_or_else(|_| format!("warn,{own}"));
     let mut filter = EnvFilter::try_new(&base).unwrap_or_else(|_| EnvFilter::new(own));
-    for d in ["hyper=info", "hyper_util=info", "reqwest=info", "h2=info", "rustls=info"] {
+    for d in [
+        "hyper=info",
+        "hyper_util=info",
+        "reqwest=info",
+        "h2=info",
+        "rustls=info",
+    ] {
         filter = filter.add_directive(d.parse().expect("static directive"));
     }
     let b = tracing_subscriber::fmt().with_env_filter(filter);

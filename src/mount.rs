@@ -85,7 +85,8 @@ pub fn check_mountpoint(p: &Path) -> Result<PathBuf, String> {
     if !md.is_dir() {
         return Err(format!("mountpoint {shown} is not a directory"));
     }
-    let abs = std::fs::canonicalize(p).map_err(|e| format!("cannot use mountpoint {shown}: {e}"))?;
+    let abs =
+        std::fs::canonicalize(p).map_err(|e| format!("cannot use mountpoint {shown}: {e}"))?;
     if is_mount_point(&abs) {
         return Err(format!(
             "{shown} is already a mount point: unmount it first (`bkfs unmount {shown}`)"
@@ -355,22 +356,22 @@ fn serve(plan: MountPlan, mountpoint: PathBuf, mut ready: Ready) -> i32 {
         SessionACL::Owner
     };
     cfg.n_threads = Some(2);
-    let mut session = match fuser::Session::new(FuseFs::new(fs, rt.handle().clone()), &mountpoint, &cfg)
-    {
-        Ok(s) => s,
-        Err(e) => {
-            let hint = if plan.allow_other {
-                " (--allow-other needs user_allow_other in /etc/fuse.conf)"
-            } else {
-                ""
-            };
-            ready.fail(&format!(
-                "cannot mount on {}: {e}{hint}",
-                plan.mountpoint.display()
-            ));
-            return 1;
-        }
-    };
+    let mut session =
+        match fuser::Session::new(FuseFs::new(fs, rt.handle().clone()), &mountpoint, &cfg) {
+            Ok(s) => s,
+            Err(e) => {
+                let hint = if plan.allow_other {
+                    " (--allow-other needs user_allow_other in /etc/fuse.conf)"
+                } else {
+                    ""
+                };
+                ready.fail(&format!(
+                    "cannot mount on {}: {e}{hint}",
+                    plan.mountpoint.display()
+                ));
+                return 1;
+            }
+        };
     let mut unmounter = session.unmount_callable();
     let bg = match session.spawn() {
         Ok(bg) => bg,
