@@ -13,6 +13,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 
 use crate::api::ApiError;
+use crate::content::reader::WHOLE_FILE_MAX;
 use crate::content::{Handle, ReadError, Reader};
 use crate::tree::{FileMeta, Ino, Node, NodeKind, Tree, TreeError, ROOT_INO};
 
@@ -108,7 +109,12 @@ pub struct Fs {
     cfg: FsConfig,
     handles: Mutex<HashMap<u64, (Ino, Arc<Handle>)>>,
     next_fh: AtomicU64,
+    /// Per directory: the last file opened in it and the sibling prefetch window.
+    dir_seq: Mutex<HashMap<Ino, (String, usize)>>,
 }
+
+/// Most small sibling files fetched ahead of a directory scan.
+const SIBLING_WINDOW_MAX: usize = 16;
 
 impl Fs {
     pub fn new(tree: Tree, reader: Arc<Reader>, cfg: FsConfig) -> Fs {
@@ -118,6 +124,7 @@ impl Fs {
             cfg,
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
+            dir_seq: Mutex::new(HashMap::new()),
         }
     }
 
@@ -223,12 +230,54 @@ impl Fs {
             return Err(FsError::ReadOnly("files cannot be opened for writing"));
         }
         self.file_meta(ino)?;
+        self.prefetch_siblings(ino);
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.handles
             .lock()
             .unwrap()
             .insert(fh, (ino, Arc::new(Handle::default())));
         Ok(fh)
+    }
+
+    /// Directory-sequential prefetch: when files of one directory are opened in name order
+    /// (as `grep -r`, `cp -r` and `find -exec` do), fetch the next few small files ahead, in a
+    /// window that doubles up to [`SIBLING_WINDOW_MAX`]. An open out of order resets it.
+    /// Must be called within the tokio runtime (the adapter enters it).
+    fn prefetch_siblings(&self, ino: Ino) {
+        let tree = self.tree.read().unwrap();
+        let Some(node) = tree.get(ino) else {
+            return;
+        };
+        let (parent, name) = (node.parent, node.name.clone());
+        let window = {
+            let mut seq = self.dir_seq.lock().unwrap();
+            let e = seq.entry(parent).or_insert((String::new(), 0));
+            let w = if e.1 == 0 || name > e.0 {
+                (e.1 * 2).clamp(1, SIBLING_WINDOW_MAX)
+            } else {
+                1
+            };
+            *e = (name.clone(), w);
+            w
+        };
+        let Some(NodeKind::Dir { children, .. }) = tree.get(parent).map(|p| &p.kind) else {
+            return;
+        };
+        use std::ops::Bound::{Excluded, Unbounded};
+        let next: Vec<Arc<FileMeta>> = children
+            .range::<String, _>((Excluded(&name), Unbounded))
+            .filter_map(|(_, i)| match tree.get(*i).map(|n| &n.kind) {
+                Some(NodeKind::File(f)) if f.size > 0 && f.size <= WHOLE_FILE_MAX => {
+                    Some(Arc::new(f.clone()))
+                }
+                _ => None,
+            })
+            .take(window)
+            .collect();
+        drop(tree);
+        for m in next {
+            self.reader.prefetch_whole(&m);
+        }
     }
 
     pub fn release(&self, fh: u64) {

@@ -189,6 +189,8 @@ impl Filesystem for FuseFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        // open may start background prefetches.
+        let _rt = self.rt.enter();
         match self.fs.open(ino.0, flags.0) {
             // Artifacts are immutable: keep the page cache across opens.
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),

@@ -5,7 +5,7 @@
 //! Geometry: an artifact of at most [`WHOLE_FILE_MAX`] bytes is one block, fetched whole and
 //! verified against its `sha1sum` before any byte of it is served. Larger artifacts are cut
 //! into [`BLOCK`]-sized blocks, so a 4 KiB read in the middle of a 1 GiB file fetches one
-//! 256 KiB block; their ranges are checked (`Content-Range`, length) but a block alone cannot
+//! 128 KiB block; their ranges are checked (`Content-Range`, length) but a block alone cannot
 //! be checked against the whole-file sha1.
 
 use std::collections::HashMap;
@@ -29,13 +29,15 @@ use crate::tree::FileMeta;
 /// and reports are far smaller, and a whole small file costs one round trip either way.
 pub const WHOLE_FILE_MAX: u64 = 4 << 20;
 /// Block size of larger artifacts: the unit of a random read (the random-read budget is
-/// 256 KiB fetched per 4 KiB read).
-pub const BLOCK: u64 = 256 << 10;
+/// 256 KiB fetched per 4 KiB read, and the kernel may ask for a neighbouring block too).
+pub const BLOCK: u64 = 128 << 10;
 /// Most blocks prefetched ahead of a sequential reader (32 MiB).
-const MAX_WINDOW: u64 = 128;
-/// Blocks per prefetch request (4 MiB): big enough to amortize a request's first-byte
+const MAX_WINDOW: u64 = 256;
+/// Blocks per prefetch request (4 MiB at 128 KiB blocks): big enough to amortize a request's first-byte
 /// latency, small enough that several run in parallel within the window.
-const PART_BLOCKS: u64 = 16;
+const PART_BLOCKS: u64 = 32;
+/// Small files prefetched at once for directory scans.
+const MAX_SIBLING_PREFETCH: usize = 32;
 /// Signed URL refreshes allowed within one block fetch before giving up.
 const MAX_REFRESHES: u32 = 4;
 
@@ -104,6 +106,8 @@ pub struct Reader {
     disk: Option<Arc<DiskCache>>,
     /// Content keys of large artifacts whose complete cached blocks matched `sha1sum`.
     verified: Mutex<std::collections::HashSet<String>>,
+    /// Sibling prefetches in flight (bounded so a scan cannot queue unbounded work).
+    prefetching: std::sync::atomic::AtomicUsize,
     urls: Mutex<HashMap<Arc<str>, UrlSlot>>,
     blocks: Mutex<Blocks>,
     inflight: Mutex<HashMap<BlockKey, BlockFuture>>,
@@ -128,6 +132,7 @@ impl Reader {
             remote,
             disk,
             verified: Mutex::new(Default::default()),
+            prefetching: Default::default(),
             permits: Arc::new(Semaphore::new(cfg.max_inflight.max(1))),
             cfg,
             urls: Mutex::new(HashMap::new()),
@@ -200,6 +205,24 @@ impl Reader {
             )));
         }
         Ok(out.freeze())
+    }
+
+    /// Starts fetching a small artifact in the background (bounded by the shared request
+    /// limit); a no-op when it is cached or already on its way. Needs a tokio runtime.
+    pub fn prefetch_whole(self: &Arc<Self>, meta: &Arc<FileMeta>) {
+        if meta.size == 0 || meta.size > WHOLE_FILE_MAX {
+            return;
+        }
+        if self.prefetching.load(std::sync::atomic::Ordering::Relaxed) >= MAX_SIBLING_PREFETCH {
+            return;
+        }
+        let futs = self.blocks(meta, 0, 0, 1);
+        self.prefetching.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let _ = futures_util::future::join_all(futs).await;
+            this.prefetching.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        });
     }
 
     /// Futures for blocks `first..=last`: ready ones from memory or disk, shared ones for
