@@ -1,0 +1,540 @@
+//! `scripts/bench`: measures bkfs against baselines taken in the same run, on this machine,
+//! against the project's fake Buildkite on 127.0.0.1. Not a test: run it by hand.
+//!
+//! Every figure is a ratio to a baseline measured side by side (medians of `--runs` runs):
+//! `curl` of the same signed URL, `cat`/`find`/`ls` of a local copy of the same files, or a
+//! script that downloads every log with curl and then greps.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bkfs::fake::{FakeBuild, FakeServer};
+
+const TOKEN: &str = "bench-token";
+
+struct Opts {
+    runs: usize,
+    big: u64,
+    many: usize,
+    logs: usize,
+    huge: usize,
+}
+
+fn parse_opts() -> Opts {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let runs = args
+        .iter()
+        .position(|a| a == "--runs")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    if quick {
+        Opts {
+            runs,
+            big: 256 << 20,
+            many: 5_000,
+            logs: 200,
+            huge: 0,
+        }
+    } else {
+        Opts {
+            runs,
+            big: 1 << 30,
+            many: 20_000,
+            logs: 1_000,
+            huge: 100_000,
+        }
+    }
+}
+
+fn bin() -> PathBuf {
+    let me = std::env::current_exe().expect("current exe");
+    me.parent().unwrap().join("bkfs")
+}
+
+/// Deterministic incompressible bytes (xorshift64*).
+fn noise(n: u64, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut v = Vec::with_capacity(n as usize);
+    while (v.len() as u64) < n {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        v.extend_from_slice(&x.wrapping_mul(0x2545F4914F6CDD1D).to_le_bytes());
+    }
+    v.truncate(n as usize);
+    v
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn time<F: FnMut()>(mut f: F) -> f64 {
+    let t = Instant::now();
+    f();
+    t.elapsed().as_secs_f64()
+}
+
+fn sh(line: &str) -> String {
+    let o = Command::new("bash")
+        .arg("-c")
+        .arg(line)
+        .stdin(Stdio::null())
+        .output()
+        .expect("bash");
+    if !o.status.success() {
+        panic!(
+            "command failed: {line}\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn drop_caches() {
+    let _ = Command::new("bash")
+        .arg("-c")
+        .arg("sync; echo 3 > /proc/sys/vm/drop_caches")
+        .stderr(Stdio::null())
+        .status();
+}
+
+struct Mounted {
+    mnt: PathBuf,
+}
+
+impl Mounted {
+    fn daemon_rss_kib(&self) -> u64 {
+        let needle = self.mnt.to_string_lossy().to_string();
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+                continue;
+            };
+            let args: Vec<String> = cmd
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into())
+                .collect();
+            if args.first().is_some_and(|a| a.ends_with("bkfs"))
+                && args.iter().any(|a| *a == needle)
+            {
+                let st = std::fs::read_to_string(e.path().join("status")).unwrap_or_default();
+                for l in st.lines() {
+                    if let Some(v) = l.strip_prefix("VmRSS:") {
+                        return v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0);
+                    }
+                }
+            }
+        }
+        0
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("fusermount3")
+            .arg("-u")
+            .arg("-z")
+            .arg(&self.mnt)
+            .status();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn mount(server: &FakeServer, build: &str, mnt: &Path, cache: &Path, extra: &[&str]) -> Mounted {
+    std::fs::create_dir_all(mnt).unwrap();
+    let o = Command::new(bin())
+        .arg("mount")
+        .arg("--api-url")
+        .arg(server.api_url())
+        .arg("--cache-dir")
+        .arg(cache)
+        .arg("--log-file")
+        .arg(cache.with_extension("log"))
+        .args(extra)
+        .arg(build)
+        .arg(mnt)
+        .env("BUILDKITE_API_TOKEN", TOKEN)
+        .output()
+        .expect("bkfs mount");
+    if !o.status.success() {
+        panic!("bkfs mount failed: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    Mounted {
+        mnt: mnt.to_path_buf(),
+    }
+}
+
+fn signed_url(server: &FakeServer, org: &str, pipe: &str, n: u64, job: &str, art: &str) -> String {
+    sh(&format!(
+        "curl -s -o /dev/null -w '%{{redirect_url}}' -H 'Authorization: Bearer {TOKEN}' '{}/v2/organizations/{org}/pipelines/{pipe}/builds/{n}/jobs/{job}/artifacts/{art}/download'",
+        server.api_url()
+    ))
+}
+
+struct Row {
+    name: String,
+    bkfs: String,
+    baseline: String,
+    ratio: f64,
+    target: String,
+    ok: bool,
+}
+
+fn main() {
+    let o = parse_opts();
+    let work = tempfile::Builder::new()
+        .prefix("bkfs-bench-")
+        .tempdir()
+        .unwrap();
+    let w = work.path().to_path_buf();
+    let server = FakeServer::start();
+    server.add_token(TOKEN, &["read_artifacts", "read_builds"]);
+    let cores = sh("nproc").trim().to_string();
+    let mem = sh("awk '/MemTotal/ {printf \"%.1f GiB\", $2/1048576}' /proc/meminfo");
+    println!(
+        "bkfs benchmark — {cores} cores, {mem}, {} runs each (median)",
+        o.runs
+    );
+
+    // The big artifact.
+    eprintln!("preparing a {} MiB artifact ...", o.big >> 20);
+    let big = noise(o.big, 42);
+    let mut b = FakeBuild::new("bench", "big", 1);
+    let job = b.add_job("Big");
+    let art = b.add_artifact(&job, "big.bin", big.clone());
+    server.add_build(b);
+    let local = w.join("local-big.bin");
+    std::fs::write(&local, &big).unwrap();
+    drop(big);
+
+    let mut rows: Vec<Row> = Vec::new();
+    let mb = o.big as f64 / 1e6;
+
+    for (label, throttled) in [
+        (
+            "throttled (30 ms first byte, 80 MB/s per connection, 20 ms API)",
+            true,
+        ),
+        ("unthrottled loopback", false),
+    ] {
+        if throttled {
+            server.set_storage_latency(Duration::from_millis(30));
+            server.set_storage_bandwidth(80_000_000);
+            server.set_api_latency(Duration::from_millis(20));
+        } else {
+            server.set_storage_latency(Duration::ZERO);
+            server.set_storage_bandwidth(0);
+            server.set_api_latency(Duration::ZERO);
+        }
+        let mut curl = Vec::new();
+        let mut ours = Vec::new();
+        for r in 0..o.runs {
+            let url = signed_url(&server, "bench", "big", 1, &job, &art);
+            drop_caches();
+            curl.push(time(|| {
+                sh(&format!("curl -s -o /dev/null '{url}'"));
+            }));
+            let cache = w.join(format!("cache-cold-{throttled}-{r}"));
+            let m = mount(&server, "bench/big/1", &w.join("mnt"), &cache, &[]);
+            drop_caches();
+            ours.push(time(|| {
+                sh(&format!("cat {}/big/big.bin > /dev/null", m.mnt.display()));
+            }));
+            drop(m);
+            let _ = std::fs::remove_dir_all(&cache);
+        }
+        let (c, b) = (median(curl), median(ours));
+        let ratio = c / b;
+        let target = if throttled { 4.0 } else { 0.8 };
+        rows.push(Row {
+            name: format!("1 GiB cold sequential read, {label}")
+                .replace("1 GiB", &format!("{} MiB", o.big >> 20)),
+            bkfs: format!("{:.0} MB/s", mb / b),
+            baseline: format!("curl {:.0} MB/s", mb / c),
+            ratio,
+            target: format!(">= {target}x"),
+            ok: ratio >= target,
+        });
+    }
+    server.set_storage_latency(Duration::ZERO);
+    server.set_storage_bandwidth(0);
+    server.set_api_latency(Duration::ZERO);
+
+    // Warm re-read.
+    {
+        let cache = w.join("cache-warm");
+        let m = mount(&server, "bench/big/1", &w.join("mnt"), &cache, &[]);
+        let f = format!("{}/big/big.bin", m.mnt.display());
+        sh(&format!(
+            "cat {f} > /dev/null; cat {} > /dev/null",
+            local.display()
+        ));
+        let ours: Vec<f64> = (0..o.runs)
+            .map(|_| {
+                time(|| {
+                    sh(&format!("cat {f} > /dev/null"));
+                })
+            })
+            .collect();
+        let loc: Vec<f64> = (0..o.runs)
+            .map(|_| {
+                time(|| {
+                    sh(&format!("cat {} > /dev/null", local.display()));
+                })
+            })
+            .collect();
+        let (b, l) = (median(ours), median(loc));
+        rows.push(Row {
+            name: "warm re-read (disk cache + page cache)".into(),
+            bkfs: format!("{:.0} MB/s", mb / b),
+            baseline: format!("local cat {:.0} MB/s", mb / l),
+            ratio: l / b,
+            target: ">= 0.9x".into(),
+            ok: l / b >= 0.9,
+        });
+        drop(m);
+        let _ = std::fs::remove_dir_all(&cache);
+    }
+
+    // Random 4 KiB reads.
+    {
+        let mut ratios = Vec::new();
+        for r in 0..o.runs {
+            let cache = w.join(format!("cache-rand-{r}"));
+            let m = mount(&server, "bench/big/1", &w.join("mnt"), &cache, &[]);
+            drop_caches();
+            let before = server.storage_bytes_served();
+            let f = std::fs::File::open(m.mnt.join("big/big.bin")).unwrap();
+            let mut x: u64 = 0x9E3779B97F4A7C15 ^ r as u64;
+            let mut buf = vec![0u8; 4096];
+            for _ in 0..1000 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let off = (x % (o.big - 4096)) & !4095;
+                std::os::unix::fs::FileExt::read_exact_at(&f, &mut buf, off).unwrap();
+            }
+            drop(f);
+            ratios.push((server.storage_bytes_served() - before) as f64 / (1000.0 * 4096.0));
+            drop(m);
+            let _ = std::fs::remove_dir_all(&cache);
+        }
+        let r = median(ratios);
+        rows.push(Row {
+            name: "1,000 random 4 KiB reads (cold): bytes fetched / bytes read".into(),
+            bkfs: format!("{:.0} KiB per read", r * 4.0),
+            baseline: "4 KiB per read".into(),
+            ratio: r,
+            target: "<= 64x".into(),
+            ok: r <= 64.0,
+        });
+    }
+
+    // Many artifacts.
+    for (count, jobs) in [(o.many, 50usize), (o.huge, 100usize)] {
+        if count == 0 {
+            continue;
+        }
+        let number = count as u64;
+        let mut b = FakeBuild::new("bench", "many", number);
+        let ids: Vec<String> = (0..jobs)
+            .map(|j| b.add_job(&format!("Shard {j}")))
+            .collect();
+        for i in 0..count {
+            let j = &ids[i % jobs];
+            b.add_artifact(
+                j,
+                &format!("logs/d{}/file-{i}.log", (i / jobs) % 20),
+                format!("line {i}\n"),
+            );
+        }
+        server.add_build(b);
+        // A local tree of the same shape.
+        let localdir = w.join(format!("local-many-{count}"));
+        for j in 0..jobs {
+            for d in 0..20 {
+                std::fs::create_dir_all(localdir.join(format!("shard-{j}/logs/d{d}"))).unwrap();
+            }
+        }
+        for i in 0..count {
+            let p = localdir.join(format!(
+                "shard-{}/logs/d{}/file-{i}.log",
+                i % jobs,
+                (i / jobs) % 20
+            ));
+            std::fs::write(p, format!("line {i}\n")).unwrap();
+        }
+        server.set_api_latency(Duration::from_millis(20));
+        let mut mounts = Vec::new();
+        let mut finds = Vec::new();
+        let mut lsr = Vec::new();
+        let mut lfinds = Vec::new();
+        let mut llsr = Vec::new();
+        let mut rss = 0;
+        for r in 0..o.runs {
+            let cache = w.join(format!("cache-many-{count}-{r}"));
+            let mnt = w.join("mnt");
+            let mut m = None;
+            mounts.push(time(|| {
+                m = Some(mount(
+                    &server,
+                    &format!("bench/many/{number}"),
+                    &mnt,
+                    &cache,
+                    &[],
+                ));
+            }));
+            let m = m.unwrap();
+            let n = sh(&format!("find {} -type f | wc -l", m.mnt.display()));
+            assert_eq!(n.trim(), count.to_string(), "find saw every artifact");
+            finds.push(time(|| {
+                sh(&format!("find {} -type f | wc -l", m.mnt.display()));
+            }));
+            lsr.push(time(|| {
+                sh(&format!("ls -lR {} > /dev/null", m.mnt.display()));
+            }));
+            lfinds.push(time(|| {
+                sh(&format!("find {} -type f | wc -l", localdir.display()));
+            }));
+            llsr.push(time(|| {
+                sh(&format!("ls -lR {} > /dev/null", localdir.display()));
+            }));
+            rss = rss.max(m.daemon_rss_kib());
+            drop(m);
+            let _ = std::fs::remove_dir_all(&cache);
+        }
+        server.set_api_latency(Duration::ZERO);
+        let mt = median(mounts);
+        if count == o.many {
+            rows.push(Row {
+                name: format!("mount a {count}-artifact build ({jobs} jobs, 20 ms API latency)"),
+                bkfs: format!("{:.2} s to ready", mt),
+                baseline: "-".into(),
+                ratio: mt,
+                target: "< 2 s".into(),
+                ok: mt < 2.0,
+            });
+            let (f, lf) = (median(finds), median(lfinds));
+            rows.push(Row {
+                name: format!("find -type f | wc -l over {count} artifacts"),
+                bkfs: format!("{:.3} s", f),
+                baseline: format!("local {:.3} s", lf),
+                ratio: f / lf,
+                target: "<= 2x".into(),
+                ok: f / lf <= 2.0,
+            });
+            let (l, ll) = (median(lsr), median(llsr));
+            rows.push(Row {
+                name: format!("ls -lR over {count} artifacts"),
+                bkfs: format!("{:.3} s", l),
+                baseline: format!("local {:.3} s", ll),
+                ratio: l / ll,
+                target: "<= 2x".into(),
+                ok: l / ll <= 2.0,
+            });
+        }
+        let limit = if count >= 100_000 { 300 } else { 100 };
+        rows.push(Row {
+            name: format!("daemon RSS with {count} artifacts"),
+            bkfs: format!("{} MiB", rss / 1024),
+            baseline: "-".into(),
+            ratio: rss as f64 / 1024.0,
+            target: format!("< {limit} MiB"),
+            ok: rss / 1024 < limit,
+        });
+        let _ = std::fs::remove_dir_all(&localdir);
+    }
+
+    // grep -r over many small cold logs, realistic latencies.
+    {
+        let mut b = FakeBuild::new("bench", "logs", 3);
+        let jobs: Vec<String> = (0..10).map(|j| b.add_job(&format!("Test {j}"))).collect();
+        let mut dl = Vec::new();
+        for i in 0..o.logs {
+            let mut text = String::new();
+            for l in 0..100 {
+                text.push_str(&format!(
+                    "{i:05} {l:03} INFO everything is fine with request {}\n",
+                    i * 131 + l
+                ));
+            }
+            if i == o.logs / 2 {
+                text.push_str("ERROR needle-7f3a found here\n");
+            }
+            let j = &jobs[i % jobs.len()];
+            let id = b.add_artifact(j, &format!("log/test-{i:05}.log"), text);
+            dl.push(format!(
+                "{}/v2/organizations/bench/pipelines/logs/builds/3/jobs/{j}/artifacts/{id}/download",
+                server.api_url()
+            ));
+        }
+        server.add_build(b);
+        let list = w.join("downloads.txt");
+        std::fs::write(&list, dl.join("\n") + "\n").unwrap();
+        server.set_storage_latency(Duration::from_millis(30));
+        server.set_storage_bandwidth(80_000_000);
+        server.set_api_latency(Duration::from_millis(20));
+        let script = format!(
+            "set -e; d=$(mktemp -d); n=0; while read -r u; do n=$((n+1)); s=$(curl -s -o /dev/null -w '%{{redirect_url}}' -H 'Authorization: Bearer {TOKEN}' \"$u\"); curl -s -o \"$d/$n.log\" \"$s\"; done < {}; grep -rl needle-7f3a \"$d\" | wc -l; rm -rf \"$d\"",
+            list.display()
+        );
+        let mut base = Vec::new();
+        let mut ours = Vec::new();
+        let runs = o.runs.min(3);
+        for r in 0..runs {
+            base.push(time(|| {
+                let n = sh(&script);
+                assert_eq!(n.trim(), "1");
+            }));
+            let cache = w.join(format!("cache-grep-{r}"));
+            let mnt = w.join("mnt");
+            ours.push(time(|| {
+                let m = mount(&server, "bench/logs/3", &mnt, &cache, &[]);
+                let n = sh(&format!("grep -rl needle-7f3a {} | wc -l", m.mnt.display()));
+                assert_eq!(n.trim(), "1");
+            }));
+            let _ = std::fs::remove_dir_all(&cache);
+        }
+        server.set_storage_latency(Duration::ZERO);
+        server.set_storage_bandwidth(0);
+        server.set_api_latency(Duration::ZERO);
+        let (bb, oo) = (median(base), median(ours));
+        rows.push(Row {
+            name: format!(
+                "mount + grep -r over {} cold logs (throttled) vs curl-each-then-grep script",
+                o.logs
+            ),
+            bkfs: format!("{:.1} s", oo),
+            baseline: format!("script {:.1} s", bb),
+            ratio: bb / oo,
+            target: "> 1x (faster)".into(),
+            ok: bb / oo > 1.0,
+        });
+    }
+
+    println!();
+    println!("| # | measurement | bkfs | baseline | ratio | target | met |");
+    println!("|---|---|---|---|---|---|---|");
+    for (i, r) in rows.iter().enumerate() {
+        println!(
+            "| {} | {} | {} | {} | {:.2} | {} | {} |",
+            i + 1,
+            r.name,
+            r.bkfs,
+            r.baseline,
+            r.ratio,
+            r.target,
+            if r.ok { "yes" } else { "NO" }
+        );
+    }
+    let met = rows.iter().filter(|r| r.ok).count();
+    println!();
+    println!(
+        "summary: {met}/{} targets met on {cores} cores, {mem}",
+        rows.len()
+    );
+}
