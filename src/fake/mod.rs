@@ -1,1 +1,368 @@
-//! Fake Buildkite API + storage server (in progress).
+//! A fake Buildkite, in process, on 127.0.0.1: the REST API (artifacts, builds, access
+//! token) on one port and an S3-like storage server on another, for integration tests,
+//! `bkfs demo` and benchmarks.
+//!
+//! It follows the documented API (`/work/shared/buildkite-artifacts-api.txt` and
+//! `API-NOTES.md`): bearer tokens with scopes, JSON errors, `page`/`per_page` pagination with
+//! RFC 8288 `Link` headers, a `302` download endpoint handing out short-lived signed storage
+//! URLs, `DELETE` with `write_artifacts`, and `RateLimit-*` headers on every API response. The
+//! storage server never needs the Buildkite token, checks the URL signature and expiry, and
+//! answers ranges like S3, with XML errors.
+//!
+//! The server runs on its own tokio runtime in a background thread, so synchronous tests can
+//! use it; dropping the [`FakeServer`] stops it. Knobs (latency, bandwidth, URL lifetime, rate
+//! limit) can be changed at any time; counters record every request by kind.
+//!
+//! Count kinds: `api` (every API request), `access_token`, `get_build`,
+//! `list_build_artifacts`, `list_job_artifacts`, `get_artifact`, `download`, `delete` (one
+//! per request to that endpoint, whatever the answer), `api_401`, `api_403`, `api_404`,
+//! `api_429` (answers by status); `storage` (every storage request), `storage_get`,
+//! `storage_head`, `storage_authorization` (storage requests carrying `Authorization`),
+//! `storage_403`, `storage_404`, `storage_416`.
+
+mod api;
+mod demo;
+mod storage;
+#[cfg(test)]
+mod tests;
+mod world;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+pub use demo::{demo_build, DEMO_TOKEN};
+pub use world::{guess_mime, FakeArtifact, FakeBuild, FakeJob};
+
+/// Handle on a running fake. Dropping it shuts both servers down.
+pub struct FakeServer {
+    shared: Arc<Shared>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// State shared by the handle and the handlers.
+pub(crate) struct Shared {
+    pub api_addr: SocketAddr,
+    pub storage_addr: SocketAddr,
+    /// Signs storage URLs; random per server.
+    pub secret: String,
+    world: Mutex<World>,
+    knobs: Mutex<Knobs>,
+    counts: Mutex<BTreeMap<String, u64>>,
+    bytes_served: AtomicU64,
+    rate: Mutex<RateWindow>,
+}
+
+/// Tokens and builds.
+#[derive(Default)]
+pub(crate) struct World {
+    pub tokens: HashMap<String, Vec<String>>,
+    pub builds: BTreeMap<BuildKey, FakeBuild>,
+    /// artifact id → the build that holds it.
+    pub artifact_index: HashMap<String, BuildKey>,
+}
+
+/// (org, pipeline, number).
+pub(crate) type BuildKey = (String, String, u64);
+
+impl World {
+    pub fn build(&self, org: &str, pipeline: &str, number: u64) -> Option<&FakeBuild> {
+        self.builds
+            .get(&(org.to_string(), pipeline.to_string(), number))
+    }
+
+    /// The live (not deleted) artifact with this id, and its build.
+    pub fn artifact(&self, id: &str) -> Option<(&FakeBuild, &FakeArtifact)> {
+        let build = self.builds.get(self.artifact_index.get(id)?)?;
+        let a = build.artifacts.iter().find(|a| a.artifact.id == id)?;
+        (a.artifact.state.as_deref() != Some("deleted")).then_some((build, a))
+    }
+}
+
+/// Settings that tests may change while the server runs.
+#[derive(Debug, Clone)]
+pub(crate) struct Knobs {
+    pub url_ttl: Duration,
+    pub api_latency: Duration,
+    pub storage_latency: Duration,
+    /// Bytes per second per response; 0 = unlimited.
+    pub storage_bandwidth: u64,
+    pub rate_limit: u64,
+    pub rate_window: Duration,
+    /// Answer 429 once the window's budget is spent.
+    pub enforce_rate_limit: bool,
+}
+
+impl Default for Knobs {
+    fn default() -> Self {
+        Knobs {
+            url_ttl: Duration::from_secs(60),
+            api_latency: Duration::ZERO,
+            storage_latency: Duration::ZERO,
+            storage_bandwidth: 0,
+            rate_limit: 200,
+            rate_window: Duration::from_secs(60),
+            enforce_rate_limit: false,
+        }
+    }
+}
+
+/// A fixed rate-limit window.
+pub(crate) struct RateWindow {
+    start: Instant,
+    used: u64,
+}
+
+/// What the `RateLimit-*` headers say for one request.
+pub(crate) struct RateStatus {
+    pub limit: u64,
+    pub remaining: u64,
+    pub reset_secs: u64,
+    pub exceeded: bool,
+}
+
+impl Shared {
+    pub fn world(&self) -> MutexGuard<'_, World> {
+        self.world.lock().unwrap()
+    }
+
+    pub fn knobs(&self) -> Knobs {
+        self.knobs.lock().unwrap().clone()
+    }
+
+    pub fn count(&self, kind: &str) {
+        *self
+            .counts
+            .lock()
+            .unwrap()
+            .entry(kind.to_string())
+            .or_default() += 1;
+    }
+
+    pub fn add_bytes_served(&self, n: u64) {
+        self.bytes_served.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Spends one request of the current window.
+    pub fn take_rate(&self) -> RateStatus {
+        let knobs = self.knobs();
+        let mut w = self.rate.lock().unwrap();
+        let now = Instant::now();
+        if now.duration_since(w.start) >= knobs.rate_window {
+            w.start = now;
+            w.used = 0;
+        }
+        let exceeded = knobs.enforce_rate_limit && w.used >= knobs.rate_limit;
+        if !exceeded {
+            w.used += 1;
+        }
+        let left = knobs
+            .rate_window
+            .saturating_sub(now.duration_since(w.start));
+        RateStatus {
+            limit: knobs.rate_limit,
+            remaining: knobs.rate_limit.saturating_sub(w.used),
+            reset_secs: left.as_secs() + u64::from(left.subsec_nanos() > 0),
+            exceeded,
+        }
+    }
+}
+
+impl FakeServer {
+    /// Starts API + storage on 127.0.0.1 ephemeral ports, on its own tokio runtime in a
+    /// background thread. Returns once both listen.
+    pub fn start() -> FakeServer {
+        let api = std::net::TcpListener::bind("127.0.0.1:0").expect("bind API port");
+        let storage = std::net::TcpListener::bind("127.0.0.1:0").expect("bind storage port");
+        for l in [&api, &storage] {
+            l.set_nonblocking(true).expect("nonblocking listener");
+        }
+        let shared = Arc::new(Shared {
+            api_addr: api.local_addr().unwrap(),
+            storage_addr: storage.local_addr().unwrap(),
+            secret: hex::encode(rand::random::<[u8; 16]>()),
+            world: Mutex::new(World::default()),
+            knobs: Mutex::new(Knobs::default()),
+            counts: Mutex::new(BTreeMap::new()),
+            bytes_served: AtomicU64::new(0),
+            rate: Mutex::new(RateWindow {
+                start: Instant::now(),
+                used: 0,
+            }),
+        });
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+        let s = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("bkfs-fake".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .expect("fake server runtime");
+                rt.block_on(async move {
+                    let api = tokio::net::TcpListener::from_std(api).unwrap();
+                    let storage = tokio::net::TcpListener::from_std(storage).unwrap();
+                    tokio::spawn(serve(api, api::router(s.clone())));
+                    tokio::spawn(serve(storage, storage::router(s)));
+                    let _ = ready_tx.send(());
+                    let _ = rx.await;
+                });
+                // Dropping the runtime cancels the servers and any open connections.
+                rt.shutdown_timeout(Duration::from_secs(1));
+            })
+            .expect("spawn fake server thread");
+        ready_rx.recv().expect("fake server failed to start");
+        FakeServer {
+            shared,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`, without `/v2` or a trailing slash.
+    pub fn api_url(&self) -> String {
+        format!("http://{}", self.shared.api_addr)
+    }
+
+    /// `http://127.0.0.1:PORT` of the storage server.
+    pub fn storage_url(&self) -> String {
+        format!("http://{}", self.shared.storage_addr)
+    }
+
+    /// Registers (or replaces) a token with these scopes.
+    pub fn add_token(&self, token: &str, scopes: &[&str]) {
+        let scopes = scopes.iter().map(|s| s.to_string()).collect();
+        self.shared.world().tokens.insert(token.to_string(), scopes);
+    }
+
+    /// Forgets a token: it answers 401 from now on.
+    pub fn remove_token(&self, token: &str) {
+        self.shared.world().tokens.remove(token);
+    }
+
+    /// Adds a build, replacing one with the same org/pipeline/number.
+    pub fn add_build(&self, build: FakeBuild) {
+        let key = (
+            build.org.clone(),
+            build.pipeline.clone(),
+            build.build.number,
+        );
+        let mut w = self.shared.world();
+        w.artifact_index.retain(|_, k| *k != key);
+        for a in &build.artifacts {
+            w.artifact_index.insert(a.artifact.id.clone(), key.clone());
+        }
+        w.builds.insert(key, build);
+    }
+
+    /// Requests of one kind since the start or the last [`FakeServer::reset_counts`].
+    pub fn count(&self, kind: &str) -> u64 {
+        self.shared
+            .counts
+            .lock()
+            .unwrap()
+            .get(kind)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// All non-zero counts.
+    pub fn counts(&self) -> BTreeMap<String, u64> {
+        self.shared.counts.lock().unwrap().clone()
+    }
+
+    /// Zeroes the counts and the bytes served.
+    pub fn reset_counts(&self) {
+        self.shared.counts.lock().unwrap().clear();
+        self.shared.bytes_served.store(0, Ordering::Relaxed);
+    }
+
+    /// Body bytes the storage server has handed to its connections.
+    pub fn storage_bytes_served(&self) -> u64 {
+        self.shared.bytes_served.load(Ordering::Relaxed)
+    }
+
+    /// Lifetime of the signed URLs handed out from now on (default 60 s).
+    pub fn set_url_ttl(&self, ttl: Duration) {
+        self.shared.knobs.lock().unwrap().url_ttl = ttl;
+    }
+
+    /// Delay before every API response (default 0).
+    pub fn set_api_latency(&self, d: Duration) {
+        self.shared.knobs.lock().unwrap().api_latency = d;
+    }
+
+    /// Delay before the first byte of every storage response (default 0).
+    pub fn set_storage_latency(&self, d: Duration) {
+        self.shared.knobs.lock().unwrap().storage_latency = d;
+    }
+
+    /// Bandwidth cap per storage response in bytes per second; 0 = unlimited (default).
+    pub fn set_storage_bandwidth(&self, bytes_per_sec: u64) {
+        self.shared.knobs.lock().unwrap().storage_bandwidth = bytes_per_sec;
+    }
+
+    /// The API rate limit: `limit` requests per fixed `window` (default 200 per 60 s, not
+    /// enforced). With `enforce`, requests over the budget get 429 until the window resets.
+    /// Takes effect from a fresh window.
+    pub fn set_rate_limit(&self, limit: u64, window: Duration, enforce: bool) {
+        {
+            let mut k = self.shared.knobs.lock().unwrap();
+            k.rate_limit = limit;
+            k.rate_window = window;
+            k.enforce_rate_limit = enforce;
+        }
+        let mut r = self.shared.rate.lock().unwrap();
+        r.start = Instant::now();
+        r.used = 0;
+    }
+
+    /// Whether the artifact is known and not deleted.
+    pub fn artifact_exists(&self, artifact_id: &str) -> bool {
+        self.shared.world().artifact(artifact_id).is_some()
+    }
+
+    /// Sets an artifact's state (e.g. "expired", "deleted", "finished"); false if unknown.
+    pub fn set_artifact_state(&self, artifact_id: &str, state: &str) -> bool {
+        let mut w = self.shared.world();
+        let Some(key) = w.artifact_index.get(artifact_id).cloned() else {
+            return false;
+        };
+        let Some(build) = w.builds.get_mut(&key) else {
+            return false;
+        };
+        match build
+            .artifacts
+            .iter_mut()
+            .find(|a| a.artifact.id == artifact_id)
+        {
+            Some(a) => {
+                a.artifact.state = Some(state.to_string());
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Drop for FakeServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+async fn serve(listener: tokio::net::TcpListener, router: axum::Router) {
+    if let Err(e) = axum::serve(listener, router).await {
+        tracing::warn!("fake server stopped: {e}");
+    }
+}

@@ -1,0 +1,333 @@
+//! The fake artifact storage: an S3-like server for the signed URLs the download endpoint
+//! hands out, `GET`/`HEAD /artifacts/<artifact id>/<path>?AWSAccessKeyId=..&Expires=..&Signature=..`.
+//!
+//! The signature is the sha1 of a per-server secret, the artifact id (the object key) and
+//! `Expires` (unix seconds); the path after the key is cosmetic (URL normalisation must not
+//! change which object is meant). `Expires` is rounded up to a whole second, so a URL lives
+//! at least the configured TTL and less than a second more. Checks, in order: signature
+//! present and matching (403 `AccessDenied` / `SignatureDoesNotMatch`), not expired (403
+//! `AccessDenied`, "Request has expired"), object exists, is not deleted and is in state
+//! `finished` (else 404 `NoSuchKey`). Errors are S3's XML. Ranges follow RFC 9110 for a
+//! single range; a malformed or multi-range header is ignored (full 200), as S3 does.
+//! The Buildkite token is never needed; requests that carry `Authorization` anyway are
+//! counted (`storage_authorization`) and served.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use bytes::Bytes;
+
+use super::world::sha1_hex;
+use super::Shared;
+use crate::api::model::Artifact;
+
+/// Largest piece handed to the connection at once.
+const CHUNK: usize = 64 * 1024;
+
+type S = State<Arc<Shared>>;
+
+pub(super) fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/artifacts/:key", get(object))
+        .route("/artifacts/:key/*rest", get(object))
+        .fallback(|| async { no_such_key() })
+        .layer(middleware::from_fn_with_state(
+            shared.clone(),
+            storage_layer,
+        ))
+        .with_state(shared)
+}
+
+/// A signed URL for `artifact`, valid for the current TTL.
+pub(super) fn signed_url(s: &Shared, artifact: &Artifact) -> String {
+    let ttl = s.knobs().url_ttl;
+    let deadline = SystemTime::now() + ttl;
+    let expires = deadline
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0))
+        .unwrap_or(0);
+    let path = artifact.path.as_deref().unwrap_or("artifact");
+    format!(
+        "http://{}/artifacts/{}/{}?AWSAccessKeyId=FAKEBKFSACCESSKEY&Expires={expires}&Signature={}",
+        s.storage_addr,
+        encode_segment(&artifact.id),
+        encode_path(path),
+        signature(s, &artifact.id, expires)
+    )
+}
+
+fn signature(s: &Shared, key: &str, expires: u64) -> String {
+    sha1_hex(format!("{}\n{key}\n{expires}", s.secret).as_bytes())
+}
+
+/// Percent-encodes a path segment by segment; empty and dot segments become `_` so that URL
+/// normalisation cannot climb above the object key.
+fn encode_path(path: &str) -> String {
+    path.split('/')
+        .map(|seg| match seg {
+            "" | "." | ".." => "_".to_string(),
+            _ => encode_segment(seg),
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn encode_segment(seg: &str) -> String {
+    let mut out = String::with_capacity(seg.len());
+    for b in seg.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Counting and first-byte latency around every storage request.
+async fn storage_layer(State(s): S, req: Request, next: Next) -> Response {
+    s.count("storage");
+    if req.headers().contains_key(header::AUTHORIZATION) {
+        s.count("storage_authorization");
+    }
+    let latency = s.knobs().storage_latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let resp = next.run(req).await;
+    if let code @ (403 | 404 | 416) = resp.status().as_u16() {
+        s.count(&format!("storage_{code}"));
+    }
+    resp
+}
+
+fn s3_error(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>{message}</Message></Error>"
+    );
+    (status, [(header::CONTENT_TYPE, "application/xml")], body).into_response()
+}
+
+fn no_such_key() -> Response {
+    s3_error(
+        StatusCode::NOT_FOUND,
+        "NoSuchKey",
+        "The specified key does not exist.",
+    )
+}
+
+fn now_unix() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+async fn object(
+    State(s): S,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    Path(params): Path<Vec<(String, String)>>,
+) -> Response {
+    s.count(if method == Method::HEAD {
+        "storage_head"
+    } else {
+        "storage_get"
+    });
+    let key = params
+        .iter()
+        .find(|(k, _)| k == "key")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    let q: Vec<(String, String)> =
+        url::form_urlencoded::parse(q.as_deref().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
+    let param = |name: &str| q.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+
+    // Authentication: the query-string signature, never a token.
+    let (Some(expires), Some(sig)) = (param("Expires"), param("Signature")) else {
+        return s3_error(StatusCode::FORBIDDEN, "AccessDenied", "Access Denied");
+    };
+    let expires_ok = expires.parse::<u64>().ok();
+    if expires_ok.map(|e| signature(&s, &key, e)).as_deref() != Some(sig) {
+        return s3_error(
+            StatusCode::FORBIDDEN,
+            "SignatureDoesNotMatch",
+            "The request signature we calculated does not match the signature you provided. Check your key and signing method.",
+        );
+    }
+    if now_unix() > expires_ok.unwrap_or(0) as f64 {
+        return s3_error(StatusCode::FORBIDDEN, "AccessDenied", "Request has expired");
+    }
+
+    let found = {
+        let w = s.world();
+        w.artifact(&key)
+            .filter(|(_, fa)| fa.artifact.is_finished())
+            .map(|(_, fa)| (fa.content.clone(), fa.artifact.mime_type.clone()))
+    };
+    let Some((content, mime)) = found else {
+        return no_such_key();
+    };
+
+    let total = content.len() as u64;
+    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let (status, start, end) = match parse_range(range, total) {
+        RangeReq::Full => (StatusCode::OK, 0, total),
+        RangeReq::Partial(a, b) => (StatusCode::PARTIAL_CONTENT, a, b + 1),
+        RangeReq::Unsatisfiable => {
+            let mut r = s3_error(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "InvalidRange",
+                "The requested range is not satisfiable",
+            );
+            r.headers_mut().insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes */{total}")).unwrap(),
+            );
+            return r;
+        }
+    };
+    let part = content.slice(start as usize..end as usize);
+    let len = part.len();
+    let body = if method == Method::HEAD {
+        Body::empty()
+    } else {
+        paced_body(s.clone(), part)
+    };
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    let mime = mime.unwrap_or_else(|| "application/octet-stream".into());
+    if let Ok(v) = HeaderValue::from_str(&mime) {
+        h.insert(header::CONTENT_TYPE, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", sha1_hex(&content))) {
+        h.insert(header::ETAG, v);
+    }
+    if status == StatusCode::PARTIAL_CONTENT {
+        let cr = format!("bytes {start}-{}/{total}", end - 1);
+        h.insert(header::CONTENT_RANGE, HeaderValue::from_str(&cr).unwrap());
+    }
+    resp
+}
+
+/// One `Range` header, resolved against the object size.
+#[derive(Debug, PartialEq)]
+enum RangeReq {
+    Full,
+    /// First and last byte, inclusive.
+    Partial(u64, u64),
+    Unsatisfiable,
+}
+
+fn parse_range(header: Option<&str>, total: u64) -> RangeReq {
+    let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
+        return RangeReq::Full;
+    };
+    if spec.contains(',') {
+        return RangeReq::Full;
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return RangeReq::Full;
+    };
+    let (a, b) = (a.trim(), b.trim());
+    let num = |s: &str| s.parse::<u64>().ok();
+    match (a.is_empty(), b.is_empty()) {
+        // bytes=-n: the last n bytes.
+        (true, false) => match num(b) {
+            None => RangeReq::Full,
+            Some(0) => RangeReq::Unsatisfiable,
+            Some(_) if total == 0 => RangeReq::Unsatisfiable,
+            Some(n) => RangeReq::Partial(total.saturating_sub(n), total - 1),
+        },
+        // bytes=a-
+        (false, true) => match num(a) {
+            None => RangeReq::Full,
+            Some(a) if a >= total => RangeReq::Unsatisfiable,
+            Some(a) => RangeReq::Partial(a, total - 1),
+        },
+        // bytes=a-b
+        (false, false) => match (num(a), num(b)) {
+            (Some(a), Some(b)) if b >= a => {
+                if a >= total {
+                    RangeReq::Unsatisfiable
+                } else {
+                    RangeReq::Partial(a, b.min(total - 1))
+                }
+            }
+            _ => RangeReq::Full,
+        },
+        (true, true) => RangeReq::Full,
+    }
+}
+
+/// The body in chunks, counted as they are handed over, paced to the bandwidth knob.
+fn paced_body(s: Arc<Shared>, data: Bytes) -> Body {
+    let bandwidth = s.knobs().storage_bandwidth;
+    let chunk = if bandwidth == 0 {
+        CHUNK
+    } else {
+        ((bandwidth / 10) as usize).clamp(1, CHUNK)
+    };
+    let start = Instant::now();
+    let stream = futures_util::stream::unfold(0usize, move |sent| {
+        let s = s.clone();
+        let data = data.clone();
+        async move {
+            if sent >= data.len() {
+                return None;
+            }
+            if bandwidth > 0 {
+                let due = start + Duration::from_secs_f64(sent as f64 / bandwidth as f64);
+                tokio::time::sleep_until(due.into()).await;
+            }
+            let end = (sent + chunk).min(data.len());
+            let piece = data.slice(sent..end);
+            s.add_bytes_served(piece.len() as u64);
+            Some((Ok::<Bytes, Infallible>(piece), end))
+        }
+    });
+    Body::from_stream(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        use RangeReq::*;
+        assert_eq!(parse_range(None, 10), Full);
+        assert_eq!(parse_range(Some("bytes=0-4"), 10), Partial(0, 4));
+        assert_eq!(parse_range(Some("bytes=5-100"), 10), Partial(5, 9));
+        assert_eq!(parse_range(Some("bytes=3-"), 10), Partial(3, 9));
+        assert_eq!(parse_range(Some("bytes=-3"), 10), Partial(7, 9));
+        assert_eq!(parse_range(Some("bytes=-30"), 10), Partial(0, 9));
+        assert_eq!(parse_range(Some("bytes=10-"), 10), Unsatisfiable);
+        assert_eq!(parse_range(Some("bytes=10-12"), 10), Unsatisfiable);
+        assert_eq!(parse_range(Some("bytes=-0"), 10), Unsatisfiable);
+        assert_eq!(parse_range(Some("bytes=0-"), 0), Unsatisfiable);
+        assert_eq!(parse_range(Some("bytes=5-2"), 10), Full);
+        assert_eq!(parse_range(Some("bytes=0-1,4-5"), 10), Full);
+        assert_eq!(parse_range(Some("items=0-1"), 10), Full);
+    }
+
+    #[test]
+    fn paths_cannot_climb() {
+        assert_eq!(encode_path("../../etc/passwd"), "_/_/etc/passwd");
+        assert_eq!(encode_path("a b/ü.txt"), "a%20b/%C3%BC.txt");
+    }
+}
