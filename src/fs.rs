@@ -241,7 +241,8 @@ impl Fs {
 
     /// Directory-sequential prefetch: when files of one directory are opened in name order
     /// (as `grep -r`, `cp -r` and `find -exec` do), fetch the next few small files ahead, in a
-    /// window that doubles up to [`SIBLING_WINDOW_MAX`]. An open out of order resets it.
+    /// window that starts at the second in-order open and doubles up to
+    /// [`SIBLING_WINDOW_MAX`]. An open out of order resets it.
     /// Must be called within the tokio runtime (the adapter enters it).
     fn prefetch_siblings(&self, ino: Ino) {
         let tree = self.tree.read().unwrap();
@@ -251,15 +252,18 @@ impl Fs {
         let (parent, name) = (node.parent, node.name.clone());
         let window = {
             let mut seq = self.dir_seq.lock().unwrap();
-            let e = seq.entry(parent).or_insert((String::new(), 0));
-            let w = if e.1 == 0 || name > e.0 {
-                (e.1 * 2).clamp(1, SIBLING_WINDOW_MAX)
-            } else {
-                1
+            // The first open in a directory prefetches nothing (it may be the only one);
+            // each following open in name order doubles the window.
+            let w = match seq.get(&parent) {
+                Some((last, w)) if name > *last => (w * 2).clamp(1, SIBLING_WINDOW_MAX),
+                _ => 0,
             };
-            *e = (name.clone(), w);
+            seq.insert(parent, (name.clone(), w));
             w
         };
+        if window == 0 {
+            return;
+        }
         let Some(NodeKind::Dir { children, .. }) = tree.get(parent).map(|p| &p.kind) else {
             return;
         };
