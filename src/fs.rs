@@ -305,12 +305,16 @@ impl Fs {
                 None => return Err(FsError::NotFound),
             }
         };
+        let t0 = std::time::Instant::now();
         match self
             .reader
             .read(&meta, offset, size, handle.as_deref())
             .await
         {
-            Ok(b) => Ok(b),
+            Ok(b) => {
+                tracing::trace!(path = %meta.original_path, offset, size, got = b.len(), us = t0.elapsed().as_micros() as u64, "read");
+                Ok(b)
+            }
             Err(e) => {
                 tracing::error!(path = %meta.original_path, artifact = %meta.artifact_id, error = %e, "read failed");
                 Err(match e {

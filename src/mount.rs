@@ -278,7 +278,11 @@ async fn prepare(plan: &MountPlan) -> Result<Prepared, String> {
         nodes = tree.len(),
         "listed the build"
     );
-    let storage = StorageClient::new(plan.read_timeout)?;
+    // A connection that delivers nothing for this long is treated as stalled: the attempt
+    // ends with the bytes received so far and the next one resumes after them, all within
+    // --read-timeout.
+    let stall = (plan.read_timeout / 4).clamp(Duration::from_secs(1), Duration::from_secs(10));
+    let storage = StorageClient::new(stall)?;
     Ok(Prepared {
         tree,
         remote: Arc::new(HttpRemote {
@@ -356,23 +360,22 @@ fn serve(plan: MountPlan, mountpoint: PathBuf, mut ready: Ready) -> i32 {
         SessionACL::Owner
     };
     cfg.n_threads = Some(2);
-    let mut session =
-        match fuser::Session::new(FuseFs::new(fs, rt.handle().clone()), &mountpoint, &cfg) {
-            Ok(s) => s,
-            Err(e) => {
-                let hint = if plan.allow_other {
-                    " (--allow-other needs user_allow_other in /etc/fuse.conf)"
-                } else {
-                    ""
-                };
-                ready.fail(&format!(
-                    "cannot mount on {}: {e}{hint}",
-                    plan.mountpoint.display()
-                ));
-                return 1;
-            }
-        };
-    let mut unmounter = session.unmount_callable();
+    let session = match fuser::Session::new(FuseFs::new(fs, rt.handle().clone()), &mountpoint, &cfg)
+    {
+        Ok(s) => s,
+        Err(e) => {
+            let hint = if plan.allow_other {
+                " (--allow-other needs user_allow_other in /etc/fuse.conf)"
+            } else {
+                ""
+            };
+            ready.fail(&format!(
+                "cannot mount on {}: {e}{hint}",
+                plan.mountpoint.display()
+            ));
+            return 1;
+        }
+    };
     let bg = match session.spawn() {
         Ok(bg) => bg,
         Err(e) => {
@@ -408,8 +411,16 @@ fn serve(plan: MountPlan, mountpoint: PathBuf, mut ready: Ready) -> i32 {
         }
         Err(done_rx) => {
             tracing::info!("signal received; unmounting");
-            if let Err(e) = unmounter.unmount() {
-                tracing::warn!(error = %e, "unmount failed; detaching lazily");
+            // fuser's own unmounter is detached from the session by `spawn`, so unmount the
+            // way a user would: a clean unmount, else a lazy one if something holds it busy.
+            let clean = std::process::Command::new("fusermount3")
+                .arg("-u")
+                .arg("-q")
+                .arg(&mountpoint)
+                .status()
+                .is_ok_and(|s| s.success());
+            if !clean {
+                tracing::warn!("clean unmount failed (busy?); detaching lazily");
                 lazy_unmount(&mountpoint);
             }
             let ended = rt.block_on(async {

@@ -93,6 +93,8 @@ pub fn reqwest_detail(e: reqwest::Error) -> String {
 #[derive(Debug)]
 struct Budget {
     remaining: Option<u64>,
+    /// `RateLimit-Limit`: what a new window is assumed to hold until a response says.
+    limit: Option<u64>,
     reset_at: std::time::Instant,
 }
 
@@ -134,6 +136,7 @@ impl ApiClient {
             token,
             budget: std::sync::Arc::new(std::sync::Mutex::new(Budget {
                 remaining: None,
+                limit: None,
                 reset_at: std::time::Instant::now(),
             })),
         })
@@ -226,11 +229,11 @@ impl ApiClient {
     fn spend(&self) -> Option<Duration> {
         let mut b = self.budget.lock().unwrap();
         let now = std::time::Instant::now();
-        if now >= b.reset_at {
-            // A new window: unknown until the next response says.
-            if b.remaining == Some(0) {
-                b.remaining = None;
-            }
+        if now >= b.reset_at && b.remaining == Some(0) {
+            // A new window: assume the last known limit (not "unknown", which would let every
+            // waiting caller through at once), minus one in flight to learn the real figure.
+            b.remaining = b.limit.map(|l| l.saturating_sub(1).max(1));
+            b.reset_at = now + Duration::from_secs(1);
         }
         match b.remaining {
             Some(0) => Some(
@@ -254,6 +257,9 @@ impl ApiClient {
                 .and_then(|v| v.trim().parse::<u64>().ok())
         };
         let remaining = num("ratelimit-remaining");
+        if let Some(l) = num("ratelimit-limit") {
+            self.budget.lock().unwrap().limit = Some(l);
+        }
         let reset = num("ratelimit-reset");
         if remaining.is_none() && reset.is_none() && !limited {
             return;
@@ -340,13 +346,9 @@ impl ApiClient {
 
     async fn list_all(&self, first: Url) -> Result<Vec<Artifact>, ApiError> {
         let (mut all, headers): (Vec<Artifact>, _) = self.get_json(&first).await?;
-        let link = headers
-            .get(header::LINK)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
+        let link = link_header(&headers);
         // Fast path: the last page is known and numbered, so fetch the rest at once.
-        if let Some(pages) = self.remaining_pages(&link) {
+        if let Some(pages) = self.remaining_pages(&first, &link) {
             let rest: Vec<Vec<Artifact>> = stream::iter(pages)
                 .map(|u| async move { self.get_json::<Vec<Artifact>>(&u).await.map(|r| r.0) })
                 .buffered(LIST_CONCURRENCY)
@@ -355,31 +357,31 @@ impl ApiClient {
             all.extend(rest.into_iter().flatten());
             return Ok(all);
         }
-        // Otherwise follow rel="next" as opaque URLs.
+        // Otherwise follow rel="next" as opaque URLs (relative ones against the page that
+        // carried them), refusing to visit a page twice.
+        let mut seen = std::collections::HashSet::from([first.clone()]);
+        let mut cur = first;
         let mut next = find_rel(&link, "next");
-        let mut seen = 1;
         while let Some(n) = next {
-            let u = self.link_url(&n)?;
-            let (page, headers): (Vec<Artifact>, _) = self.get_json(&u).await?;
-            all.extend(page);
-            seen += 1;
-            if seen > 100_000 {
+            let u = self.link_url(&cur, &n)?;
+            if !seen.insert(u.clone()) {
                 return Err(ApiError::Malformed {
                     url: redact_url(u.as_str()),
-                    detail: "pagination does not end".into(),
+                    detail: "pagination loops back to an earlier page".into(),
                 });
             }
-            next = headers
-                .get(header::LINK)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|l| find_rel(l, "next"));
+            let (page, headers): (Vec<Artifact>, _) = self.get_json(&u).await?;
+            all.extend(page);
+            next = find_rel(&link_header(&headers), "next");
+            cur = u;
         }
         Ok(all)
     }
 
-    /// A pagination link, which must stay on the API origin (the token goes with it).
-    fn link_url(&self, s: &str) -> Result<Url, ApiError> {
-        let u = self.base.join(s).map_err(|e| ApiError::Malformed {
+    /// A pagination link resolved against the page that carried it; it must stay on the API
+    /// origin (the token goes with it).
+    fn link_url(&self, page: &Url, s: &str) -> Result<Url, ApiError> {
+        let u = page.join(s).map_err(|e| ApiError::Malformed {
             url: redact_url(s),
             detail: format!("bad Link URL: {e}"),
         })?;
@@ -394,8 +396,8 @@ impl ApiClient {
 
     /// When `rel="last"` names a page number, the URLs of pages 2..=last (built from the
     /// last link by changing its `page` parameter). None when that cannot be done safely.
-    fn remaining_pages(&self, link: &str) -> Option<Vec<Url>> {
-        let last = self.link_url(&find_rel(link, "last")?).ok()?;
+    fn remaining_pages(&self, first: &Url, link: &str) -> Option<Vec<Url>> {
+        let last = self.link_url(first, &find_rel(link, "last")?).ok()?;
         let n: u64 = last
             .query_pairs()
             .find(|(k, _)| k == "page")
@@ -482,6 +484,16 @@ impl ApiClient {
         Self::check(self.send(Method::DELETE, &u).await?).await?;
         Ok(())
     }
+}
+
+/// Every `Link` header line joined into one value (several lines mean the same as one line
+/// with commas, RFC 9110).
+fn link_header(h: &reqwest::header::HeaderMap) -> String {
+    h.get_all(header::LINK)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Percent-encodes an id for use as one path segment (ids come from the network).

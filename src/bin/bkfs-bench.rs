@@ -30,6 +30,21 @@ fn parse_opts() -> Opts {
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
+    // --big-mib N: only the big-file measurements, with an N MiB artifact.
+    if let Some(m) = args
+        .iter()
+        .position(|a| a == "--big-mib")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        return Opts {
+            runs,
+            big: m << 20,
+            many: 0,
+            logs: 0,
+            huge: 0,
+        };
+    }
     if quick {
         Opts {
             runs,
@@ -118,9 +133,7 @@ impl Mounted {
                 .split(|b| *b == 0)
                 .map(|a| String::from_utf8_lossy(a).into())
                 .collect();
-            if args.first().is_some_and(|a| a.ends_with("bkfs"))
-                && args.iter().any(|a| *a == needle)
-            {
+            if args.first().is_some_and(|a| a.ends_with("bkfs")) && args.contains(&needle) {
                 let st = std::fs::read_to_string(e.path().join("status")).unwrap_or_default();
                 for l in st.lines() {
                     if let Some(v) = l.strip_prefix("VmRSS:") {
@@ -146,8 +159,10 @@ impl Drop for Mounted {
 
 fn mount(server: &FakeServer, build: &str, mnt: &Path, cache: &Path, extra: &[&str]) -> Mounted {
     std::fs::create_dir_all(mnt).unwrap();
+    let extra_env = std::env::var("BKFS_BENCH_MOUNT_ARGS").unwrap_or_default();
     let o = Command::new(bin())
         .arg("mount")
+        .args(extra_env.split_whitespace())
         .arg("--api-url")
         .arg(server.api_url())
         .arg("--cache-dir")
@@ -301,6 +316,13 @@ fn main() {
     }
 
     // Random 4 KiB reads.
+    if std::env::var("BKFS_BENCH_LOGDIR").is_ok() {
+        let d = std::env::var("BKFS_BENCH_LOGDIR").unwrap();
+        let _ = sh(&format!(
+            "cp {}/*.log {d}/ 2>/dev/null || true",
+            w.display()
+        ));
+    }
     {
         let mut ratios = Vec::new();
         for r in 0..o.runs {
@@ -450,7 +472,7 @@ fn main() {
     }
 
     // grep -r over many small cold logs, realistic latencies.
-    {
+    if o.logs > 0 {
         let mut b = FakeBuild::new("bench", "logs", 3);
         let jobs: Vec<String> = (0..10).map(|j| b.add_job(&format!("Test {j}"))).collect();
         let mut dl = Vec::new();

@@ -106,6 +106,9 @@ pub struct Reader {
     disk: Option<Arc<DiskCache>>,
     /// Content keys of large artifacts whose complete cached blocks matched `sha1sum`.
     verified: Mutex<std::collections::HashSet<String>>,
+    /// Content keys of large artifacts whose complete cached copy did not match `sha1sum`:
+    /// nothing more of them is cached or served during this mount (reads fail with EIO).
+    bad: Mutex<std::collections::HashSet<String>>,
     /// Sibling prefetches in flight (bounded so a scan cannot queue unbounded work).
     prefetching: std::sync::atomic::AtomicUsize,
     urls: Mutex<HashMap<Arc<str>, UrlSlot>>,
@@ -133,6 +136,7 @@ impl Reader {
             disk,
             verified: Mutex::new(Default::default()),
             prefetching: Default::default(),
+            bad: Mutex::new(Default::default()),
             permits: Arc::new(Semaphore::new(cfg.max_inflight.max(1))),
             cfg,
             urls: Mutex::new(HashMap::new()),
@@ -160,6 +164,13 @@ impl Reader {
             return Ok(Bytes::new());
         }
         let end = (offset + size as u64).min(meta.size);
+        let ckey = content_key(meta.sha1sum.as_deref(), &meta.artifact_id);
+        if self.bad.lock().unwrap().contains(&ckey) {
+            return Err(ReadError::Corrupt {
+                expected: meta.sha1sum.clone().unwrap_or_default(),
+                got: "a different hash, seen earlier in this mount".into(),
+            });
+        }
         let bs = geometry(meta.size);
         let first = offset / bs;
         let last = (end - 1) / bs;
@@ -217,11 +228,13 @@ impl Reader {
             return;
         }
         let futs = self.blocks(meta, 0, 0, 1);
-        self.prefetching.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.prefetching
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let this = self.clone();
         tokio::spawn(async move {
             let _ = futures_util::future::join_all(futs).await;
-            this.prefetching.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            this.prefetching
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         });
     }
 
@@ -304,7 +317,8 @@ impl Reader {
         let ck = ckey.clone();
         let part = async move {
             let r = this.fetch_part(&meta2, a, b).await;
-            if let Ok(blocks) = &r {
+            let bad = this.bad.lock().unwrap().contains(&*ck);
+            if let (Ok(blocks), false) = (&r, bad) {
                 for (i, blk) in (a..=b).zip(blocks) {
                     this.remember((ck.clone(), i), blk.clone());
                 }
@@ -365,6 +379,13 @@ impl Reader {
         })
         .await
         .unwrap_or(false);
+        if self.bad.lock().unwrap().contains(&key) {
+            // Raced with a failed check: whatever this part wrote must go too.
+            if let Some(d) = &self.disk {
+                d.remove_key(&key);
+            }
+            return;
+        }
         let Some(expected) = meta.sha1sum.clone().filter(|s| is_sha1(s)) else {
             return;
         };
@@ -392,6 +413,7 @@ impl Reader {
                 self.verified.lock().unwrap().insert(key);
             }
             Some(false) => {
+                self.bad.lock().unwrap().insert(key.clone());
                 tracing::error!(artifact = %meta.artifact_id, path = %meta.original_path, "the complete artifact does not match its sha1sum; discarding the cached copy");
                 if let Some(d) = &self.disk {
                     d.remove_key(&key);
@@ -473,18 +495,24 @@ impl Reader {
     /// failure; a whole-file fetch is checked against `sha1sum` (refetched once, then refused).
     async fn fetch_range(&self, meta: &FileMeta, start: u64, end: u64) -> Result<Bytes, ReadError> {
         let whole = start == 0 && end == meta.size;
-        let began = Instant::now();
-        let deadline = began + self.cfg.read_timeout;
+        let mut began = Instant::now();
+        // The deadline counts storage time only: it starts once the first signed URL is in
+        // hand, so waiting for the API's rate-limit window does not use up the read budget.
+        let mut deadline: Option<Instant> = None;
         let mut failures = 0u32;
         let mut refreshes = 0u32;
         let mut corrupt = 0u32;
         let mut stale: Option<String> = None;
         let mut buf = BytesMut::new();
         loop {
+            let permit = self.permits.acquire().await.expect("semaphore");
             let url = self.url_for(meta, stale.as_deref()).await?;
+            let deadline = *deadline.get_or_insert_with(|| {
+                began = Instant::now();
+                began + self.cfg.read_timeout
+            });
             let pos = start + buf.len() as u64;
             let res = {
-                let _permit = self.permits.acquire().await.expect("semaphore");
                 tokio::time::timeout_at(
                     deadline.into(),
                     self.remote.fetch_range(&url, pos, end, meta.size),
@@ -492,6 +520,7 @@ impl Reader {
                 .await
                 .unwrap_or_else(|_| Err(StorageError::Transient("read timed out".into())))
             };
+            drop(permit);
             let err = match res {
                 Ok(b) => {
                     buf.extend_from_slice(&b);
@@ -810,6 +839,10 @@ mod tests {
             0,
             "unverifiable content must not stay cached"
         );
+        // And nothing more of it is served or cached during this mount.
+        let e = r.read(&bad, 1 << 20, 4096, None).await.unwrap_err();
+        assert!(matches!(e, ReadError::Corrupt { .. }), "{e:?}");
+        assert_eq!(disk.blocks_of(&key), 0);
     }
 
     #[tokio::test]

@@ -49,7 +49,7 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-/// Counting, latency and rate-limit headers around every API request.
+/// Counting, latency, rate-limit headers and injected faults around every API request.
 async fn api_layer(State(s): S, req: Request, next: Next) -> Response {
     s.count("api");
     let latency = s.knobs().api_latency;
@@ -63,10 +63,14 @@ async fn api_layer(State(s): S, req: Request, next: Next) -> Response {
             "You have exceeded your API rate limit. Please try again later.".into(),
         )
         .into_response()
+    } else if let Some(code) = s.take_api_fault() {
+        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let reason = status.canonical_reason().unwrap_or("Server Error");
+        ApiError(status, reason.into()).into_response()
     } else {
         next.run(req).await
     };
-    if let code @ (401 | 403 | 404 | 429) = resp.status().as_u16() {
+    if let code @ (401 | 403 | 404 | 429 | 500..=599) = resp.status().as_u16() {
         s.count(&format!("api_{code}"));
     }
     let h = resp.headers_mut();

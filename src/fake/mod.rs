@@ -11,14 +11,28 @@
 //!
 //! The server runs on its own tokio runtime in a background thread, so synchronous tests can
 //! use it; dropping the [`FakeServer`] stops it. Knobs (latency, bandwidth, URL lifetime, rate
-//! limit) can be changed at any time; counters record every request by kind.
+//! limit, injected faults) can be changed at any time; counters record every request by kind.
 //!
 //! Count kinds: `api` (every API request), `access_token`, `get_build`,
 //! `list_build_artifacts`, `list_job_artifacts`, `get_artifact`, `download`, `delete` (one
 //! per request to that endpoint, whatever the answer), `api_401`, `api_403`, `api_404`,
-//! `api_429` (answers by status); `storage` (every storage request), `storage_get`,
-//! `storage_head`, `storage_authorization` (storage requests carrying `Authorization`),
-//! `storage_403`, `storage_404`, `storage_416`.
+//! `api_429` and `api_5xx` codes such as `api_503` (answers by status), `api_faults_injected`;
+//! `storage` (every storage request), `storage_get`, `storage_head`, `storage_authorization`
+//! (storage requests carrying `Authorization`), `storage_403`, `storage_404`, `storage_416`,
+//! `storage_5xx` codes such as `storage_500`; `storage_faults_injected` (every injected
+//! storage fault) and by kind `storage_fault_status`, `storage_fault_reset`,
+//! `storage_fault_truncate`, `storage_fault_stall`; `storage_corrupt` (responses served with
+//! flipped bytes).
+//!
+//! Fault injection: [`FakeServer::fail_storage`], [`FakeServer::reset_storage`],
+//! [`FakeServer::truncate_storage`] and [`FakeServer::stall_storage`] each arm a fault for the
+//! next `n` storage `GET`s that would otherwise serve content (a request refused for its
+//! signature, expiry or a missing object is answered as usual and does not use one up; `HEAD`
+//! is never faulted). One request gets at most one fault, taken in that order: status, reset,
+//! truncate, stall. [`FakeServer::corrupt_storage`] serves an artifact with every byte
+//! inverted (same length, headers unchanged) while on. [`FakeServer::fail_api`] answers the
+//! next `n` API requests, whatever the endpoint (`/v2/access-token` included), with a status
+//! and a JSON message, after the rate limit (a 429 does not use one up).
 
 mod api;
 mod demo;
@@ -27,7 +41,7 @@ mod storage;
 mod tests;
 mod world;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -54,6 +68,34 @@ pub(crate) struct Shared {
     counts: Mutex<BTreeMap<String, u64>>,
     bytes_served: AtomicU64,
     rate: Mutex<RateWindow>,
+    faults: Mutex<Faults>,
+    /// Storage responses stalled right now (their task still alive).
+    stalls_active: AtomicU64,
+}
+
+/// Armed faults: "next n" counters and the corrupted artifacts.
+#[derive(Debug, Default)]
+pub(crate) struct Faults {
+    storage_status: (u32, u16),
+    storage_reset: u32,
+    storage_truncate: u32,
+    /// (count, bytes sent before the stall)
+    storage_stall: (u32, u64),
+    corrupt: HashSet<String>,
+    api_status: (u32, u16),
+}
+
+/// What one storage `GET` suffers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StorageFault {
+    /// Answer this status with an S3 XML error.
+    Status(u16),
+    /// Send about half of the body, then abort the connection.
+    Reset,
+    /// Declare the full `Content-Length`, send about half, then close.
+    Truncate,
+    /// Send this many bytes (at most all but one), then stall.
+    Stall(u64),
 }
 
 /// Tokens and builds.
@@ -146,6 +188,61 @@ impl Shared {
         self.bytes_served.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Uses up the next armed storage fault, if any (counted).
+    pub fn take_storage_fault(&self) -> Option<StorageFault> {
+        let fault = {
+            let mut f = self.faults.lock().unwrap();
+            if f.storage_status.0 > 0 {
+                f.storage_status.0 -= 1;
+                Some(StorageFault::Status(f.storage_status.1))
+            } else if f.storage_reset > 0 {
+                f.storage_reset -= 1;
+                Some(StorageFault::Reset)
+            } else if f.storage_truncate > 0 {
+                f.storage_truncate -= 1;
+                Some(StorageFault::Truncate)
+            } else if f.storage_stall.0 > 0 {
+                f.storage_stall.0 -= 1;
+                Some(StorageFault::Stall(f.storage_stall.1))
+            } else {
+                None
+            }
+        }?;
+        self.count("storage_faults_injected");
+        self.count(match fault {
+            StorageFault::Status(_) => "storage_fault_status",
+            StorageFault::Reset => "storage_fault_reset",
+            StorageFault::Truncate => "storage_fault_truncate",
+            StorageFault::Stall(_) => "storage_fault_stall",
+        });
+        Some(fault)
+    }
+
+    /// Whether storage serves this artifact corrupted.
+    pub fn is_corrupt(&self, artifact_id: &str) -> bool {
+        self.faults.lock().unwrap().corrupt.contains(artifact_id)
+    }
+
+    /// Uses up the next armed API fault, if any (counted): the status to answer.
+    pub fn take_api_fault(&self) -> Option<u16> {
+        let status = {
+            let mut f = self.faults.lock().unwrap();
+            if f.api_status.0 == 0 {
+                return None;
+            }
+            f.api_status.0 -= 1;
+            f.api_status.1
+        };
+        self.count("api_faults_injected");
+        Some(status)
+    }
+
+    /// Marks one stalled response as alive until the guard drops.
+    pub fn stall_guard(self: &Arc<Self>) -> StallGuard {
+        self.stalls_active.fetch_add(1, Ordering::SeqCst);
+        StallGuard(self.clone())
+    }
+
     /// Spends one request of the current window.
     pub fn take_rate(&self) -> RateStatus {
         let knobs = self.knobs();
@@ -171,6 +268,16 @@ impl Shared {
     }
 }
 
+/// Held by a stalled response body; dropping it (client gone, stall over, server down)
+/// decrements [`FakeServer::storage_stalls_active`].
+pub(crate) struct StallGuard(Arc<Shared>);
+
+impl Drop for StallGuard {
+    fn drop(&mut self) {
+        self.0.stalls_active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 impl FakeServer {
     /// Starts API + storage on 127.0.0.1 ephemeral ports, on its own tokio runtime in a
     /// background thread. Returns once both listen.
@@ -192,6 +299,8 @@ impl FakeServer {
                 start: Instant::now(),
                 used: 0,
             }),
+            faults: Mutex::new(Faults::default()),
+            stalls_active: AtomicU64::new(0),
         });
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
@@ -322,6 +431,73 @@ impl FakeServer {
         r.used = 0;
     }
 
+    /// The next `n` storage `GET`s that would serve content answer `status` (e.g. 500, 503)
+    /// with an S3 XML error body instead. Replaces any count still armed.
+    pub fn fail_storage(&self, n: u32, status: u16) {
+        assert!(
+            axum::http::StatusCode::from_u16(status).is_ok(),
+            "not an HTTP status: {status}"
+        );
+        self.shared.faults.lock().unwrap().storage_status = (n, status);
+    }
+
+    /// The next `n` storage `GET`s send their headers and about half of the body (at least one
+    /// byte when the body has two or more), then abort the connection.
+    pub fn reset_storage(&self, n: u32) {
+        self.shared.faults.lock().unwrap().storage_reset = n;
+    }
+
+    /// The next `n` storage `GET`s declare the full `Content-Length`, send about half of the
+    /// body (at least one byte when it has two or more) and close the connection.
+    pub fn truncate_storage(&self, n: u32) {
+        self.shared.faults.lock().unwrap().storage_truncate = n;
+    }
+
+    /// The next `n` storage `GET`s send `after_bytes` bytes of the body (at most all but the
+    /// last byte) and then stall: nothing more is sent until the client disconnects, or for
+    /// at most [`STALL_MAX`], after which the connection is aborted.
+    pub fn stall_storage(&self, n: u32, after_bytes: u64) {
+        self.shared.faults.lock().unwrap().storage_stall = (n, after_bytes);
+    }
+
+    /// While `on`, storage serves this artifact with every byte inverted (`b ^ 0xff`, see
+    /// [`corrupted`]): same length, same headers, wrong content.
+    pub fn corrupt_storage(&self, artifact_id: &str, on: bool) {
+        let mut f = self.shared.faults.lock().unwrap();
+        if on {
+            f.corrupt.insert(artifact_id.to_string());
+        } else {
+            f.corrupt.remove(artifact_id);
+        }
+    }
+
+    /// The next `n` API requests (any endpoint, `/v2/access-token` included) answer `status`
+    /// (e.g. 500, 502, 503) with `{"message": <reason phrase>}`. Rate limiting comes first:
+    /// a request answered 429 does not use one up.
+    pub fn fail_api(&self, n: u32, status: u16) {
+        assert!(
+            axum::http::StatusCode::from_u16(status).is_ok(),
+            "not an HTTP status: {status}"
+        );
+        self.shared.faults.lock().unwrap().api_status = (n, status);
+    }
+
+    /// Storage faults still armed (status, reset, truncate, stall), for checks.
+    pub fn storage_faults_pending(&self) -> u32 {
+        let f = self.shared.faults.lock().unwrap();
+        f.storage_status.0 + f.storage_reset + f.storage_truncate + f.storage_stall.0
+    }
+
+    /// API faults still armed.
+    pub fn api_faults_pending(&self) -> u32 {
+        self.shared.faults.lock().unwrap().api_status.0
+    }
+
+    /// Stalled storage responses whose task is still alive.
+    pub fn storage_stalls_active(&self) -> u64 {
+        self.shared.stalls_active.load(Ordering::SeqCst)
+    }
+
     /// Whether the artifact is known and not deleted.
     pub fn artifact_exists(&self, artifact_id: &str) -> bool {
         self.shared.world().artifact(artifact_id).is_some()
@@ -348,6 +524,14 @@ impl FakeServer {
             None => false,
         }
     }
+}
+
+/// Longest a stalled storage response stays open before the server aborts it.
+pub const STALL_MAX: Duration = Duration::from_secs(300);
+
+/// What storage serves for `content` while [`FakeServer::corrupt_storage`] is on.
+pub fn corrupted(content: &[u8]) -> Vec<u8> {
+    content.iter().map(|b| b ^ 0xff).collect()
 }
 
 impl Drop for FakeServer {

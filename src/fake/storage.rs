@@ -11,8 +11,11 @@
 //! single range; a malformed or multi-range header is ignored (full 200), as S3 does.
 //! The Buildkite token is never needed; requests that carry `Authorization` anyway are
 //! counted (`storage_authorization`) and served.
+//!
+//! Injected faults (see the [`super`] docs) are applied after those checks, to a `GET` that
+//! would serve content: a 5xx XML error, a body aborted or truncated halfway, a body that
+//! stalls, or inverted bytes.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -26,11 +29,13 @@ use axum::Router;
 use bytes::Bytes;
 
 use super::world::sha1_hex;
-use super::Shared;
+use super::{corrupted, Shared, StorageFault, STALL_MAX};
 use crate::api::model::Artifact;
 
 /// Largest piece handed to the connection at once.
 const CHUNK: usize = 64 * 1024;
+/// How long a reset or truncated body waits before the cut, so its bytes are flushed first.
+const FLUSH_PAUSE: Duration = Duration::from_millis(20);
 
 type S = State<Arc<Shared>>;
 
@@ -103,7 +108,7 @@ async fn storage_layer(State(s): S, req: Request, next: Next) -> Response {
         tokio::time::sleep(latency).await;
     }
     let resp = next.run(req).await;
-    if let code @ (403 | 404 | 416) = resp.status().as_u16() {
+    if let code @ (403 | 404 | 416 | 500..=599) = resp.status().as_u16() {
         s.count(&format!("storage_{code}"));
     }
     resp
@@ -176,9 +181,16 @@ async fn object(
             .filter(|(_, fa)| fa.artifact.is_finished())
             .map(|(_, fa)| (fa.content.clone(), fa.artifact.mime_type.clone()))
     };
-    let Some((content, mime)) = found else {
+    let Some((mut content, mime)) = found else {
         return no_such_key();
     };
+    // The ETag names the stored object (hashing it per request would cost a full pass over
+    // a large object for every ranged GET); corruption happens on the way.
+    let etag = format!("\"{}-{}\"", key, content.len());
+    if s.is_corrupt(&key) {
+        s.count("storage_corrupt");
+        content = Bytes::from(corrupted(&content));
+    }
 
     let total = content.len() as u64;
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
@@ -200,10 +212,21 @@ async fn object(
     };
     let part = content.slice(start as usize..end as usize);
     let len = part.len();
-    let body = if method == Method::HEAD {
-        Body::empty()
+    let fault = if method == Method::GET {
+        s.take_storage_fault()
     } else {
-        paced_body(s.clone(), part)
+        None
+    };
+    let body = match fault {
+        _ if method == Method::HEAD => Body::empty(),
+        None => paced_body(s.clone(), part, Tail::End),
+        Some(StorageFault::Status(code)) => return injected_error(code),
+        Some(StorageFault::Reset) => paced_body(s.clone(), part.slice(..half(len)), Tail::Abort),
+        Some(StorageFault::Truncate) => paced_body(s.clone(), part.slice(..half(len)), Tail::Close),
+        Some(StorageFault::Stall(after)) => {
+            let n = (after.min(u64::MAX >> 1) as usize).min(len.saturating_sub(1));
+            paced_body(s.clone(), part.slice(..n), Tail::Stall)
+        }
     };
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
@@ -214,7 +237,7 @@ async fn object(
     if let Ok(v) = HeaderValue::from_str(&mime) {
         h.insert(header::CONTENT_TYPE, v);
     }
-    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", sha1_hex(&content))) {
+    if let Ok(v) = HeaderValue::from_str(&etag) {
         h.insert(header::ETAG, v);
     }
     if status == StatusCode::PARTIAL_CONTENT {
@@ -274,8 +297,46 @@ fn parse_range(header: Option<&str>, total: u64) -> RangeReq {
     }
 }
 
-/// The body in chunks, counted as they are handed over, paced to the bandwidth knob.
-fn paced_body(s: Arc<Shared>, data: Bytes) -> Body {
+/// How many bytes a reset or truncated body still sends: about half, at least one byte when
+/// there are two or more (so the client has something to resume from).
+fn half(len: usize) -> usize {
+    if len <= 1 {
+        len
+    } else {
+        len / 2
+    }
+}
+
+/// An injected 5xx, with the XML body S3 sends for it.
+fn injected_error(code: u16) -> Response {
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    match code {
+        503 => s3_error(status, "SlowDown", "Please reduce your request rate."),
+        _ => s3_error(
+            status,
+            "InternalError",
+            "We encountered an internal error. Please try again.",
+        ),
+    }
+}
+
+/// What happens once a body's bytes are sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tail {
+    /// The body ends.
+    End,
+    /// The body ends short of its `Content-Length` once the bytes are on the wire, so hyper
+    /// closes the connection.
+    Close,
+    /// The stream fails once the bytes are on the wire, so hyper aborts the connection.
+    Abort,
+    /// Nothing more until the client goes away, or [`STALL_MAX`] passes (then abort).
+    Stall,
+}
+
+/// The body in chunks, counted as they are handed over, paced to the bandwidth knob, then
+/// `tail`.
+fn paced_body(s: Arc<Shared>, data: Bytes, tail: Tail) -> Body {
     let bandwidth = s.knobs().storage_bandwidth;
     let chunk = if bandwidth == 0 {
         CHUNK
@@ -283,23 +344,49 @@ fn paced_body(s: Arc<Shared>, data: Bytes) -> Body {
         ((bandwidth / 10) as usize).clamp(1, CHUNK)
     };
     let start = Instant::now();
-    let stream = futures_util::stream::unfold(0usize, move |sent| {
-        let s = s.clone();
-        let data = data.clone();
-        async move {
-            if sent >= data.len() {
-                return None;
+    // Lives in the stream state: dropped when the stream ends or is dropped (client gone).
+    let guard = (tail == Tail::Stall).then(|| s.stall_guard());
+    let stream =
+        futures_util::stream::unfold((0usize, false, guard), move |(sent, done, guard)| {
+            let s = s.clone();
+            let data = data.clone();
+            async move {
+                if done {
+                    return None;
+                }
+                if sent >= data.len() {
+                    if matches!(tail, Tail::Close | Tail::Abort) {
+                        // Pending for a moment makes hyper flush what it buffered (headers
+                        // and body so far) before the cut; otherwise the client might get
+                        // nothing at all.
+                        tokio::time::sleep(FLUSH_PAUSE).await;
+                    }
+                    let err = match tail {
+                        Tail::End | Tail::Close => return None,
+                        Tail::Abort => std::io::Error::new(
+                            std::io::ErrorKind::ConnectionReset,
+                            "injected fault: connection reset mid-body",
+                        ),
+                        Tail::Stall => {
+                            tokio::time::sleep(STALL_MAX).await;
+                            std::io::Error::new(
+                                std::io::ErrorKind::TimedOut,
+                                "injected fault: stalled body given up",
+                            )
+                        }
+                    };
+                    return Some((Err(err), (sent, true, None)));
+                }
+                if bandwidth > 0 {
+                    let due = start + Duration::from_secs_f64(sent as f64 / bandwidth as f64);
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                let end = (sent + chunk).min(data.len());
+                let piece = data.slice(sent..end);
+                s.add_bytes_served(piece.len() as u64);
+                Some((Ok::<Bytes, std::io::Error>(piece), (end, false, guard)))
             }
-            if bandwidth > 0 {
-                let due = start + Duration::from_secs_f64(sent as f64 / bandwidth as f64);
-                tokio::time::sleep_until(due.into()).await;
-            }
-            let end = (sent + chunk).min(data.len());
-            let piece = data.slice(sent..end);
-            s.add_bytes_served(piece.len() as u64);
-            Some((Ok::<Bytes, Infallible>(piece), end))
-        }
-    });
+        });
     Body::from_stream(stream)
 }
 

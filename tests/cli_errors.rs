@@ -1,0 +1,265 @@
+//! `bkfs mount` failures before anything is mounted: each is one `bkfs: error: ...` line on
+//! stderr, a non-zero exit, no mount and no daemon left behind. Plus the token-file path.
+
+mod common;
+
+use std::time::Duration;
+
+use common::builds::small_build;
+use common::*;
+
+/// Asserts a failed mount: non-zero, one clear line, nothing mounted, no daemon.
+fn assert_failed(
+    r: Result<Mount, (i32, String)>,
+    scratch: &Scratch,
+    must_contain: &[&str],
+) -> String {
+    let (code, err) = match r {
+        Ok(m) => panic!("mount unexpectedly succeeded (stderr {:?})", m.stderr),
+        Err(e) => e,
+    };
+    assert_ne!(code, 0);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one line on stderr, got {err:?}");
+    assert!(lines[0].starts_with("bkfs: error: "), "{err:?}");
+    for s in must_contain {
+        assert!(lines[0].contains(s), "{s:?} not in {err:?}");
+    }
+    assert!(
+        !is_mounted(&scratch.mnt()),
+        "something is mounted after a failed mount"
+    );
+    assert!(
+        wait_gone(&scratch.mnt(), Duration::from_secs(3)),
+        "a daemon is left after a failed mount: {:?}",
+        daemon_pids(&scratch.mnt())
+    );
+    err
+}
+
+fn served() -> FakeServer {
+    let s = server();
+    s.add_build(small_build(40).0);
+    s
+}
+
+#[test]
+fn bad_token() {
+    let server = served();
+    let scratch = Scratch::new();
+    bounded(LIMIT, move || {
+        let r = try_mount(
+            &server,
+            &scratch,
+            "acme/web-app/40",
+            Some("not-a-valid-token"),
+            &[],
+        );
+        let err = assert_failed(r, &scratch, &["401"]);
+        assert!(err.to_lowercase().contains("token"), "{err}");
+        assert!(
+            !err.contains("not-a-valid-token"),
+            "the token is echoed: {err}"
+        );
+        assert_eq!(server.count("api_401"), 1, "{:?}", server.counts());
+    });
+}
+
+#[test]
+fn unknown_build() {
+    let server = served();
+    let scratch = Scratch::new();
+    bounded(LIMIT, move || {
+        let r = try_mount(&server, &scratch, "acme/web-app/999", Some(TOKEN), &[]);
+        let err = assert_failed(r, &scratch, &["404", "acme/web-app/999"]);
+        assert!(err.to_lowercase().contains("not found"), "{err}");
+    });
+}
+
+#[test]
+fn unknown_pipeline() {
+    let server = served();
+    let scratch = Scratch::new();
+    bounded(LIMIT, move || {
+        let r = try_mount(&server, &scratch, "acme/nope/40", Some(TOKEN), &[]);
+        assert_failed(r, &scratch, &["404", "acme/nope/40"]);
+    });
+}
+
+#[test]
+fn unreachable_api() {
+    let scratch = Scratch::new();
+    bounded(LIMIT, move || {
+        let r = try_mount_at(
+            "http://127.0.0.1:1",
+            &scratch,
+            "acme/web-app/1",
+            Some(TOKEN),
+            &[],
+        );
+        assert_failed(r, &scratch, &["127.0.0.1:1"]);
+    });
+}
+
+#[test]
+fn missing_mountpoint() {
+    let server = served();
+    let scratch = Scratch::new();
+    std::fs::remove_dir(scratch.mnt()).unwrap();
+    bounded(LIMIT, move || {
+        let r = try_mount(&server, &scratch, "acme/web-app/40", Some(TOKEN), &[]);
+        assert_failed(
+            r,
+            &scratch,
+            &["does not exist", scratch.mnt().to_str().unwrap()],
+        );
+        assert_eq!(
+            server.count("api"),
+            0,
+            "requests before the mountpoint check"
+        );
+    });
+}
+
+#[test]
+fn mountpoint_is_a_file() {
+    let server = served();
+    let scratch = Scratch::new();
+    std::fs::remove_dir(scratch.mnt()).unwrap();
+    std::fs::write(scratch.mnt(), b"x").unwrap();
+    bounded(LIMIT, move || {
+        let r = try_mount(&server, &scratch, "acme/web-app/40", Some(TOKEN), &[]);
+        assert_failed(r, &scratch, &["not a directory"]);
+    });
+}
+
+#[test]
+fn no_token_at_all() {
+    let server = served();
+    let scratch = Scratch::new();
+    bounded(LIMIT, move || {
+        let r = try_mount(&server, &scratch, "acme/web-app/40", None, &[]);
+        assert_failed(r, &scratch, &["BUILDKITE_API_TOKEN", "--token-file"]);
+        assert_eq!(server.count("api"), 0);
+    });
+}
+
+#[test]
+fn token_without_read_artifacts() {
+    let server = served();
+    server.add_token("builds-only", &["read_builds"]);
+    let scratch = Scratch::new();
+    bounded(LIMIT, move || {
+        let r = try_mount(
+            &server,
+            &scratch,
+            "acme/web-app/40",
+            Some("builds-only"),
+            &[],
+        );
+        assert_failed(r, &scratch, &["read_artifacts"]);
+    });
+}
+
+#[test]
+fn malformed_build_reference() {
+    let server = served();
+    let scratch = Scratch::new();
+    bounded(LIMIT, move || {
+        for bad in [
+            "acme/web-app",
+            "acme/web-app/x",
+            "https://example.com/acme/web-app/builds/40",
+        ] {
+            let r = try_mount(&server, &scratch, bad, Some(TOKEN), &[]);
+            assert_failed(r, &scratch, &["ORG/PIPELINE/NUMBER"]);
+        }
+        assert_eq!(server.count("api"), 0);
+    });
+}
+
+#[test]
+fn plain_http_to_a_remote_host_is_refused() {
+    let scratch = Scratch::new();
+    bounded(LIMIT, move || {
+        let r = try_mount_at(
+            "http://api.example.com",
+            &scratch,
+            "acme/web-app/1",
+            Some(TOKEN),
+            &[],
+        );
+        assert_failed(r, &scratch, &["http"]);
+    });
+}
+
+/// A second mount on a busy mountpoint fails; the first keeps serving.
+#[test]
+fn mountpoint_already_mounted() {
+    let (fb, exp) = small_build(41);
+    let env = Env::new(fb, &[]);
+    let mnt = env.mnt();
+    let server = env.server.clone();
+    let other_scratch = Scratch::new();
+    let other_log = other_scratch.log();
+    bounded(LIMIT, move || {
+        let o = run(std::process::Command::new(BIN)
+            .arg("mount")
+            .arg("--api-url")
+            .arg(server.api_url())
+            .arg("--log-file")
+            .arg(&other_log)
+            .arg("acme/web-app/41")
+            .arg(&mnt)
+            .env("BUILDKITE_API_TOKEN", TOKEN));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success());
+        assert!(
+            err.starts_with("bkfs: error: ") && err.lines().count() == 1,
+            "{err}"
+        );
+        assert!(err.contains("already"), "{err}");
+        assert_eq!(daemon_pids(&mnt).len(), 1, "{:?}", daemon_pids(&mnt));
+        let f = &exp.files["build/notes.txt"];
+        assert_eq!(
+            std::fs::read(mnt.join("build/notes.txt")).unwrap(),
+            f.content
+        );
+    });
+}
+
+/// `--token-file` (with a trailing newline, as editors write it) works without the env var.
+#[test]
+fn token_file() {
+    let server = server();
+    server.add_build(small_build(42).0);
+    let scratch = Scratch::new();
+    let tf = scratch.dir.path().join("token");
+    std::fs::write(&tf, format!("{TOKEN}\n")).unwrap();
+    let m = try_mount(
+        &server,
+        &scratch,
+        "acme/web-app/42",
+        None,
+        &["--token-file", tf.to_str().unwrap()],
+    )
+    .unwrap_or_else(|(c, e)| panic!("mount with --token-file failed ({c}): {e}"));
+    assert!(is_mounted(&m.mnt));
+    let mnt = m.mnt.clone();
+    bounded(LIMIT, move || {
+        assert_eq!(
+            ls(&mnt),
+            vec!["build".to_string(), "test-suite".to_string()]
+        );
+    });
+    drop(m);
+    // A missing token file is a clear error.
+    let r = try_mount(
+        &server,
+        &scratch,
+        "acme/web-app/42",
+        None,
+        &["--token-file", "/nonexistent/bkfs-token"],
+    );
+    assert_failed(r, &scratch, &["--token-file", "/nonexistent/bkfs-token"]);
+}
