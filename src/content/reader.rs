@@ -564,7 +564,7 @@ impl Reader {
                     last: err.to_string(),
                 });
             }
-            tracing::warn!(artifact = %meta.artifact_id, path = %meta.original_path, attempt = failures, error = %err, "storage read failed; retrying");
+            tracing::warn!(artifact = %meta.artifact_id, path = %meta.original_path, attempt = failures, error = %err, "storage request failed; retrying");
             crate::api::client::backoff(failures).await;
         }
     }
