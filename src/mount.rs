@@ -335,6 +335,7 @@ fn serve(plan: MountPlan, mountpoint: PathBuf, mut ready: Ready) -> i32 {
         },
         disk,
     );
+    let reader_for_exit = reader.clone();
     // SAFETY: getuid/getgid cannot fail.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     let fs = Arc::new(Fs::new(
@@ -437,6 +438,7 @@ fn serve(plan: MountPlan, mountpoint: PathBuf, mut ready: Ready) -> i32 {
             }
         }
     };
+    rt.block_on(reader_for_exit.flush(Duration::from_secs(5)));
     rt.shutdown_timeout(Duration::from_secs(1));
     code
 }

@@ -38,6 +38,9 @@ const MAX_WINDOW: u64 = 256;
 const PART_BLOCKS: u64 = 32;
 /// Small files prefetched at once for directory scans.
 const MAX_SIBLING_PREFETCH: usize = 32;
+/// How far out of order a read may land and still count as part of a sequential stream
+/// (the kernel's readahead sends several reads at once).
+const SEQ_SLACK: u64 = 4 << 20;
 /// Signed URL refreshes allowed within one block fetch before giving up.
 const MAX_REFRESHES: u32 = 4;
 
@@ -97,7 +100,9 @@ struct Blocks {
 /// window (in blocks) that grows while the reader stays sequential.
 #[derive(Debug, Default)]
 pub struct Handle {
-    seq: Mutex<(u64, u64)>,
+    /// (offset the next sequential read starts at, window in blocks, first block not yet
+    /// requested by prefetch).
+    seq: Mutex<(u64, u64, u64)>,
 }
 
 pub struct Reader {
@@ -109,6 +114,8 @@ pub struct Reader {
     /// Content keys of large artifacts whose complete cached copy did not match `sha1sum`:
     /// nothing more of them is cached or served during this mount (reads fail with EIO).
     bad: Mutex<std::collections::HashSet<String>>,
+    /// Disk-cache writes not finished yet (see [`Reader::flush`]).
+    pending_stores: std::sync::atomic::AtomicUsize,
     /// Sibling prefetches in flight (bounded so a scan cannot queue unbounded work).
     prefetching: std::sync::atomic::AtomicUsize,
     urls: Mutex<HashMap<Arc<str>, UrlSlot>>,
@@ -137,6 +144,7 @@ impl Reader {
             verified: Mutex::new(Default::default()),
             prefetching: Default::default(),
             bad: Mutex::new(Default::default()),
+            pending_stores: Default::default(),
             permits: Arc::new(Semaphore::new(cfg.max_inflight.max(1))),
             cfg,
             urls: Mutex::new(HashMap::new()),
@@ -177,24 +185,40 @@ impl Reader {
         let nblocks = meta.size.div_ceil(bs);
 
         if let Some(h) = handle {
-            let window = {
+            // Only blocks beyond what earlier reads of this handle already requested are
+            // looked at, so a read costs O(new blocks), not O(window).
+            let ahead = {
                 let mut s = h.seq.lock().unwrap();
-                let (next, window) = *s;
-                let w = if offset == next {
+                let (next, window, horizon) = *s;
+                // The kernel's readahead sends several reads at once, and they arrive out of
+                // order: a read near the stream's position (within SEQ_SLACK behind it, or
+                // within the prefetched range ahead of it) still counts as sequential.
+                let fresh = next == 0 && window == 0;
+                let near =
+                    offset + SEQ_SLACK >= next && offset <= (horizon * bs).max(next) + SEQ_SLACK;
+                let w = if offset == next || (!fresh && near) {
                     (window * 2).clamp(1, MAX_WINDOW)
                 } else {
                     0
                 };
-                *s = (end, w);
-                w
+                let from = if w == 0 {
+                    last + 1
+                } else {
+                    horizon.max(last + 1)
+                };
+                let to = (last + w).min(nblocks - 1);
+                let new_next = if w == 0 { end } else { next.max(end) };
+                let new_horizon = if w == 0 {
+                    last + 1
+                } else {
+                    horizon.max(to + 1)
+                };
+                *s = (new_next, w, new_horizon);
+                (w > 0 && to >= from).then_some((from, to))
             };
-            let ahead_end = (last + window).min(nblocks - 1);
-            if window > 0 && ahead_end > last {
-                for fut in self.blocks(meta, last + 1, ahead_end, PART_BLOCKS) {
-                    tokio::spawn(async move {
-                        let _ = fut.await;
-                    });
-                }
+            if let Some((from, to)) = ahead {
+                // Parts run as their own tasks; nothing needs to wait for them here.
+                drop(self.blocks(meta, from, to, PART_BLOCKS));
             }
         }
 
@@ -216,6 +240,20 @@ impl Reader {
             )));
         }
         Ok(out.freeze())
+    }
+
+    /// Waits (at most `limit`) for disk-cache writes still in progress, so that what was read
+    /// before an unmount is there for the next mount.
+    pub async fn flush(&self, limit: Duration) {
+        let t = Instant::now();
+        while self
+            .pending_stores
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > 0
+            && t.elapsed() < limit
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Starts fetching a small artifact in the background (bounded by the shared request
@@ -322,7 +360,18 @@ impl Reader {
                 for (i, blk) in (a..=b).zip(blocks) {
                     this.remember((ck.clone(), i), blk.clone());
                 }
-                this.store(&meta2, &ck, a, blocks.clone()).await;
+                // Readers have the blocks from memory now; the disk copy is written behind.
+                let (this2, meta3, ck2, blocks) =
+                    (this.clone(), meta2.clone(), ck.clone(), blocks.clone());
+                this2
+                    .pending_stores
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    this2.store(&meta3, &ck2, a, blocks).await;
+                    this2
+                        .pending_stores
+                        .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                });
             }
             let mut g = this.inflight.lock().unwrap();
             for i in a..=b {
@@ -332,6 +381,8 @@ impl Reader {
         }
         .boxed()
         .shared();
+        // The part drives itself: a prefetch needs no one awaiting it.
+        tokio::spawn(part.clone().map(|_| ()));
         for (j, idx) in (a..=b).enumerate() {
             let f: BlockFuture = part
                 .clone()
@@ -480,7 +531,9 @@ impl Reader {
         let bs = geometry(meta.size);
         let start = a * bs;
         let end = ((b + 1) * bs).min(meta.size);
+        let t0 = Instant::now();
         let bytes = self.fetch_range(meta, start, end).await?;
+        tracing::trace!(artifact = %meta.artifact_id, start, len = end - start, ms = t0.elapsed().as_millis() as u64, "fetched part");
         Ok((a..=b)
             .map(|i| {
                 let from = (i * bs - start) as usize;
@@ -809,6 +862,7 @@ mod tests {
         while off < meta.size {
             off += r1.read(&meta, off, 1 << 20, Some(&h)).await.unwrap().len() as u64;
         }
+        r1.flush(Duration::from_secs(5)).await;
         // Another "mount": same directory, fresh process state.
         let m2 = Mock::new(data.clone());
         let disk = Arc::new(DiskCache::open(d.path(), 1 << 30).unwrap());
@@ -833,6 +887,7 @@ mod tests {
         // and refused outright).
         r.read(&bad, 0, 3 << 20, None).await.unwrap();
         r.read(&bad, 3 << 20, 2 << 20, None).await.unwrap();
+        r.flush(Duration::from_secs(5)).await;
         let key = content_key(bad.sha1sum.as_deref(), &bad.artifact_id);
         assert_eq!(
             disk.blocks_of(&key),
