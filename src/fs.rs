@@ -216,6 +216,21 @@ impl Fs {
         Ok(out)
     }
 
+    /// `readdir` with each entry's attributes (for READDIRPLUS: `ls -l` then needs no
+    /// lookups), computed under one lock.
+    pub fn readdir_plus(&self, ino: Ino) -> Result<Vec<(DirEntry, Attr)>> {
+        let entries = self.readdir(ino)?;
+        let tree = self.tree.read().unwrap();
+        Ok(entries
+            .into_iter()
+            .filter_map(|e| {
+                let n = tree.get(e.ino)?;
+                let a = self.attr_of(&tree, n);
+                Some((e, a))
+            })
+            .collect())
+    }
+
     fn file_meta(&self, ino: Ino) -> Result<Arc<FileMeta>> {
         let tree = self.tree.read().unwrap();
         match &tree.get(ino).ok_or(FsError::NotFound)?.kind {
