@@ -39,8 +39,8 @@ const PART_BLOCKS: u64 = 32;
 /// Small files prefetched at once for directory scans.
 const MAX_SIBLING_PREFETCH: usize = 32;
 /// How far out of order a read may land and still count as part of a sequential stream
-/// (the kernel's readahead sends several reads at once).
-const SEQ_SLACK: u64 = 4 << 20;
+/// (the kernel's readahead sends several reads at once, and runs well ahead of the reader).
+const SEQ_SLACK: u64 = 64 << 20;
 /// Signed URL refreshes allowed within one block fetch before giving up.
 const MAX_REFRESHES: u32 = 4;
 
@@ -100,9 +100,8 @@ struct Blocks {
 /// window (in blocks) that grows while the reader stays sequential.
 #[derive(Debug, Default)]
 pub struct Handle {
-    /// (offset the next sequential read starts at, window in blocks, first block not yet
-    /// requested by prefetch).
-    seq: Mutex<(u64, u64, u64)>,
+    /// (where the stream is: the furthest end read so far, prefetch window in blocks).
+    seq: Mutex<(u64, u64)>,
 }
 
 pub struct Reader {
@@ -185,35 +184,24 @@ impl Reader {
         let nblocks = meta.size.div_ceil(bs);
 
         if let Some(h) = handle {
-            // Only blocks beyond what earlier reads of this handle already requested are
-            // looked at, so a read costs O(new blocks), not O(window).
             let ahead = {
                 let mut s = h.seq.lock().unwrap();
-                let (next, window, horizon) = *s;
-                // The kernel's readahead sends several reads at once, and they arrive out of
-                // order: a read near the stream's position (within SEQ_SLACK behind it, or
-                // within the prefetched range ahead of it) still counts as sequential.
+                let (next, window) = *s;
+                // The kernel's readahead sends several reads at once, out of order and well
+                // ahead of the reader: a read within SEQ_SLACK of the stream's position still
+                // counts as sequential. The whole window after the read is requested each
+                // time (already cached or in-flight blocks are skipped by `blocks`).
                 let fresh = next == 0 && window == 0;
-                let near =
-                    offset + SEQ_SLACK >= next && offset <= (horizon * bs).max(next) + SEQ_SLACK;
+                let near = offset + SEQ_SLACK >= next && offset <= next + SEQ_SLACK;
                 let w = if offset == next || (!fresh && near) {
                     (window * 2).clamp(1, MAX_WINDOW)
                 } else {
                     0
                 };
-                let from = if w == 0 {
-                    last + 1
-                } else {
-                    horizon.max(last + 1)
-                };
+                let from = last + 1;
                 let to = (last + w).min(nblocks - 1);
                 let new_next = if w == 0 { end } else { next.max(end) };
-                let new_horizon = if w == 0 {
-                    last + 1
-                } else {
-                    horizon.max(to + 1)
-                };
-                *s = (new_next, w, new_horizon);
+                *s = (new_next, w);
                 (w > 0 && to >= from).then_some((from, to))
             };
             if let Some((from, to)) = ahead {
