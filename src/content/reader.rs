@@ -850,7 +850,7 @@ mod tests {
         while off < meta.size {
             off += r1.read(&meta, off, 1 << 20, Some(&h)).await.unwrap().len() as u64;
         }
-        r1.flush(Duration::from_secs(5)).await;
+        r1.flush(Duration::from_secs(30)).await;
         // Another "mount": same directory, fresh process state.
         let m2 = Mock::new(data.clone());
         let disk = Arc::new(DiskCache::open(d.path(), 1 << 30).unwrap());
@@ -875,7 +875,7 @@ mod tests {
         // and refused outright).
         r.read(&bad, 0, 3 << 20, None).await.unwrap();
         r.read(&bad, 3 << 20, 2 << 20, None).await.unwrap();
-        r.flush(Duration::from_secs(5)).await;
+        r.flush(Duration::from_secs(30)).await;
         let key = content_key(bad.sha1sum.as_deref(), &bad.artifact_id);
         assert_eq!(
             disk.blocks_of(&key),
