@@ -136,6 +136,8 @@ impl DiskCache {
         self.index.lock().unwrap().lru.get(&id)?;
         match read_block(&self.path(key, idx)) {
             Ok(b) if b.len() as u64 == len => Some(b),
+            // Evicted between the index lookup and the read: an ordinary miss.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             r => {
                 tracing::warn!(key, idx, ok = r.is_ok(), "damaged cache block; discarding");
                 self.remove(key, idx);

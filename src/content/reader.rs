@@ -36,6 +36,9 @@ const MAX_WINDOW: u64 = 256;
 /// Blocks per prefetch request (4 MiB at 128 KiB blocks): big enough to amortize a request's first-byte
 /// latency, small enough that several run in parallel within the window.
 const PART_BLOCKS: u64 = 32;
+/// Parts waiting to be written to the disk cache (at most 4 MiB each) before new ones are
+/// no longer cached.
+const MAX_PENDING_STORES: usize = 32;
 /// Small files prefetched at once for directory scans.
 const MAX_SIBLING_PREFETCH: usize = 32;
 /// How far out of order a read may land and still count as part of a sequential stream
@@ -113,6 +116,8 @@ pub struct Reader {
     /// Content keys of large artifacts whose complete cached copy did not match `sha1sum`:
     /// nothing more of them is cached or served during this mount (reads fail with EIO).
     bad: Mutex<std::collections::HashSet<String>>,
+    /// Disk-cache writers running at once.
+    writers: Semaphore,
     /// Disk-cache writes not finished yet (see [`Reader::flush`]).
     pending_stores: std::sync::atomic::AtomicUsize,
     /// Sibling prefetches in flight (bounded so a scan cannot queue unbounded work).
@@ -144,6 +149,7 @@ impl Reader {
             prefetching: Default::default(),
             bad: Mutex::new(Default::default()),
             pending_stores: Default::default(),
+            writers: Semaphore::new(2),
             permits: Arc::new(Semaphore::new(cfg.max_inflight.max(1))),
             cfg,
             urls: Mutex::new(HashMap::new()),
@@ -349,17 +355,24 @@ impl Reader {
                     this.remember((ck.clone(), i), blk.clone());
                 }
                 // Readers have the blocks from memory now; the disk copy is written behind.
+                // When the disk falls far behind, blocks are not cached rather than queued
+                // without bound (memory stays bounded; they are fetched again if re-read).
                 let (this2, meta3, ck2, blocks) =
                     (this.clone(), meta2.clone(), ck.clone(), blocks.clone());
-                this2
+                let queued = this2
                     .pending_stores
                     .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                tokio::spawn(async move {
+                if queued >= MAX_PENDING_STORES {
+                    this2
+                        .pending_stores
+                        .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                    tracing::debug!(artifact = %meta2.artifact_id, "disk cache behind; not caching a part");
+                } else { tokio::spawn(async move {
                     this2.store(&meta3, &ck2, a, blocks).await;
                     this2
                         .pending_stores
                         .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-                });
+                }); }
             }
             let mut g = this.inflight.lock().unwrap();
             for i in a..=b {
@@ -407,6 +420,11 @@ impl Reader {
         };
         let nblocks = meta.size.div_ceil(geometry(meta.size));
         let key = ckey.to_string();
+        // Few writers at a time: each blocking task is a thread, and an unbounded number of
+        // them (one per fetched part) costs far more memory than the blocks themselves.
+        let Ok(_writer) = self.writers.acquire().await else {
+            return;
+        };
         let complete = tokio::task::spawn_blocking({
             let key = key.clone();
             move || {
