@@ -36,14 +36,14 @@ const MAX_WINDOW: u64 = 256;
 /// Blocks per prefetch request (4 MiB at 128 KiB blocks): big enough to amortize a request's first-byte
 /// latency, small enough that several run in parallel within the window.
 const PART_BLOCKS: u64 = 32;
-/// Parts waiting to be written to the disk cache (at most 4 MiB each) before new ones are
-/// no longer cached.
+/// Parts waiting to be written to the disk cache (at most 4 MiB each) before fetching waits
+/// for the disk.
 const MAX_PENDING_STORES: usize = 32;
 /// Small files prefetched at once for directory scans.
 const MAX_SIBLING_PREFETCH: usize = 32;
 /// How far out of order a read may land and still count as part of a sequential stream
 /// (the kernel's readahead sends several reads at once, and runs well ahead of the reader).
-const SEQ_SLACK: u64 = 64 << 20;
+const SEQ_SLACK: u64 = 8 << 20;
 /// Signed URL refreshes allowed within one block fetch before giving up.
 const MAX_REFRESHES: u32 = 4;
 
@@ -103,8 +103,9 @@ struct Blocks {
 /// window (in blocks) that grows while the reader stays sequential.
 #[derive(Debug, Default)]
 pub struct Handle {
-    /// (where the stream is: the furthest end read so far, prefetch window in blocks).
-    seq: Mutex<(u64, u64)>,
+    /// (where the stream is: the furthest end read so far; prefetch window in blocks; where a
+    /// read that looked random ended, in case the next read continues it).
+    seq: Mutex<(u64, u64, u64)>,
 }
 
 pub struct Reader {
@@ -192,22 +193,28 @@ impl Reader {
         if let Some(h) = handle {
             let ahead = {
                 let mut s = h.seq.lock().unwrap();
-                let (next, window) = *s;
-                // The kernel's readahead sends several reads at once, out of order and well
-                // ahead of the reader: a read within SEQ_SLACK of the stream's position still
-                // counts as sequential. The whole window after the read is requested each
-                // time (already cached or in-flight blocks are skipped by `blocks`).
+                let (next, window, alt) = *s;
+                // The kernel's readahead sends several reads at once, out of order and at
+                // times well ahead of the reader: a read within SEQ_SLACK of the stream's
+                // position counts as sequential. A read elsewhere prefetches nothing and
+                // keeps the stream's position, unless it continues an earlier outlier
+                // (`alt`): then that is the new stream (a seek).
                 let fresh = next == 0 && window == 0;
                 let near = offset + SEQ_SLACK >= next && offset <= next + SEQ_SLACK;
-                let w = if offset == next || (!fresh && near) {
-                    (window * 2).clamp(1, MAX_WINDOW)
+                let (w, new_next, new_alt) = if offset == next || (!fresh && near) {
+                    ((window * 2).clamp(1, MAX_WINDOW), next.max(end), alt)
+                } else if offset == alt {
+                    (1, end, u64::MAX)
+                } else if window > 0 {
+                    (0, next, end)
                 } else {
-                    0
+                    (0, end, u64::MAX)
                 };
                 let from = last + 1;
                 let to = (last + w).min(nblocks - 1);
-                let new_next = if w == 0 { end } else { next.max(end) };
-                *s = (new_next, w);
+                // An outlier shrinks the window (random access soon has none) without
+                // losing the stream, so a sequential reader recovers in one read or two.
+                *s = (new_next, if w == 0 { window / 4 } else { w }, new_alt);
                 (w > 0 && to >= from).then_some((from, to))
             };
             if let Some((from, to)) = ahead {
@@ -354,25 +361,26 @@ impl Reader {
                 for (i, blk) in (a..=b).zip(blocks) {
                     this.remember((ck.clone(), i), blk.clone());
                 }
-                // Readers have the blocks from memory now; the disk copy is written behind.
-                // When the disk falls far behind, blocks are not cached rather than queued
-                // without bound (memory stays bounded; they are fetched again if re-read).
-                let (this2, meta3, ck2, blocks) =
-                    (this.clone(), meta2.clone(), ck.clone(), blocks.clone());
-                let queued = this2
+                // Readers have the blocks from memory now; the disk copy is written behind,
+                // unless the disk has fallen far behind: then this part waits for its own
+                // write, which slows fetching down to what the disk absorbs (backpressure,
+                // bounded memory, nothing dropped).
+                let queued = this
                     .pending_stores
                     .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                if queued >= MAX_PENDING_STORES {
-                    this2
-                        .pending_stores
-                        .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-                    tracing::debug!(artifact = %meta2.artifact_id, "disk cache behind; not caching a part");
-                } else { tokio::spawn(async move {
+                let (this2, meta3, ck2, blocks) =
+                    (this.clone(), meta2.clone(), ck.clone(), blocks.clone());
+                let write = async move {
                     this2.store(&meta3, &ck2, a, blocks).await;
                     this2
                         .pending_stores
                         .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-                }); }
+                };
+                if queued >= MAX_PENDING_STORES {
+                    write.await;
+                } else {
+                    tokio::spawn(write);
+                }
             }
             let mut g = this.inflight.lock().unwrap();
             for i in a..=b {
