@@ -81,11 +81,19 @@ impl Mount {
         daemon_pids(&self.mnt)
     }
     /// Unmounts with `fusermount3 -u` and waits (bounded) for the daemon to exit.
+    /// Retries a "busy" refusal for a few seconds: another test thread's child can hold a
+    /// copy of an fd under the mount between its fork and exec.
     pub fn unmount(&self) -> bool {
-        let ok = run(Command::new("fusermount3").arg("-u").arg(&self.mnt))
-            .status
-            .success();
-        wait_gone(&self.mnt, Duration::from_secs(5)) && ok
+        let t = Instant::now();
+        let ok = loop {
+            let o = run(Command::new("fusermount3").arg("-u").arg(&self.mnt));
+            let busy = String::from_utf8_lossy(&o.stderr).contains("busy");
+            if o.status.success() || !busy || t.elapsed() > Duration::from_secs(5) {
+                break o.status.success();
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        wait_gone(&self.mnt, Duration::from_secs(10)) && ok
     }
 }
 
