@@ -311,15 +311,8 @@ impl Fs {
             .get(&fh)
             .filter(|(i, _)| *i == ino)
             .map(|(_, h)| h.clone());
-        let meta = {
-            let tree = self.tree.read().unwrap();
-            match tree.get(ino).map(|n| &n.kind) {
-                Some(NodeKind::File(f)) => Arc::new(f.clone()),
-                Some(NodeKind::Dir { .. }) => return Err(FsError::IsDir),
-                // Deleted while open: an open handle keeps the artifact's identity.
-                None => return Err(FsError::NotFound),
-            }
-        };
+        // A file deleted through this mount while open reads as ENOENT.
+        let meta = self.file_meta(ino)?;
         let t0 = std::time::Instant::now();
         match self
             .reader

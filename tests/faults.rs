@@ -273,7 +273,11 @@ fn permanent_stall_fails_with_eio_and_daemon_keeps_serving() {
             std::thread::spawn(move || read_err(&mnt, &a))
         };
         // While the read hangs, listings are answered from memory.
-        std::thread::sleep(Duration::from_millis(500));
+        assert!(
+            wait_until(Duration::from_secs(10), || server.storage_stalls_active()
+                > 0),
+            "the read never reached the stalled storage"
+        );
         let t_ls = Instant::now();
         assert_eq!(ls(&mnt.join("job")), vec!["a", "b"]);
         assert!(t_ls.elapsed() < Duration::from_secs(2), "ls blocked");
