@@ -430,11 +430,11 @@ impl Reader {
         let key = ckey.to_string();
         // Few writers at a time: each blocking task is a thread, and an unbounded number of
         // them (one per fetched part) costs far more memory than the blocks themselves.
-        let Ok(_writer) = self.writers.acquire().await else {
+        let Ok(writer) = self.writers.acquire().await else {
             return;
         };
         let complete = tokio::task::spawn_blocking({
-            let key = key.clone();
+            let (disk, key) = (disk.clone(), key.clone());
             move || {
                 for (i, b) in (first..).zip(&blocks) {
                     disk.put(&key, i, b);
@@ -444,11 +444,11 @@ impl Reader {
         })
         .await
         .unwrap_or(false);
+        // The whole-file check below reads, it does not write: free the writer slot.
+        drop(writer);
         if self.bad.lock().unwrap().contains(&key) {
             // Raced with a failed check: whatever this part wrote must go too.
-            if let Some(d) = &self.disk {
-                d.remove_key(&key);
-            }
+            disk.remove_key(&key);
             return;
         }
         let Some(expected) = meta.sha1sum.clone().filter(|s| is_sha1(s)) else {
@@ -457,10 +457,10 @@ impl Reader {
         if nblocks == 1 || !complete || self.verified.lock().unwrap().contains(&key) {
             return;
         }
-        let disk = self.disk.clone().expect("disk");
         let size = meta.size;
-        let k2 = key.clone();
+        let (d2, k2) = (disk.clone(), key.clone());
         let ok = tokio::task::spawn_blocking(move || {
+            let disk = d2;
             let mut h = Sha1::new();
             for i in 0..nblocks {
                 match disk.get(&k2, i, block_len(size, i)) {
@@ -480,9 +480,7 @@ impl Reader {
             Some(false) => {
                 self.bad.lock().unwrap().insert(key.clone());
                 tracing::error!(artifact = %meta.artifact_id, path = %meta.original_path, "the complete artifact does not match its sha1sum; discarding the cached copy");
-                if let Some(d) = &self.disk {
-                    d.remove_key(&key);
-                }
+                disk.remove_key(&key);
                 self.forget_key(&key);
             }
             None => {}
