@@ -70,7 +70,9 @@ pub fn check_mountpoint(p: &Path) -> Result<PathBuf, String> {
     let shown = p.display();
     let md = match std::fs::metadata(p) {
         Ok(m) => m,
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+        // A daemon that died leaves ENOTCONN, or ECONNABORTED while the kernel is still
+        // tearing the connection down.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTCONN | libc::ECONNABORTED)) => {
             return Err(format!(
                 "{shown} is a dead FUSE mount (transport endpoint is not connected): clean it up with `fusermount3 -u -z {shown}`"
             ))
