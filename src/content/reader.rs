@@ -736,6 +736,7 @@ mod tests {
             state: Some("finished".into()),
             original_path: "x.bin".into(),
             download_url: None,
+            build_number: 0,
         })
     }
 

@@ -1,9 +1,10 @@
 //! The inode table: a build's jobs and artifacts as a directory tree, and the naming rules.
 //!
 //! Pure data: no I/O, no async, no FUSE types. [`Tree::build`] turns the build (with its jobs)
-//! and the artifact list into nodes; the filesystem layer only reads it, and removes entries
-//! after a successful delete. The same input always gives the same tree, with the same inode
-//! numbers, whatever the order of the artifact list.
+//! and the artifact list into nodes; the filesystem layer reads it, removes entries after a
+//! successful delete, and, for a live build, updates it with [`Tree::reconcile`]. The same
+//! input always gives the same tree, with the same inode numbers, whatever the order of the
+//! artifact list.
 //!
 //! # Layout
 //!
@@ -80,8 +81,33 @@
 //!   wanted name are placed before any renamed file; renamed files are placed in order of
 //!   (directory, wanted name, artifact id).
 //! - Size: `file_size`, or 0 when null.
+//!
+//! # Live builds
+//!
+//! A running build is listed again every few seconds. Each listing is built into a fresh tree
+//! with [`Tree::build`] (which numbers its inodes from scratch), and the mounted tree is
+//! brought to its shape with [`Tree::reconcile`], which keeps the inode numbers the kernel
+//! already holds stable:
+//!
+//! - A node whose path (from the root) exists in both trees with the same kind keeps its
+//!   inode number; a file must in addition have the same artifact id. A different artifact at
+//!   the same path, a file that became a directory or the reverse, or a node whose path
+//!   changed (e.g. a retry renames the old attempt's directory to `x-attempt-1`) is a removal
+//!   plus an addition. Surviving nodes take the new metadata and mtime.
+//! - New nodes get numbers above every number the tree has ever given out
+//!   ([`Tree::max_ino`]): the number of a removed node is never used again, since the kernel
+//!   may still hold it (open files, cached lookups). The node table therefore only grows:
+//!   removed nodes leave empty slots.
+//! - [`TreeChanges`] lists every entry added and removed (whole subtrees, not only their
+//!   tops), the surviving directories whose children changed, and the surviving nodes whose
+//!   attributes changed, for cache invalidation.
+//!
+//! Times and names must be computed the same way for every listing: pass the same fallback
+//! time, and set [`Tree::set_build_number`] on the new tree before reconciling (the number is
+//! taken from it), or every node is reported as changed.
 
 mod naming;
+mod reconcile;
 mod time;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -93,6 +119,7 @@ pub use naming::{
     escape_name, job_base_name, name_jobs, path_components, sanitize_component, slugify,
     slugify_label, NAME_MAX, UNKNOWN_JOB_DIR,
 };
+pub use reconcile::TreeChanges;
 pub use time::parse_time;
 
 /// Inode number of the mount root.
@@ -102,7 +129,7 @@ pub const ROOT_INO: u64 = 1;
 pub type Ino = u64;
 
 /// What the filesystem needs to know about one artifact.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileMeta {
     pub artifact_id: String,
     /// Empty when the artifact has no job id (it lives under `unknown-job`).
@@ -114,10 +141,13 @@ pub struct FileMeta {
     /// The artifact's path as uploaded (its `path`, else its `filename`, else empty).
     pub original_path: String,
     pub download_url: Option<String>,
+    /// The number of the build the artifact belongs to: 0 from [`Tree::build`], set with
+    /// [`Tree::set_build_number`] (a pipeline mount holds several builds).
+    pub build_number: u64,
 }
 
 /// What a job directory knows about its job.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobMeta {
     /// Empty for `unknown-job`.
     pub job_id: String,
@@ -559,6 +589,21 @@ impl Tree {
     pub fn nodes(&self) -> impl Iterator<Item = &Node> + '_ {
         self.nodes.iter().flatten()
     }
+
+    /// The highest inode number this tree has ever given out, removed nodes included (the
+    /// node vector never shrinks). New nodes from [`Tree::reconcile`] are numbered above it.
+    pub fn max_ino(&self) -> Ino {
+        self.nodes.len() as Ino - 1
+    }
+
+    /// Sets [`FileMeta::build_number`] on every file.
+    pub fn set_build_number(&mut self, n: u64) {
+        for node in self.nodes.iter_mut().flatten() {
+            if let NodeKind::File(f) = &mut node.kind {
+                f.build_number = n;
+            }
+        }
+    }
 }
 
 fn file_meta(a: &Artifact) -> FileMeta {
@@ -577,10 +622,13 @@ fn file_meta(a: &Artifact) -> FileMeta {
         state: a.state.clone(),
         original_path,
         download_url: a.download_url.clone(),
+        build_number: 0,
     }
 }
 
 #[cfg(test)]
 mod proptests;
+#[cfg(test)]
+mod reconcile_tests;
 #[cfg(test)]
 mod tests;

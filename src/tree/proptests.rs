@@ -1,7 +1,8 @@
-//! Property tests: any artifact list gives a valid tree.
+//! Property tests: any artifact list gives a valid tree; reconciling gives the new tree's
+//! shape with stable, never reused inode numbers.
 
-use std::collections::{BTreeMap, HashSet};
-use std::time::UNIX_EPOCH;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use proptest::prelude::*;
 
@@ -244,8 +245,206 @@ fn check(tree: &Tree, artifacts: &[Artifact]) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// A listing, then a later one: most artifacts stay, some go, some arrive; the build's jobs
+/// may change too (retries, new jobs).
+#[allow(clippy::type_complexity)]
+fn live_input(
+) -> impl Strategy<Value = (Option<Build>, Vec<Artifact>, Option<Build>, Vec<Artifact>)> {
+    (build(), prop::collection::vec(artifact(), 0..24)).prop_flat_map(|(b, arts)| {
+        let n = arts.len();
+        (
+            Just(b.clone()),
+            Just(arts),
+            prop_oneof![Just(b), build()],
+            prop::collection::vec(prop::bool::weighted(0.7), n),
+            prop::collection::vec(artifact(), 0..12),
+        )
+            .prop_map(|(b, arts, b2, keep, extra)| {
+                let mut next: Vec<Artifact> = arts
+                    .iter()
+                    .zip(keep)
+                    .filter(|(_, k)| *k)
+                    .map(|(a, _)| a.clone())
+                    .collect();
+                next.extend(extra);
+                (b, arts, b2, next)
+            })
+    })
+}
+
+/// What a node is, apart from its inode number.
+#[derive(Debug, PartialEq)]
+struct Shape {
+    is_dir: bool,
+    file: Option<FileMeta>,
+    job: Option<JobMeta>,
+    mtime: SystemTime,
+}
+
+fn shapes(t: &Tree) -> BTreeMap<String, Shape> {
+    t.nodes()
+        .map(|n| {
+            let job = match &n.kind {
+                NodeKind::Dir { job, .. } => job.clone(),
+                NodeKind::File(_) => None,
+            };
+            let shape = Shape {
+                is_dir: n.is_dir(),
+                file: n.file().cloned(),
+                job,
+                mtime: n.mtime,
+            };
+            (t.path_of(n.ino), shape)
+        })
+        .collect()
+}
+
+fn subdirs(t: &Tree, n: &Node) -> usize {
+    t.children(n.ino).map_or(0, |c| {
+        c.filter(|(_, i)| t.get(*i).unwrap().is_dir()).count()
+    })
+}
+
+fn children_of(t: &Tree, n: &Node) -> Vec<(String, Ino)> {
+    t.children(n.ino)
+        .map(|c| c.map(|(name, i)| (name.to_string(), i)).collect())
+        .unwrap_or_default()
+}
+
+/// `got` is `old` reconciled with `fresh` (giving `changes`), for the artifact list `arts`.
+fn check_reconcile(
+    old: &Tree,
+    fresh: &Tree,
+    got: &Tree,
+    changes: &TreeChanges,
+    arts: &[Artifact],
+) -> Result<(), TestCaseError> {
+    check(got, arts)?;
+    prop_assert_eq!(shapes(got), shapes(fresh));
+    prop_assert_eq!(got.total_size(), fresh.total_size());
+    prop_assert!(got.max_ino() >= old.max_ino());
+
+    // Survivors keep their number; everything else is numbered above all old numbers.
+    let old_by_path: HashMap<String, &Node> =
+        old.nodes().map(|n| (old.path_of(n.ino), n)).collect();
+    let mut survivors: HashMap<Ino, Ino> = HashMap::new(); // final ino → old ino (equal)
+    let mut inos = HashSet::new();
+    for n in got.nodes() {
+        prop_assert!(inos.insert(n.ino));
+        let path = got.path_of(n.ino);
+        let same = old_by_path
+            .get(&path)
+            .is_some_and(|o| match (&o.kind, &n.kind) {
+                (NodeKind::Dir { .. }, NodeKind::Dir { .. }) => true,
+                (NodeKind::File(a), NodeKind::File(b)) => a.artifact_id == b.artifact_id,
+                _ => false,
+            });
+        if same {
+            prop_assert_eq!(n.ino, old_by_path[&path].ino, "{} changed its inode", path);
+            survivors.insert(n.ino, n.ino);
+        } else {
+            prop_assert!(n.ino > old.max_ino(), "{} reuses inode {}", path, n.ino);
+        }
+    }
+    prop_assert!(survivors.contains_key(&ROOT_INO));
+
+    // Removed: every old node that did not survive, children before their directory.
+    let mut want_removed: Vec<(Ino, String, Ino)> = old
+        .nodes()
+        .filter(|n| !survivors.contains_key(&n.ino))
+        .map(|n| (n.parent, n.name.clone(), n.ino))
+        .collect();
+    let mut got_removed = changes.removed.clone();
+    let pos: HashMap<Ino, usize> = got_removed
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.2, i))
+        .collect();
+    for (i, (parent, _, _)) in got_removed.iter().enumerate() {
+        if let Some(&p) = pos.get(parent) {
+            prop_assert!(p > i, "directory removed before its child");
+        }
+    }
+    want_removed.sort();
+    got_removed.sort();
+    prop_assert_eq!(got_removed, want_removed);
+
+    // Added: every new node, directories before their children.
+    let mut want_added: Vec<(Ino, String)> = got
+        .nodes()
+        .filter(|n| !survivors.contains_key(&n.ino))
+        .map(|n| (n.parent, n.name.clone()))
+        .collect();
+    let mut seen = HashSet::new();
+    for (parent, name) in &changes.added {
+        prop_assert!(
+            survivors.contains_key(parent) || seen.contains(parent),
+            "child added before its directory"
+        );
+        seen.insert(got.lookup(*parent, name).expect("added entry exists").ino);
+    }
+    let mut got_added = changes.added.clone();
+    want_added.sort();
+    got_added.sort();
+    prop_assert_eq!(got_added, want_added);
+
+    // Changed directories and attributes, among survivors.
+    let mut want_dirs = Vec::new();
+    let mut want_attrs = Vec::new();
+    for n in got.nodes().filter(|n| survivors.contains_key(&n.ino)) {
+        let o = old.get(n.ino).unwrap();
+        if n.is_dir() && children_of(old, o) != children_of(got, n) {
+            want_dirs.push(n.ino);
+        }
+        let attrs_changed = o.mtime != n.mtime
+            || match (&o.kind, &n.kind) {
+                (NodeKind::File(a), NodeKind::File(b)) => a != b,
+                (NodeKind::Dir { job: a, .. }, NodeKind::Dir { job: b, .. }) => {
+                    a != b || subdirs(old, o) != subdirs(got, n)
+                }
+                _ => unreachable!("survivors keep their kind"),
+            };
+        if attrs_changed {
+            want_attrs.push(n.ino);
+        }
+    }
+    let mut got_dirs = changes.changed_dirs.clone();
+    got_dirs.sort_unstable();
+    prop_assert_eq!(got_dirs, want_dirs);
+    let mut got_attrs = changes.changed_attrs.clone();
+    got_attrs.sort_unstable();
+    prop_assert_eq!(got_attrs, want_attrs);
+    prop_assert_eq!(changes.is_empty(), format!("{old:?}") == format!("{got:?}"));
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn reconcile_keeps_inodes_and_takes_the_new_shape((b1, a, b2, b) in live_input()) {
+        let mut t = Tree::build(b1.as_ref(), &a, UNIX_EPOCH);
+        t.set_build_number(1);
+        // A → B.
+        let old = t.clone();
+        let mut fresh = Tree::build(b2.as_ref(), &b, UNIX_EPOCH);
+        fresh.set_build_number(1);
+        let changes = t.reconcile(fresh.clone());
+        check_reconcile(&old, &fresh, &t, &changes, &b)?;
+        // B → A: what comes back is new again, numbered above everything so far.
+        let old = t.clone();
+        let mut fresh = Tree::build(b1.as_ref(), &a, UNIX_EPOCH);
+        fresh.set_build_number(1);
+        let changes = t.reconcile(fresh.clone());
+        check_reconcile(&old, &fresh, &t, &changes, &a)?;
+        // A → A: nothing.
+        let again = t.clone();
+        let mut fresh = Tree::build(b1.as_ref(), &a, UNIX_EPOCH);
+        fresh.set_build_number(1);
+        let changes = t.reconcile(fresh);
+        prop_assert!(changes.is_empty(), "{:?}", changes);
+        prop_assert_eq!(format!("{t:?}"), format!("{again:?}"));
+    }
 
     #[test]
     fn any_input_gives_a_valid_tree((b, arts, shuffled) in input()) {
