@@ -2,19 +2,22 @@
 //! pagination (concurrent once `rel="last"` is known), retries with backoff for 5xx and
 //! network errors, and waiting out 429s for a bounded time.
 //!
-//! The token is only ever attached to requests whose origin is the configured API origin:
-//! pagination links and `Location` headers pointing elsewhere are refused, and the storage
-//! client ([`crate::content::storage`]) is a separate `reqwest::Client` with no credentials.
+//! The token is only ever attached to requests whose origin is the configured API origin or,
+//! when one is configured ([`ApiClient::with_graphql`]), the GraphQL endpoint's origin:
+//! pagination links pointing anywhere but the API origin are refused, redirects are never
+//! followed, and the storage client ([`crate::content::storage`]) is a separate
+//! `reqwest::Client` with no credentials.
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::{stream, StreamExt, TryStreamExt};
 use reqwest::{header, Method, StatusCode};
 use serde::de::DeserializeOwned;
 use url::Url;
 
 use super::link::find_rel;
-use super::model::{AccessToken, Artifact, Build, DownloadUrl, ErrorBody};
+use super::model::{AccessToken, Artifact, Build, DownloadUrl};
 use crate::build_ref::BuildRef;
 use crate::secret::{redact_url, Token};
 
@@ -87,9 +90,22 @@ pub fn reqwest_detail(e: reqwest::Error) -> String {
     format!("{kind}: {}", error_chain(&e))
 }
 
-/// The organization's request budget as the API last described it (`RateLimit-Remaining`,
-/// `RateLimit-Reset`), shared by every call of this daemon. Each request spends one before it
-/// is sent; at zero, callers wait for the window to reset instead of collecting 429s.
+/// A rate-limit budget as the server last described it (`RateLimit-Remaining`,
+/// `RateLimit-Limit`, `RateLimit-Reset`), shared by every call of this daemon that draws on
+/// it. Each request spends one before it is sent; at zero, callers wait for the window to
+/// reset instead of collecting 429s.
+///
+/// REST and GraphQL each have their own: REST counts requests (200 a minute per
+/// organization), GraphQL counts complexity points (20,000 per 5 minutes), so one's headers
+/// say nothing about the other. Spending one per GraphQL request is only a floor (a query
+/// costs hundreds of points); the 429 path in `ApiClient::send` covers the rest.
+#[derive(Debug, Clone)]
+pub(super) struct RateBudget {
+    /// For logs: "REST" or "GraphQL".
+    what: &'static str,
+    state: std::sync::Arc<std::sync::Mutex<Budget>>,
+}
+
 #[derive(Debug)]
 struct Budget {
     remaining: Option<u64>,
@@ -98,18 +114,88 @@ struct Budget {
     reset_at: std::time::Instant,
 }
 
+impl RateBudget {
+    fn new(what: &'static str) -> RateBudget {
+        RateBudget {
+            what,
+            state: std::sync::Arc::new(std::sync::Mutex::new(Budget {
+                remaining: None,
+                limit: None,
+                reset_at: std::time::Instant::now(),
+            })),
+        }
+    }
+
+    /// Takes one request from the budget, or says how long to wait for the next window.
+    fn spend(&self) -> Option<Duration> {
+        let mut b = self.state.lock().unwrap();
+        let now = std::time::Instant::now();
+        if now >= b.reset_at && b.remaining == Some(0) {
+            // A new window: assume the last known limit (not "unknown", which would let every
+            // waiting caller through at once), minus one in flight to learn the real figure.
+            b.remaining = b.limit.map(|l| l.saturating_sub(1).max(1));
+            b.reset_at = now + Duration::from_secs(1);
+        }
+        match b.remaining {
+            Some(0) => Some(
+                b.reset_at
+                    .saturating_duration_since(now)
+                    .max(Duration::from_millis(50)),
+            ),
+            Some(n) => {
+                b.remaining = Some(n - 1);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Updates the budget from a response's RateLimit headers.
+    fn observe(&self, h: &reqwest::header::HeaderMap, limited: bool) {
+        let num = |k: &str| {
+            h.get(k)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        let remaining = num("ratelimit-remaining");
+        let reset = num("ratelimit-reset");
+        let mut b = self.state.lock().unwrap();
+        if let Some(l) = num("ratelimit-limit") {
+            b.limit = Some(l);
+        }
+        if remaining.is_none() && reset.is_none() && !limited {
+            return;
+        }
+        if let Some(r) = reset {
+            b.reset_at = std::time::Instant::now() + Duration::from_secs(r);
+        }
+        b.remaining = if limited {
+            Some(0)
+        } else {
+            remaining.or(b.remaining)
+        };
+    }
+}
+
 #[derive(Clone)]
 pub struct ApiClient {
     http: reqwest::Client,
     base: Url,
     token: Token,
-    budget: std::sync::Arc<std::sync::Mutex<Budget>>,
+    /// The GraphQL endpoint, when configured: the only other URL the token may go to.
+    graphql: Option<Url>,
+    rest_budget: RateBudget,
+    graphql_budget: RateBudget,
 }
 
 impl std::fmt::Debug for ApiClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ApiClient")
             .field("base", &self.base.as_str())
+            .field(
+                "graphql",
+                &self.graphql.as_ref().map(|u| redact_url(u.as_str())),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -134,12 +220,30 @@ impl ApiClient {
             http,
             base,
             token,
-            budget: std::sync::Arc::new(std::sync::Mutex::new(Budget {
-                remaining: None,
-                limit: None,
-                reset_at: std::time::Instant::now(),
-            })),
+            graphql: None,
+            rest_budget: RateBudget::new("REST"),
+            graphql_budget: RateBudget::new("GraphQL"),
         })
+    }
+
+    /// Adds the GraphQL endpoint (`https://graphql.buildkite.com/v1`) used by
+    /// [`ApiClient::graphql_build`]. From then on the token may also be sent to that URL's
+    /// origin (only for the GraphQL POST itself: REST pagination links must still stay on the
+    /// API origin). GraphQL calls get their own rate budget.
+    pub fn with_graphql(mut self, graphql_url: &str) -> Result<ApiClient, String> {
+        let shown = redact_url(graphql_url);
+        let u =
+            Url::parse(graphql_url).map_err(|e| format!("invalid GraphQL URL {shown:?}: {e}"))?;
+        if !matches!(u.scheme(), "http" | "https") || u.host().is_none() {
+            return Err(format!("invalid GraphQL URL {shown:?}: not an http(s) URL"));
+        }
+        if !u.username().is_empty() || u.password().is_some() {
+            return Err(format!(
+                "invalid GraphQL URL {shown:?}: must not carry credentials"
+            ));
+        }
+        self.graphql = Some(u);
+        Ok(self)
     }
 
     fn url(&self, path: &str) -> Url {
@@ -155,38 +259,62 @@ impl ApiClient {
         )
     }
 
-    fn same_origin(&self, u: &Url) -> bool {
+    /// Whether `u` is on the REST API's origin (where pagination links must stay).
+    fn api_origin(&self, u: &Url) -> bool {
         u.origin() == self.base.origin()
     }
 
-    /// Sends one request with auth, retrying 5xx/network errors with backoff and waiting out
-    /// 429s. Returns the response for any other status (the caller maps it).
-    async fn send(&self, method: Method, url: &Url) -> Result<reqwest::Response, ApiError> {
-        assert!(self.same_origin(url), "token would leave the API origin");
+    /// Whether the token may be sent to `u`: the API origin or the GraphQL endpoint's origin.
+    fn may_carry_token(&self, u: &Url) -> bool {
+        self.api_origin(u)
+            || self
+                .graphql
+                .as_ref()
+                .is_some_and(|g| g.origin() == u.origin())
+    }
+
+    /// Sends one request with auth (and `body` as JSON, if any), drawing on `budget`,
+    /// retrying 5xx/network errors with backoff and waiting out 429s. Returns the response
+    /// for any other status (the caller maps it).
+    async fn send(
+        &self,
+        budget: &RateBudget,
+        method: Method,
+        url: &Url,
+        body: Option<Bytes>,
+    ) -> Result<reqwest::Response, ApiError> {
+        assert!(
+            self.may_carry_token(url),
+            "token would leave the API and GraphQL origins"
+        );
         let shown = redact_url(url.as_str());
         let mut attempt = 0;
         let mut waited = Duration::ZERO;
         loop {
             attempt += 1;
-            if let Some(wait) = self.spend() {
+            if let Some(wait) = budget.spend() {
                 if waited + wait > MAX_RATE_LIMIT_WAIT {
                     return Err(ApiError::RateLimited { url: shown, waited });
                 }
-                tracing::info!(url = %shown, wait_ms = wait.as_millis() as u64, "API request budget spent; waiting for the rate-limit window");
+                tracing::info!(url = %shown, api = budget.what, wait_ms = wait.as_millis() as u64, "API request budget spent; waiting for the rate-limit window");
                 tokio::time::sleep(wait).await;
                 waited += wait;
                 attempt -= 1;
                 continue;
             }
-            let res = self
+            let mut req = self
                 .http
                 .request(method.clone(), url.clone())
                 .bearer_auth(self.token.expose())
-                .header(header::ACCEPT, "application/json")
-                .send()
-                .await;
+                .header(header::ACCEPT, "application/json");
+            if let Some(b) = &body {
+                req = req
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(b.clone());
+            }
+            let res = req.send().await;
             if let Ok(r) = &res {
-                self.observe(r.headers(), r.status() == StatusCode::TOO_MANY_REQUESTS);
+                budget.observe(r.headers(), r.status() == StatusCode::TOO_MANY_REQUESTS);
             }
             match res {
                 Ok(r) if r.status() == StatusCode::TOO_MANY_REQUESTS => {
@@ -225,54 +353,31 @@ impl ApiClient {
         }
     }
 
-    /// Takes one request from the budget, or says how long to wait for the next window.
-    fn spend(&self) -> Option<Duration> {
-        let mut b = self.budget.lock().unwrap();
-        let now = std::time::Instant::now();
-        if now >= b.reset_at && b.remaining == Some(0) {
-            // A new window: assume the last known limit (not "unknown", which would let every
-            // waiting caller through at once), minus one in flight to learn the real figure.
-            b.remaining = b.limit.map(|l| l.saturating_sub(1).max(1));
-            b.reset_at = now + Duration::from_secs(1);
-        }
-        match b.remaining {
-            Some(0) => Some(
-                b.reset_at
-                    .saturating_duration_since(now)
-                    .max(Duration::from_millis(50)),
-            ),
-            Some(n) => {
-                b.remaining = Some(n - 1);
-                None
-            }
-            None => None,
-        }
+    /// A REST request (no body) on the REST budget.
+    async fn send_rest(&self, method: Method, url: &Url) -> Result<reqwest::Response, ApiError> {
+        self.send(&self.rest_budget, method, url, None).await
     }
 
-    /// Updates the budget from a response's RateLimit headers.
-    fn observe(&self, h: &reqwest::header::HeaderMap, limited: bool) {
-        let num = |k: &str| {
-            h.get(k)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-        };
-        let remaining = num("ratelimit-remaining");
-        if let Some(l) = num("ratelimit-limit") {
-            self.budget.lock().unwrap().limit = Some(l);
-        }
-        let reset = num("ratelimit-reset");
-        if remaining.is_none() && reset.is_none() && !limited {
-            return;
-        }
-        let mut b = self.budget.lock().unwrap();
-        if let Some(r) = reset {
-            b.reset_at = std::time::Instant::now() + Duration::from_secs(r);
-        }
-        b.remaining = if limited {
-            Some(0)
-        } else {
-            remaining.or(b.remaining)
-        };
+    /// POSTs a JSON body to the GraphQL endpoint on the GraphQL budget, with the same retries
+    /// and 429 waits as REST; the response is returned whatever its status. `None` when no
+    /// endpoint is configured.
+    pub(super) async fn post_graphql(
+        &self,
+        body: Bytes,
+    ) -> Option<Result<reqwest::Response, ApiError>> {
+        let url = self.graphql.as_ref()?;
+        Some(
+            self.send(&self.graphql_budget, Method::POST, url, Some(body))
+                .await,
+        )
+    }
+
+    /// The GraphQL endpoint for logs (no query string).
+    pub(super) fn graphql_shown(&self) -> String {
+        self.graphql
+            .as_ref()
+            .map(|u| redact_url(u.as_str()))
+            .unwrap_or_default()
     }
 
     /// Maps a non-success status to an error carrying the API's own message.
@@ -283,17 +388,7 @@ impl ApiClient {
         }
         let url = redact_url(r.url().as_str());
         let body = r.text().await.unwrap_or_default();
-        let message = serde_json::from_str::<ErrorBody>(&body)
-            .ok()
-            .and_then(|b| b.message)
-            .unwrap_or_else(|| {
-                let t: String = body.chars().take(200).collect();
-                if t.trim().is_empty() {
-                    status.canonical_reason().unwrap_or("").to_string()
-                } else {
-                    t
-                }
-            });
+        let message = error_message(status, &body);
         Err(match status {
             StatusCode::UNAUTHORIZED => ApiError::Unauthorized { message },
             StatusCode::FORBIDDEN => ApiError::Forbidden { message },
@@ -310,7 +405,7 @@ impl ApiClient {
         &self,
         url: &Url,
     ) -> Result<(T, reqwest::header::HeaderMap), ApiError> {
-        let r = Self::check(self.send(Method::GET, url).await?).await?;
+        let r = Self::check(self.send_rest(Method::GET, url).await?).await?;
         let headers = r.headers().clone();
         let shown = redact_url(url.as_str());
         let bytes = r.bytes().await.map_err(|e| ApiError::Network {
@@ -336,33 +431,98 @@ impl ApiClient {
 
     /// Every artifact of the build, all pages.
     pub async fn list_build_artifacts(&self, b: &BuildRef) -> Result<Vec<Artifact>, ApiError> {
-        let mut first = self.url(&format!("{}/artifacts", Self::build_path(b)));
+        self.list_artifacts_at(&format!("{}/artifacts", Self::build_path(b)))
+            .await
+    }
+
+    /// Every artifact of one job, all pages: what to fetch for a job whose GraphQL artifact
+    /// list was cut short ([`crate::api::GqlBuild::truncated_jobs`]).
+    pub async fn list_job_artifacts(
+        &self,
+        b: &BuildRef,
+        job_id: &str,
+    ) -> Result<Vec<Artifact>, ApiError> {
+        self.list_artifacts_at(&format!(
+            "{}/jobs/{}/artifacts",
+            Self::build_path(b),
+            enc(job_id)
+        ))
+        .await
+    }
+
+    async fn list_artifacts_at(&self, path: &str) -> Result<Vec<Artifact>, ApiError> {
+        let mut first = self.url(path);
         first
             .query_pairs_mut()
             .append_pair("page", "1")
             .append_pair("per_page", &PER_PAGE.to_string());
-        self.list_all(first).await
+        self.list_all(first, None).await
     }
 
-    async fn list_all(&self, first: Url) -> Result<Vec<Artifact>, ApiError> {
-        let (mut all, headers): (Vec<Artifact>, _) = self.get_json(&first).await?;
+    /// `GET /v2/organizations/{org}/pipelines/{pipeline}/builds`: up to `limit` builds, newest
+    /// first as the API returns them, optionally only those of one branch or state (the API's
+    /// own filter values, e.g. `passed`). Pages are fetched one after another and only until
+    /// `limit` builds are in hand. Each build comes with its jobs, as the API sends them.
+    pub async fn list_builds(
+        &self,
+        org: &str,
+        pipeline: &str,
+        limit: usize,
+        branch: Option<&str>,
+        state: Option<&str>,
+    ) -> Result<Vec<Build>, ApiError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut first = self.url(&format!(
+            "v2/organizations/{}/pipelines/{}/builds",
+            enc(org),
+            enc(pipeline)
+        ));
+        {
+            let mut q = first.query_pairs_mut();
+            q.append_pair("per_page", &limit.min(PER_PAGE as usize).to_string());
+            let filters = [("branch", branch), ("state", state)];
+            for (k, v) in filters {
+                if let Some(v) = v.filter(|v| !v.is_empty()) {
+                    q.append_pair(k, v);
+                }
+            }
+        }
+        self.list_all(first, Some(limit)).await
+    }
+
+    /// Every item of a paginated listing starting at `first`, or only the first `limit`.
+    ///
+    /// Without a limit, once `rel="last"` names a page number the remaining pages are fetched
+    /// concurrently. With one, `rel="next"` is followed page by page and no page is fetched
+    /// once `limit` items are in hand.
+    async fn list_all<T: DeserializeOwned>(
+        &self,
+        first: Url,
+        limit: Option<usize>,
+    ) -> Result<Vec<T>, ApiError> {
+        let enough = |n: usize| limit.is_some_and(|l| n >= l);
+        let (mut all, headers): (Vec<T>, _) = self.get_json(&first).await?;
         let link = link_header(&headers);
         // Fast path: the last page is known and numbered, so fetch the rest at once.
-        if let Some(pages) = self.remaining_pages(&first, &link) {
-            let rest: Vec<Vec<Artifact>> = stream::iter(pages)
-                .map(|u| async move { self.get_json::<Vec<Artifact>>(&u).await.map(|r| r.0) })
-                .buffered(LIST_CONCURRENCY)
-                .try_collect()
-                .await?;
-            all.extend(rest.into_iter().flatten());
-            return Ok(all);
+        if limit.is_none() {
+            if let Some(pages) = self.remaining_pages(&first, &link) {
+                let rest: Vec<Vec<T>> = stream::iter(pages)
+                    .map(|u| async move { self.get_json::<Vec<T>>(&u).await.map(|r| r.0) })
+                    .buffered(LIST_CONCURRENCY)
+                    .try_collect()
+                    .await?;
+                all.extend(rest.into_iter().flatten());
+                return Ok(all);
+            }
         }
         // Otherwise follow rel="next" as opaque URLs (relative ones against the page that
         // carried them), refusing to visit a page twice.
         let mut seen = std::collections::HashSet::from([first.clone()]);
         let mut cur = first;
         let mut next = find_rel(&link, "next");
-        while let Some(n) = next {
+        while let Some(n) = next.filter(|_| !enough(all.len())) {
             let u = self.link_url(&cur, &n)?;
             if !seen.insert(u.clone()) {
                 return Err(ApiError::Malformed {
@@ -370,10 +530,13 @@ impl ApiClient {
                     detail: "pagination loops back to an earlier page".into(),
                 });
             }
-            let (page, headers): (Vec<Artifact>, _) = self.get_json(&u).await?;
+            let (page, headers): (Vec<T>, _) = self.get_json(&u).await?;
             all.extend(page);
             next = find_rel(&link_header(&headers), "next");
             cur = u;
+        }
+        if let Some(l) = limit {
+            all.truncate(l);
         }
         Ok(all)
     }
@@ -385,7 +548,7 @@ impl ApiClient {
             url: redact_url(s),
             detail: format!("bad Link URL: {e}"),
         })?;
-        if !self.same_origin(&u) {
+        if !self.api_origin(&u) {
             return Err(ApiError::Malformed {
                 url: redact_url(s),
                 detail: "a pagination link points away from the API host; not following it".into(),
@@ -441,7 +604,7 @@ impl ApiClient {
             enc(artifact_id)
         ));
         let shown = redact_url(u.as_str());
-        let r = Self::check(self.send(Method::GET, &u).await?).await?;
+        let r = Self::check(self.send_rest(Method::GET, &u).await?).await?;
         if let Some(loc) = r
             .headers()
             .get(header::LOCATION)
@@ -481,9 +644,24 @@ impl ApiClient {
             enc(job_id),
             enc(artifact_id)
         ));
-        Self::check(self.send(Method::DELETE, &u).await?).await?;
+        Self::check(self.send_rest(Method::DELETE, &u).await?).await?;
         Ok(())
     }
+}
+
+/// The message of an error response: the API's `{"message": ...}`, else GraphQL's
+/// `{"errors": [{"message": ...}]}`, else the start of the body, else the status's reason.
+pub(super) fn error_message(status: StatusCode, body: &str) -> String {
+    let json = serde_json::from_str::<serde_json::Value>(body).unwrap_or_default();
+    let text = json["message"]
+        .as_str()
+        .or_else(|| json["errors"][0]["message"].as_str())
+        .unwrap_or(body)
+        .trim();
+    if text.is_empty() {
+        return status.canonical_reason().unwrap_or("").to_string();
+    }
+    text.chars().take(200).collect()
 }
 
 /// Every `Link` header line joined into one value (several lines mean the same as one line
@@ -509,3 +687,7 @@ pub async fn backoff(attempt: u32) {
     let jitter = rand::random::<u64>() % (base / 2 + 1);
     tokio::time::sleep(Duration::from_millis(base / 2 + jitter)).await;
 }
+
+#[cfg(test)]
+#[path = "client_tests.rs"]
+mod tests;

@@ -1,6 +1,10 @@
-//! The Buildkite REST API: wire types, `Link` parsing and the client.
+//! The Buildkite REST and GraphQL APIs: wire types, `Link` parsing and the client.
 pub mod client;
+pub mod graphql;
 pub mod link;
 pub mod model;
+#[cfg(test)]
+mod test_server;
 
 pub use client::{ApiClient, ApiError};
+pub use graphql::{url_lifetime, GqlBuild, GraphqlError};
