@@ -1,11 +1,17 @@
-//! The fake REST API under `/v2`: auth and scopes, builds, artifact lists with pagination,
-//! get, download (302 to a signed storage URL) and delete.
+//! The fake REST API under `/v2`: auth and scopes, builds (one, or a pipeline's list),
+//! artifact lists with pagination, get, download (302 to a signed storage URL) and delete.
+//! The same port serves `POST /graphql` ([`super::graphql_api`]), outside this layer.
 //!
 //! Pagination: `page` is 1-based (default 1) and `per_page` defaults to 30, larger values are
 //! clamped to 100; a value that is not a positive integer is treated as absent (the default).
 //! The `Link` header (absolute URLs on the Host the request came in on, other query
 //! parameters kept) has `first`/`prev` after page 1 and `next`/`last` before the last page,
 //! and is absent when everything fits on one page. A page past the end is `[]`.
+//!
+//! The builds list (`GET .../pipelines/{pipeline}/builds`, scope `read_builds`) is newest
+//! first (number descending), each build as the get-build endpoint renders it, filtered by
+//! `branch` (exact; several with `branch[]=`) and `state` (one, or several with
+//! `state[]=`), paginated as above; a pipeline the fake holds no build of is 404.
 
 use std::sync::Arc;
 
@@ -13,12 +19,13 @@ use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use axum::{Json, Router};
+use serde::Serialize;
 
 use super::world::FakeBuild;
 use super::{storage, Shared, World};
-use crate::api::model::{AccessToken, Artifact, DownloadUrl, ErrorBody};
+use crate::api::model::{AccessToken, Artifact, Build, DownloadUrl, ErrorBody};
 
 const MSG_401: &str = "Authentication required. Please supply a valid API Access Token: https://buildkite.com/docs/apis/rest-api#authentication";
 const DEFAULT_PER_PAGE: usize = 30;
@@ -27,9 +34,11 @@ const MAX_PER_PAGE: usize = 100;
 type S = State<Arc<Shared>>;
 
 pub(super) fn router(shared: Arc<Shared>) -> Router {
+    let builds = "/v2/organizations/:org/pipelines/:pipeline/builds";
     let build = "/v2/organizations/:org/pipelines/:pipeline/builds/:number";
-    Router::new()
+    let rest = Router::new()
         .route("/v2/access-token", get(access_token))
+        .route(builds, get(list_builds))
         .route(build, get(get_build))
         .route(&format!("{build}/artifacts"), get(list_build_artifacts))
         .route(
@@ -45,7 +54,11 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
             get(download),
         )
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(shared.clone(), api_layer))
+        .layer(middleware::from_fn_with_state(shared.clone(), api_layer));
+    // GraphQL does its own counting, latency and rate limiting: it is not `api`.
+    Router::new()
+        .route("/graphql", any(super::graphql_api::handler))
+        .merge(rest)
         .with_state(shared)
 }
 
@@ -247,13 +260,63 @@ async fn get_build(
     let base = base_url(&s, &headers);
     let w = s.world();
     let b = find_build(&w, &org, &pipeline, &number)?;
+    Ok(Json(render_build(&base, b)).into_response())
+}
+
+/// The build as served: command jobs get an `artifacts_url` on this server.
+fn render_build(base: &str, b: &FakeBuild) -> Build {
     let mut build = b.build.clone();
     for job in &mut build.jobs {
         if job.kind.as_deref() == Some("script") && job.artifacts_url.is_none() {
             job.artifacts_url = Some(format!("{base}{}/jobs/{}/artifacts", build_path(b), job.id));
         }
     }
-    Ok(Json(build).into_response())
+    build
+}
+
+async fn list_builds(
+    State(s): S,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    Path((org, pipeline)): Path<(String, String)>,
+) -> ApiResult {
+    s.count("list_builds");
+    let q = parse_query(&q);
+    authorize(&s, &headers, &q, Some("read_builds"))?;
+    let base = base_url(&s, &headers);
+    let w = s.world();
+    let all: Vec<&FakeBuild> = w
+        .builds
+        .iter()
+        .filter(|((o, p, _), _)| *o == org && *p == pipeline)
+        .map(|(_, b)| b)
+        .rev()
+        .collect();
+    if all.is_empty() {
+        return Err(ApiError::not_found());
+    }
+    let wanted = |name: &str| -> Vec<&str> {
+        let list = format!("{name}[]");
+        q.iter()
+            .filter(|(k, _)| *k == name || *k == list)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
+    let (branches, states) = (wanted("branch"), wanted("state"));
+    let items: Vec<&FakeBuild> = all
+        .into_iter()
+        .filter(|b| {
+            branches.is_empty()
+                || branches
+                    .iter()
+                    .any(|x| b.build.branch.as_deref() == Some(x))
+        })
+        .filter(|b| states.is_empty() || states.iter().any(|x| b.build.state.as_deref() == Some(x)))
+        .collect();
+    let path = format!("/v2/organizations/{org}/pipelines/{pipeline}/builds");
+    Ok(paginate(&items, &q, &base, &path, |b| {
+        render_build(&base, b)
+    }))
 }
 
 async fn list_build_artifacts(
@@ -304,12 +367,12 @@ async fn list_job_artifacts(
 }
 
 /// One page of `items`, each rendered, with its `Link` header.
-fn paginate(
-    items: &[&Artifact],
+fn paginate<T, R: Serialize>(
+    items: &[T],
     q: &[(String, String)],
     base: &str,
     path: &str,
-    render: impl Fn(&Artifact) -> Artifact,
+    render: impl Fn(&T) -> R,
 ) -> Response {
     let positive = |name: &str| {
         query_get(q, name)
@@ -324,7 +387,7 @@ fn paginate(
     let pages = total.div_ceil(per_page).max(1);
     let start = (page - 1).saturating_mul(per_page).min(total);
     let end = start.saturating_add(per_page).min(total);
-    let body: Vec<Artifact> = items[start..end].iter().map(|a| render(a)).collect();
+    let body: Vec<R> = items[start..end].iter().map(render).collect();
 
     let mut resp = Json(body).into_response();
     if pages > 1 {

@@ -1,6 +1,6 @@
 //! A fake Buildkite, in process, on 127.0.0.1: the REST API (artifacts, builds, access
-//! token) on one port and an S3-like storage server on another, for integration tests,
-//! `bkfs demo` and benchmarks.
+//! token) and a GraphQL endpoint on one port, and an S3-like storage server on another, for
+//! integration tests, `bkfs demo` and benchmarks.
 //!
 //! It follows the documented API (`/work/shared/buildkite-artifacts-api.txt` and
 //! `API-NOTES.md`): bearer tokens with scopes, JSON errors, `page`/`per_page` pagination with
@@ -9,14 +9,53 @@
 //! storage server never needs the Buildkite token, checks the URL signature and expiry, and
 //! answers ranges like S3, with XML errors.
 //!
-//! The server runs on its own tokio runtime in a background thread, so synchronous tests can
-//! use it; dropping the [`FakeServer`] stops it. Knobs (latency, bandwidth, URL lifetime, rate
-//! limit, injected faults) can be changed at any time; counters record every request by kind.
+//! REST routes (see `api.rs`): `GET /v2/access-token`; `GET
+//! /v2/organizations/{org}/pipelines/{pipeline}/builds` (newest first; `branch`, `state` or
+//! `state[]=`, `page`, `per_page`) and `.../builds/{number}`; a build's and a job's artifact
+//! lists; get, download and delete an artifact.
 //!
-//! Count kinds: `api` (every API request), `access_token`, `get_build`,
+//! GraphQL (see `graphql_api.rs` for every detail): `POST /graphql` on the API port
+//! ([`FakeServer::graphql_url`]), a real parser, validator and executor ([`graphql`]) over a
+//! subset of Buildkite's published schema, spelled exactly as there:
+//!
+//! - `Query { build(slug: ID, uuid: ID): Build  pipeline(slug: ID): Pipeline
+//!   job(uuid: ID!): Job  artifact(uuid: ID!): Artifact }`
+//! - `Pipeline { id uuid slug name url builds(first, after, branch, state): BuildConnection }`
+//! - `Build { id uuid number state url branch commit message createdAt startedAt finishedAt
+//!   pipeline jobs(first, after, type, state, order): JobConnection }`
+//! - `union Job = JobTypeCommand | JobTypeWait | JobTypeTrigger | JobTypeBlock`;
+//!   `JobTypeCommand { id uuid label state url createdAt startedAt finishedAt
+//!   parallelGroupIndex parallelGroupTotal passed retried retrySource step { key } build
+//!   artifacts(first, last, path, state): ArtifactConnection }`; the others `{ id uuid label
+//!   state retried retrySource build }`; interfaces `Node { id }`, `JobInterface { retried
+//!   retrySource uuid }`, `Step { key }`, `Connection { count pageInfo }`
+//! - `Artifact { id uuid path size sha1sum sha256sum mimeType state downloadURL expiresAt job }`
+//! - connections `{ count edges { cursor node } pageInfo { hasNextPage hasPreviousPage
+//!   startCursor endCursor } }`, `first`/`last` at most 500 ([`GRAPHQL_MAX_PAGE`]; more is a
+//!   field error), 100 ([`GRAPHQL_DEFAULT_PAGE`]) when neither is given
+//! - operations (several per document, chosen by `operationName`), variables with defaults,
+//!   aliases, fragments (inline and named), `__typename`, `@skip`/`@include`. Not served:
+//!   mutations, subscriptions, introspection (`__schema`, `__type`), any other field.
+//!
+//! Invalid documents answer 200 `{"data": null, "errors": [..]}` with graphql-ruby's messages
+//! ("Field 'foo' doesn't exist on type 'Build'"); field failures (a missing scope, `first` over
+//! 500, a bad cursor) null that field and add an error with its `path`. GraphQL is not `api`:
+//! it has its own counts, but shares the REST rate-limit window, headers and 429, and
+//! [`FakeServer::set_api_latency`].
+//!
+//! The server runs on its own tokio runtime in a background thread, so synchronous tests can
+//! use it; dropping the [`FakeServer`] stops it. Knobs (latency, bandwidth, URL lifetimes, rate
+//! limit, GraphQL mode and access, injected faults) can be changed at any time, and so can the
+//! builds ([`FakeServer::update_build`], [`FakeServer::set_build_state`],
+//! [`FakeServer::set_artifact_state`]): every endpoint answers from the current state.
+//!
+//! Count kinds: `api` (every REST request), `access_token`, `list_builds`, `get_build`,
 //! `list_build_artifacts`, `list_job_artifacts`, `get_artifact`, `download`, `delete` (one
 //! per request to that endpoint, whatever the answer), `api_401`, `api_403`, `api_404`,
 //! `api_429` and `api_5xx` codes such as `api_503` (answers by status), `api_faults_injected`;
+//! `graphql` (every request to `/graphql`), `graphql_errors` (200 answers carrying `errors`),
+//! `graphql_<status>` for every other status (`graphql_400`, `graphql_401`, `graphql_403`,
+//! `graphql_404`, `graphql_405`, `graphql_429`, `graphql_5xx` codes), `graphql_faults_injected`;
 //! `storage` (every storage request), `storage_get`, `storage_head`, `storage_authorization`
 //! (storage requests carrying `Authorization`), `storage_403`, `storage_404`, `storage_416`,
 //! `storage_5xx` codes such as `storage_500`; `storage_faults_injected` (every injected
@@ -31,11 +70,18 @@
 //! is never faulted). One request gets at most one fault, taken in that order: status, reset,
 //! truncate, stall. [`FakeServer::corrupt_storage`] serves an artifact with every byte
 //! inverted (same length, headers unchanged) while on. [`FakeServer::fail_api`] answers the
-//! next `n` API requests, whatever the endpoint (`/v2/access-token` included), with a status
-//! and a JSON message, after the rate limit (a 429 does not use one up).
+//! next `n` REST requests, whatever the endpoint (`/v2/access-token` included), with a status
+//! and a JSON message, after the rate limit (a 429 does not use one up);
+//! [`FakeServer::fail_graphql`] does the same for the next `n` GraphQL requests.
+//! [`FakeServer::set_graphql_mode`] makes GraphQL absent (404) or fail every query
+//! ([`GraphqlMode`]); [`FakeServer::set_graphql_access`] refuses a token (403).
 
 mod api;
 mod demo;
+pub mod graphql;
+mod graphql_api;
+#[cfg(test)]
+mod graphql_tests;
 mod storage;
 #[cfg(test)]
 mod tests;
@@ -48,7 +94,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 pub use demo::{demo_build, DEMO_TOKEN};
-pub use world::{guess_mime, FakeArtifact, FakeBuild, FakeJob};
+pub use graphql_api::{DEFAULT_PAGE as GRAPHQL_DEFAULT_PAGE, MAX_PAGE as GRAPHQL_MAX_PAGE};
+pub use world::{guess_mime, now_rfc3339, FakeArtifact, FakeBuild, FakeJob, FINAL_BUILD_STATES};
 
 /// Handle on a running fake. Dropping it shuts both servers down.
 pub struct FakeServer {
@@ -83,6 +130,7 @@ pub(crate) struct Faults {
     storage_stall: (u32, u64),
     corrupt: HashSet<String>,
     api_status: (u32, u16),
+    graphql_status: (u32, u16),
 }
 
 /// What one storage `GET` suffers.
@@ -105,12 +153,29 @@ pub(crate) struct World {
     pub builds: BTreeMap<BuildKey, FakeBuild>,
     /// artifact id → the build that holds it.
     pub artifact_index: HashMap<String, BuildKey>,
+    /// Tokens refused by the GraphQL endpoint (403).
+    pub graphql_denied: HashSet<String>,
 }
 
 /// (org, pipeline, number).
 pub(crate) type BuildKey = (String, String, u64);
 
 impl World {
+    /// Stores a build (replacing one with the same key) and indexes its artifacts.
+    pub fn insert_build(&mut self, build: FakeBuild) {
+        let key = (
+            build.org.clone(),
+            build.pipeline.clone(),
+            build.build.number,
+        );
+        self.artifact_index.retain(|_, k| *k != key);
+        for a in &build.artifacts {
+            self.artifact_index
+                .insert(a.artifact.id.clone(), key.clone());
+        }
+        self.builds.insert(key, build);
+    }
+
     pub fn build(&self, org: &str, pipeline: &str, number: u64) -> Option<&FakeBuild> {
         self.builds
             .get(&(org.to_string(), pipeline.to_string(), number))
@@ -136,6 +201,23 @@ pub(crate) struct Knobs {
     pub rate_window: Duration,
     /// Answer 429 once the window's budget is spent.
     pub enforce_rate_limit: bool,
+    pub graphql_mode: GraphqlMode,
+    /// Lifetime of GraphQL `downloadURL`s.
+    pub graphql_url_ttl: Duration,
+}
+
+/// How the GraphQL endpoint (`POST /graphql`) behaves; see [`FakeServer::set_graphql_mode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GraphqlMode {
+    /// Answers queries.
+    #[default]
+    Normal,
+    /// Answers every request `404 {"message":"Not Found"}`, like an API host without GraphQL
+    /// (rate limiting and counting still apply).
+    Absent,
+    /// Answers every authorised request `200 {"data": null, "errors": [{"message": ..}]}`
+    /// (401/403 still come first).
+    Errors,
 }
 
 impl Default for Knobs {
@@ -148,6 +230,8 @@ impl Default for Knobs {
             rate_limit: 200,
             rate_window: Duration::from_secs(60),
             enforce_rate_limit: false,
+            graphql_mode: GraphqlMode::Normal,
+            graphql_url_ttl: Duration::from_secs(600),
         }
     }
 }
@@ -234,6 +318,20 @@ impl Shared {
             f.api_status.1
         };
         self.count("api_faults_injected");
+        Some(status)
+    }
+
+    /// Uses up the next armed GraphQL fault, if any (counted): the status to answer.
+    pub fn take_graphql_fault(&self) -> Option<u16> {
+        let status = {
+            let mut f = self.faults.lock().unwrap();
+            if f.graphql_status.0 == 0 {
+                return None;
+            }
+            f.graphql_status.0 -= 1;
+            f.graphql_status.1
+        };
+        self.count("graphql_faults_injected");
         Some(status)
     }
 
@@ -338,6 +436,12 @@ impl FakeServer {
         format!("http://{}", self.shared.api_addr)
     }
 
+    /// `http://127.0.0.1:PORT/graphql`: the GraphQL endpoint (Buildkite's is
+    /// `https://graphql.buildkite.com/v1`; the fake serves it on the API port).
+    pub fn graphql_url(&self) -> String {
+        format!("http://{}/graphql", self.shared.api_addr)
+    }
+
     /// `http://127.0.0.1:PORT` of the storage server.
     pub fn storage_url(&self) -> String {
         format!("http://{}", self.shared.storage_addr)
@@ -354,19 +458,49 @@ impl FakeServer {
         self.shared.world().tokens.remove(token);
     }
 
+    /// Whether `token` may use the GraphQL endpoint (default: every token may); without it
+    /// GraphQL answers 403. REST is unaffected.
+    pub fn set_graphql_access(&self, token: &str, allowed: bool) {
+        let mut w = self.shared.world();
+        if allowed {
+            w.graphql_denied.remove(token);
+        } else {
+            w.graphql_denied.insert(token.to_string());
+        }
+    }
+
     /// Adds a build, replacing one with the same org/pipeline/number.
     pub fn add_build(&self, build: FakeBuild) {
-        let key = (
-            build.org.clone(),
-            build.pipeline.clone(),
-            build.build.number,
-        );
+        self.shared.world().insert_build(build);
+    }
+
+    /// Changes a stored build in place (jobs, artifacts, state, anything): REST and GraphQL
+    /// answer from the result at once, and the artifact index follows added and removed
+    /// artifacts (even a changed org/pipeline/number, which moves the build). False, and `f`
+    /// not called, when there is no such build.
+    pub fn update_build(
+        &self,
+        org: &str,
+        pipeline: &str,
+        number: u64,
+        f: impl FnOnce(&mut FakeBuild),
+    ) -> bool {
         let mut w = self.shared.world();
+        let key = (org.to_string(), pipeline.to_string(), number);
+        let Some(mut build) = w.builds.remove(&key) else {
+            return false;
+        };
         w.artifact_index.retain(|_, k| *k != key);
-        for a in &build.artifacts {
-            w.artifact_index.insert(a.artifact.id.clone(), key.clone());
-        }
-        w.builds.insert(key, build);
+        f(&mut build);
+        w.insert_build(build);
+        true
+    }
+
+    /// Sets a build's state (REST spelling: "running", "passed", ...) with
+    /// [`FakeBuild::set_state`]: `finished_at` becomes now for a final state
+    /// ([`FINAL_BUILD_STATES`]) and null otherwise. False when there is no such build.
+    pub fn set_build_state(&self, org: &str, pipeline: &str, number: u64, state: &str) -> bool {
+        self.update_build(org, pipeline, number, |b| b.set_state(state))
     }
 
     /// Requests of one kind since the start or the last [`FakeServer::reset_counts`].
@@ -396,9 +530,21 @@ impl FakeServer {
         self.shared.bytes_served.load(Ordering::Relaxed)
     }
 
-    /// Lifetime of the signed URLs handed out from now on (default 60 s).
+    /// Lifetime of the signed URLs the REST download endpoint hands out from now on (default
+    /// 60 s).
     pub fn set_url_ttl(&self, ttl: Duration) {
         self.shared.knobs.lock().unwrap().url_ttl = ttl;
+    }
+
+    /// Lifetime of the GraphQL `Artifact.downloadURL`s handed out from now on (default 600 s,
+    /// Buildkite's "valid for only 10 minutes").
+    pub fn set_graphql_url_ttl(&self, ttl: Duration) {
+        self.shared.knobs.lock().unwrap().graphql_url_ttl = ttl;
+    }
+
+    /// How the GraphQL endpoint behaves from now on (default [`GraphqlMode::Normal`]).
+    pub fn set_graphql_mode(&self, mode: GraphqlMode) {
+        self.shared.knobs.lock().unwrap().graphql_mode = mode;
     }
 
     /// Delay before every API response (default 0).
@@ -471,9 +617,10 @@ impl FakeServer {
         }
     }
 
-    /// The next `n` API requests (any endpoint, `/v2/access-token` included) answer `status`
-    /// (e.g. 500, 502, 503) with `{"message": <reason phrase>}`. Rate limiting comes first:
-    /// a request answered 429 does not use one up.
+    /// The next `n` REST API requests (any endpoint, `/v2/access-token` included; not
+    /// GraphQL, see [`FakeServer::fail_graphql`]) answer `status` (e.g. 500, 502, 503) with
+    /// `{"message": <reason phrase>}`. Rate limiting comes first: a request answered 429 does
+    /// not use one up.
     pub fn fail_api(&self, n: u32, status: u16) {
         assert!(
             axum::http::StatusCode::from_u16(status).is_ok(),
@@ -486,6 +633,22 @@ impl FakeServer {
     pub fn storage_faults_pending(&self) -> u32 {
         let f = self.shared.faults.lock().unwrap();
         f.storage_status.0 + f.storage_reset + f.storage_truncate + f.storage_stall.0
+    }
+
+    /// The next `n` GraphQL requests answer `status` (e.g. 500, 502, 503) with
+    /// `{"errors":[{"message": <reason phrase>}]}`, after the rate limit and before
+    /// authentication. Replaces any count still armed.
+    pub fn fail_graphql(&self, n: u32, status: u16) {
+        assert!(
+            axum::http::StatusCode::from_u16(status).is_ok(),
+            "not an HTTP status: {status}"
+        );
+        self.shared.faults.lock().unwrap().graphql_status = (n, status);
+    }
+
+    /// GraphQL faults still armed.
+    pub fn graphql_faults_pending(&self) -> u32 {
+        self.shared.faults.lock().unwrap().graphql_status.0
     }
 
     /// API faults still armed.

@@ -51,9 +51,13 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-/// A signed URL for `artifact`, valid for the current TTL.
+/// A signed URL for `artifact`, valid for the current REST TTL.
 pub(super) fn signed_url(s: &Shared, artifact: &Artifact) -> String {
-    let ttl = s.knobs().url_ttl;
+    signed_url_for(s, artifact, s.knobs().url_ttl)
+}
+
+/// A signed URL for `artifact`, valid for `ttl` (GraphQL's `downloadURL` has its own).
+pub(super) fn signed_url_for(s: &Shared, artifact: &Artifact, ttl: Duration) -> String {
     let deadline = SystemTime::now() + ttl;
     let expires = deadline
         .duration_since(UNIX_EPOCH)

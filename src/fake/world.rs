@@ -17,6 +17,22 @@ pub const CREATED_AT: &str = "2026-01-02T03:04:05.000Z";
 pub const STARTED_AT: &str = "2026-01-02T03:04:10.000Z";
 pub const FINISHED_AT: &str = "2026-01-02T03:14:05.000Z";
 
+/// Build states after which a build no longer changes (REST spelling).
+pub const FINAL_BUILD_STATES: [&str; 5] = ["passed", "failed", "canceled", "skipped", "not_run"];
+
+/// Job states after which a job no longer changes (REST spelling).
+const FINAL_JOB_STATES: [&str; 9] = [
+    "passed",
+    "failed",
+    "canceled",
+    "skipped",
+    "broken",
+    "timed_out",
+    "expired",
+    "finished",
+    "soft_failed",
+];
+
 /// One build of one pipeline, with everything its artifacts hold.
 #[derive(Debug, Clone)]
 pub struct FakeBuild {
@@ -67,22 +83,70 @@ impl FakeBuild {
         b
     }
 
-    /// Adds a finished command job (type "script") with the given label; returns its id.
+    /// Like [`FakeBuild::new`], but the build is still running: state "running",
+    /// `finished_at` null; jobs added while it is not finished are running too.
+    pub fn running(org: &str, pipeline: &str, number: u64) -> FakeBuild {
+        let mut b = FakeBuild::new(org, pipeline, number);
+        b.build.state = Some("running".into());
+        b.build.finished_at = None;
+        b
+    }
+
+    /// Whether the build is in a final state ([`FINAL_BUILD_STATES`]).
+    pub fn is_finished(&self) -> bool {
+        self.build
+            .state
+            .as_deref()
+            .is_some_and(|s| FINAL_BUILD_STATES.contains(&s))
+    }
+
+    /// Sets the state (REST spelling); `finished_at` becomes now (RFC 3339) for a final state
+    /// and null otherwise. Jobs are left as they are.
+    pub fn set_state(&mut self, state: &str) {
+        self.build.state = Some(state.to_string());
+        self.build.finished_at = FINAL_BUILD_STATES.contains(&state).then(now_rfc3339);
+    }
+
+    /// Sets the branch.
+    pub fn set_branch(&mut self, branch: &str) {
+        self.build.branch = Some(branch.to_string());
+    }
+
+    /// Sets a job's state (REST spelling); `finished_at` becomes now for a final job state
+    /// (passed, failed, canceled, ...) and null otherwise. False if there is no such job.
+    pub fn set_job_state(&mut self, job_id: &str, state: &str) -> bool {
+        let Some(j) = self.build.jobs.iter_mut().find(|j| j.id == job_id) else {
+            return false;
+        };
+        j.state = Some(state.to_string());
+        j.finished_at = FINAL_JOB_STATES.contains(&state).then(now_rfc3339);
+        true
+    }
+
+    /// Adds a command job (type "script") with the given label; returns its id. It is
+    /// finished ("passed") in a finished build, "running" (no `finished_at`) otherwise.
     pub fn add_job(&mut self, label: &str) -> String {
+        self.add_job_of_type("script", label)
+    }
+
+    /// Adds a job of a REST `type` ("script", "waiter", "trigger", "manual"), finished or
+    /// running like [`FakeBuild::add_job`]; returns its id.
+    pub fn add_job_of_type(&mut self, kind: &str, label: &str) -> String {
         let id = self.next_id();
+        let done = self.is_finished();
         let job = Job {
             id: id.clone(),
-            kind: Some("script".into()),
+            kind: Some(kind.into()),
             name: Some(label.to_string()),
             step_key: None,
-            state: Some("passed".into()),
+            state: Some(if done { "passed" } else { "running" }.into()),
             parallel_group_index: None,
             parallel_group_total: None,
             retried: Some(false),
             retried_in_job_id: None,
             created_at: Some(CREATED_AT.into()),
             started_at: Some(STARTED_AT.into()),
-            finished_at: Some(FINISHED_AT.into()),
+            finished_at: done.then(|| FINISHED_AT.into()),
             web_url: Some(self.job_web_url(&id)),
             artifacts_url: None,
         };
@@ -102,7 +166,8 @@ impl FakeBuild {
     }
 
     /// Like [`FakeBuild::add_artifact`], then `edit` may change the record before it is stored
-    /// (state, a wrong sha1sum, ...). The content stays what was given.
+    /// (state, a wrong sha1sum, ...). The content stays what was given. An artifact still
+    /// uploading: `add_artifact_with(job, path, content, |a| a.state = Some("new".into()))`.
     pub fn add_artifact_with(
         &mut self,
         job_id: &str,
@@ -171,6 +236,37 @@ impl FakeBuild {
             hex::encode(&h[7..13]),
         )
     }
+}
+
+/// Now as RFC 3339 UTC with milliseconds, like the API's timestamps
+/// (`2026-01-02T03:04:05.000Z`).
+pub fn now_rfc3339() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    rfc3339(now.as_secs(), now.subsec_millis())
+}
+
+/// Unix seconds (and milliseconds) as RFC 3339 UTC.
+pub fn rfc3339(secs: u64, millis: u32) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
 }
 
 /// Ruby's `File.dirname` / `File.basename`, which is what the API reports.
