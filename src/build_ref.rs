@@ -69,6 +69,100 @@ impl std::str::FromStr for BuildRef {
     }
 }
 
+/// One pipeline: what `bkfs mount ORG/PIPELINE` mounts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipelineRef {
+    pub org: String,
+    pub pipeline: String,
+}
+
+impl fmt::Display for PipelineRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.org, self.pipeline)
+    }
+}
+
+impl PipelineRef {
+    /// Build `number` of this pipeline.
+    pub fn build(&self, number: u64) -> BuildRef {
+        BuildRef {
+            org: self.org.clone(),
+            pipeline: self.pipeline.clone(),
+            number,
+        }
+    }
+}
+
+impl BuildRef {
+    pub fn pipeline_ref(&self) -> PipelineRef {
+        PipelineRef {
+            org: self.org.clone(),
+            pipeline: self.pipeline.clone(),
+        }
+    }
+}
+
+/// What the user asked to mount: one build, or a whole pipeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Build(BuildRef),
+    Pipeline(PipelineRef),
+}
+
+impl Target {
+    pub fn pipeline_ref(&self) -> PipelineRef {
+        match self {
+            Target::Build(b) => b.pipeline_ref(),
+            Target::Pipeline(p) => p.clone(),
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Build(b) => b.fmt(f),
+            Target::Pipeline(p) => p.fmt(f),
+        }
+    }
+}
+
+const TARGET_HELP: &str = "expected ORG/PIPELINE/NUMBER, ORG/PIPELINE, or a pasted https://buildkite.com/ORG/PIPELINE[/builds/NUMBER] URL";
+
+impl std::str::FromStr for Target {
+    type Err = String;
+
+    /// `ORG/PIPELINE/NUMBER` or a build URL → a build; `ORG/PIPELINE` or a pipeline URL
+    /// (`https://buildkite.com/ORG/PIPELINE`, also with `/builds`, a query or a trailing
+    /// slash) → the pipeline.
+    fn from_str(input: &str) -> Result<Self, String> {
+        let s = input.trim();
+        let path = match strip_web_prefix(s) {
+            Some(rest) => {
+                let rest = rest.split(['#', '?']).next().unwrap_or("");
+                let rest = rest.trim_end_matches('/');
+                rest.strip_suffix("/builds").unwrap_or(rest).to_string()
+            }
+            None => s.to_string(),
+        };
+        let parts: Vec<&str> = path.split('/').collect();
+        if let [org, pipeline] = parts.as_slice() {
+            if !valid_slug(org) || !valid_slug(pipeline) {
+                return Err(format!(
+                    "invalid organization or pipeline slug in {input:?} ({TARGET_HELP})"
+                ));
+            }
+            return Ok(Target::Pipeline(PipelineRef {
+                org: org.to_string(),
+                pipeline: pipeline.to_string(),
+            }));
+        }
+        s.parse::<BuildRef>()
+            .map(Target::Build)
+            .map_err(|e| format!("{e}; or ORG/PIPELINE for a whole pipeline"))
+    }
+}
+
 fn strip_web_prefix(s: &str) -> Option<&str> {
     let rest = s
         .strip_prefix("https://")
@@ -109,6 +203,45 @@ mod tests {
             "http://www.buildkite.com/acme/web/builds/42",
         ] {
             assert_eq!(ok(u).to_string(), want, "{u}");
+        }
+    }
+
+    #[test]
+    fn targets() {
+        let t = |s: &str| s.parse::<Target>().unwrap_or_else(|e| panic!("{s}: {e}"));
+        for s in [
+            "acme/web",
+            " acme/web ",
+            "https://buildkite.com/acme/web",
+            "https://buildkite.com/acme/web/",
+            "https://buildkite.com/acme/web/builds",
+            "https://buildkite.com/acme/web?branch=main",
+        ] {
+            assert_eq!(
+                t(s),
+                Target::Pipeline(PipelineRef {
+                    org: "acme".into(),
+                    pipeline: "web".into()
+                }),
+                "{s}"
+            );
+        }
+        assert_eq!(t("acme/web/7"), Target::Build(ok("acme/web/7")));
+        assert_eq!(
+            t("https://buildkite.com/acme/web/builds/7#x"),
+            Target::Build(ok("acme/web/7"))
+        );
+        assert_eq!(t("acme/web").to_string(), "acme/web");
+        for bad in [
+            "",
+            "acme",
+            "acme/",
+            "acme/w b",
+            "../web",
+            "acme/web/0",
+            "a/b/c/d",
+        ] {
+            assert!(bad.parse::<Target>().is_err(), "{bad:?} should be rejected");
         }
     }
 
