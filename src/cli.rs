@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::build_ref::BuildRef;
+use crate::build_ref::Target;
 use crate::mount::MountPlan;
 use crate::secret::Token;
 
@@ -23,8 +23,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
-    /// Mount a build: bkfs mount ORG/PIPELINE/NUMBER ./build (or a pasted build URL).
-    Mount(MountArgs),
+    /// Mount a build (ORG/PIPELINE/NUMBER or a pasted build URL) or a whole pipeline
+    /// (ORG/PIPELINE or a pasted pipeline URL).
+    Mount(Box<MountArgs>),
     /// Unmount a bkfs mount (same as `fusermount3 -u MOUNTPOINT`).
     Unmount { mountpoint: PathBuf },
     /// Mount a built-in sample build served by a local fake Buildkite (no token, no network).
@@ -38,16 +39,31 @@ pub enum Cmd {
 
 #[derive(Debug, Args)]
 pub struct MountArgs {
-    /// ORG/PIPELINE/NUMBER, or https://buildkite.com/ORG/PIPELINE/builds/NUMBER[#job-id].
-    pub build: String,
+    /// ORG/PIPELINE/NUMBER or https://buildkite.com/ORG/PIPELINE/builds/NUMBER[#job-id] for
+    /// one build; ORG/PIPELINE or https://buildkite.com/ORG/PIPELINE for the pipeline's builds.
+    #[arg(value_name = "BUILD_OR_PIPELINE")]
+    pub target: String,
     pub mountpoint: PathBuf,
     /// API root; the client appends /v2/... to it.
-    #[arg(
-        long,
-        env = "BUILDKITE_API_URL",
-        default_value = "https://api.buildkite.com"
-    )]
+    #[arg(long, env = "BUILDKITE_API_URL", default_value = DEFAULT_API_URL)]
     pub api_url: String,
+    /// GraphQL endpoint, used to list builds and get signed URLs in batches [default:
+    /// https://graphql.buildkite.com/v1 with the default --api-url; none with another API
+    /// URL, so the token only goes where you point it].
+    #[arg(long, env = "BUILDKITE_GRAPHQL_URL")]
+    pub graphql_url: Option<String>,
+    /// Use only the REST API (one API request per artifact read).
+    #[arg(long)]
+    pub no_graphql: bool,
+    /// Seconds between listings of a build that is still running (decimals allowed).
+    #[arg(long, default_value = "10", value_parser = parse_secs)]
+    pub refresh: Duration,
+    /// Pipeline mounts: how many recent builds the root lists (others work by number).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=10000))]
+    pub builds: u64,
+    /// Pipeline mounts: only builds of this branch.
+    #[arg(long)]
+    pub branch: Option<String>,
     /// Read the API token from this file (otherwise from BUILDKITE_API_TOKEN).
     #[arg(long)]
     pub token_file: Option<PathBuf>,
@@ -78,6 +94,36 @@ pub struct MountArgs {
     /// Allow a plain-http API URL that is not on localhost (the token would travel in clear).
     #[arg(long)]
     pub insecure_http: bool,
+}
+
+pub const DEFAULT_API_URL: &str = "https://api.buildkite.com";
+pub const DEFAULT_GRAPHQL_URL: &str = "https://graphql.buildkite.com/v1";
+
+/// Seconds, decimals allowed, at least 0.1.
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("not a number of seconds: {s:?}"))?;
+    if !v.is_finite() || v < 0.1 {
+        return Err(format!("must be at least 0.1 seconds: {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+/// The GraphQL endpoint to use: none with --no-graphql; --graphql-url if given (same
+/// transport policy as the API URL); Buildkite's own with the default API URL; else none.
+pub fn graphql_url(a: &MountArgs) -> Result<Option<String>, String> {
+    if a.no_graphql {
+        return Ok(None);
+    }
+    if let Some(g) = &a.graphql_url {
+        check_api_url(g, a.insecure_http)
+            .map_err(|e| format!("--graphql-url: {}", e.replace("--api-url ", "")))?;
+        return Ok(Some(g.clone()));
+    }
+    let default_api = a.api_url.trim_end_matches('/') == DEFAULT_API_URL;
+    Ok(default_api.then(|| DEFAULT_GRAPHQL_URL.to_string()))
 }
 
 pub fn default_cache_dir() -> PathBuf {
@@ -133,14 +179,19 @@ fn read_token(a: &MountArgs) -> Result<Token, String> {
 }
 
 fn plan(a: MountArgs) -> Result<MountPlan, String> {
-    let build: BuildRef = a.build.parse()?;
+    let target: Target = a.target.parse()?;
     check_api_url(&a.api_url, a.insecure_http)?;
+    let graphql_url = graphql_url(&a)?;
     let token = read_token(&a)?;
     let cache_dir = absolute(a.cache_dir.unwrap_or_else(default_cache_dir));
     let log_file = absolute(a.log_file.unwrap_or_else(|| cache_dir.join("bkfs.log")));
     Ok(MountPlan {
-        build,
+        target,
         api_url: a.api_url,
+        graphql_url,
+        refresh: a.refresh,
+        builds: a.builds as usize,
+        branch: a.branch,
         token,
         mountpoint: a.mountpoint,
         foreground: a.foreground,
@@ -157,7 +208,7 @@ fn plan(a: MountArgs) -> Result<MountPlan, String> {
 pub fn main() -> i32 {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Mount(a) => match plan(a) {
+        Cmd::Mount(a) => match plan(*a) {
             Ok(p) => crate::mount::run(p),
             Err(m) => {
                 eprintln!("bkfs: error: {m}");
@@ -185,6 +236,54 @@ mod tests {
         assert!(check_api_url("http://api.example.com", false).is_err());
         assert!(check_api_url("http://api.example.com", true).is_ok());
         assert!(check_api_url("ftp://x", true).is_err());
+    }
+
+    fn args(extra: &[&str]) -> MountArgs {
+        let mut v = vec!["bkfs", "mount", "acme/web/1", "/tmp/x"];
+        v.extend_from_slice(extra);
+        match Cli::try_parse_from(v).unwrap().cmd {
+            Cmd::Mount(a) => *a,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn graphql_endpoint_policy() {
+        // Buildkite's own endpoint only with Buildkite's own API.
+        let a = args(&["--api-url", "https://api.buildkite.com/"]);
+        assert_eq!(
+            graphql_url(&a).unwrap().as_deref(),
+            Some(DEFAULT_GRAPHQL_URL)
+        );
+        let a = args(&["--api-url", "http://127.0.0.1:9"]);
+        assert_eq!(graphql_url(&a).unwrap(), None);
+        let a = args(&[
+            "--api-url",
+            "http://127.0.0.1:9",
+            "--graphql-url",
+            "http://127.0.0.1:9/graphql",
+        ]);
+        assert_eq!(
+            graphql_url(&a).unwrap().as_deref(),
+            Some("http://127.0.0.1:9/graphql")
+        );
+        let a = args(&["--graphql-url", "http://127.0.0.1:9/g", "--no-graphql"]);
+        assert_eq!(graphql_url(&a).unwrap(), None);
+        let a = args(&["--graphql-url", "http://graphql.example.com/v1"]);
+        assert!(graphql_url(&a).unwrap_err().contains("--graphql-url"));
+    }
+
+    #[test]
+    fn refresh_and_builds() {
+        assert_eq!(args(&[]).refresh, Duration::from_secs(10));
+        assert_eq!(
+            args(&["--refresh", "0.5"]).refresh,
+            Duration::from_millis(500)
+        );
+        assert!(parse_secs("0").is_err() && parse_secs("x").is_err());
+        assert_eq!(args(&[]).builds, 50);
+        let bad = Cli::try_parse_from(["bkfs", "mount", "a/b", "/m", "--builds", "0"]);
+        assert!(bad.is_err());
     }
 
     #[test]

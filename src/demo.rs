@@ -34,8 +34,12 @@ pub fn run(mountpoint: PathBuf, verbose: u8) -> i32 {
     println!("  getfattr -d {m}/*/junit.xml 2>/dev/null || getfattr -d -R {m} | head -20");
     println!("  bkfs unmount {m}    # or fusermount3 -u {m}, or Ctrl-C here");
     let plan = MountPlan {
-        build,
+        target: crate::build_ref::Target::Build(build),
         api_url: server.api_url(),
+        graphql_url: Some(server.graphql_url()),
+        refresh: Duration::from_secs(10),
+        builds: 50,
+        branch: None,
         token: Token::new(DEMO_TOKEN),
         mountpoint,
         foreground: true,

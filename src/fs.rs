@@ -1,21 +1,42 @@
-//! The filesystem core: every operation as plain Rust on the tree and the reader, returning
+//! The filesystem core: every operation as plain Rust on the trees and the reader, returning
 //! typed errors. No fuser types here; [`crate::fuse`] adapts this to the kernel protocol.
 //!
-//! Metadata operations (`lookup`, `getattr`, `readdir`, xattrs, `statfs`) touch memory only.
-//! `read` goes through the [`Reader`]; `unlink` through the [`Remote`]'s DELETE.
+//! # Mounts and inode numbers
+//! A mount holds one or more builds, each in a *slot* with its own [`Tree`]. A global inode
+//! number is `slot << 40 | local inode`:
+//! - a single-build mount has its build in slot 0, so global and local numbers agree and the
+//!   build's root is the mount root;
+//! - a pipeline mount keeps slot 0 for its own root (inode 1) and the `latest`,
+//!   `latest-passed` and `latest-failed` symlinks (2, 3, 4); build *n* of the root listing
+//!   lives in a slot of its own, its root directory named by the build number. A build's
+//!   tree is listed on first access inside it (lookup or readdir), never for `ls -l` of the
+//!   root, so builds never opened cost no request.
+//!
+//! # Live builds
+//! A build whose state is not final (running, scheduled, failing, ...) is listed again every
+//! `refresh` interval; the new tree is reconciled into the old one (surviving entries keep
+//! their inode numbers) and the kernel is told which entries and directories changed. The
+//! first listing that shows a final state is the last. Open files of artifacts that
+//! disappeared keep reading what is cached, else fail with `ENOENT`.
+//!
+//! Metadata operations on loaded builds touch memory only. `read` goes through the
+//! [`Reader`]; `unlink` through the [`crate::content::Remote`]'s DELETE.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::SystemTime;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 
+use crate::api::model::Build;
 use crate::api::ApiError;
 use crate::content::reader::WHOLE_FILE_MAX;
+use crate::content::remote::BoxFuture;
 use crate::content::{Handle, ReadError, Reader};
-use crate::tree::{FileMeta, Ino, Node, NodeKind, Tree, TreeError, ROOT_INO};
+use crate::source::Listing;
+use crate::tree::{parse_time, FileMeta, Ino, Node, NodeKind, Tree, TreeError, ROOT_INO};
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum FsError {
@@ -35,6 +56,8 @@ pub enum FsError {
     NoAttr,
     #[error("bad file handle")]
     BadHandle,
+    #[error("invalid argument")]
+    Invalid,
     #[error("I/O error: {0}")]
     Io(String),
 }
@@ -51,6 +74,7 @@ impl FsError {
             FsError::NotEmpty => libc::ENOTEMPTY,
             FsError::NoAttr => libc::ENODATA,
             FsError::BadHandle => libc::EBADF,
+            FsError::Invalid => libc::EINVAL,
             FsError::Io(_) => libc::EIO,
         }
     }
@@ -62,6 +86,7 @@ pub type Result<T> = std::result::Result<T, FsError>;
 pub enum Kind {
     Dir,
     File,
+    Symlink,
 }
 
 /// What `stat` shows.
@@ -90,6 +115,8 @@ pub struct FsConfig {
     pub uid: u32,
     pub gid: u32,
     pub allow_delete: bool,
+    /// How often a live build is listed again.
+    pub refresh: Duration,
 }
 
 /// Filesystem-wide numbers for `statfs`.
@@ -103,12 +130,118 @@ pub struct StatFs {
 
 pub const STATFS_BSIZE: u32 = 4096;
 
+/// Lists builds for the filesystem ([`crate::source::Source`] over the network).
+pub trait Lister: Send + Sync + 'static {
+    fn list_build(&self, number: u64) -> BoxFuture<'_, std::result::Result<Listing, ApiError>>;
+    fn get_build(&self, number: u64) -> BoxFuture<'_, std::result::Result<Build, ApiError>>;
+}
+
+/// Tells the kernel to forget what it cached (fuser's notifier in a real mount).
+pub trait KernelCache: Send + Sync + 'static {
+    fn inval_entry(&self, parent: Ino, name: &str);
+    fn inval_inode(&self, ino: Ino);
+}
+
+/// Build states after which a build never changes again (API-NOTES: running, scheduled,
+/// failing, canceling, blocked, ... are not final).
+pub fn is_final_state(state: Option<&str>) -> bool {
+    matches!(
+        state.map(str::to_ascii_lowercase).as_deref(),
+        Some("passed" | "failed" | "canceled" | "cancelled" | "skipped" | "not_run" | "finished")
+    )
+}
+
+const SLOT_SHIFT: u32 = 40;
+const LOCAL_MASK: u64 = (1 << SLOT_SHIFT) - 1;
+
+fn global(slot: usize, local: Ino) -> Ino {
+    ((slot as u64) << SLOT_SHIFT) | local
+}
+
+fn split(ino: Ino) -> (usize, Ino) {
+    ((ino >> SLOT_SHIFT) as usize, ino & LOCAL_MASK)
+}
+
+/// The symlinks at a pipeline mount's root: name, inode, the build state they follow.
+const LINKS: [(&str, Ino, Option<&str>); 3] = [
+    ("latest", 2, None),
+    ("latest-passed", 3, Some("passed")),
+    ("latest-failed", 4, Some("failed")),
+];
+
+/// How long a build number that the API does not know is remembered as missing.
+const MISSING_TTL: Duration = Duration::from_secs(10);
+
+/// One build of the mount.
+struct Slot {
+    number: u64,
+    /// What is known of the build (from the builds list or its latest listing).
+    info: RwLock<Option<Build>>,
+    /// `None` until first listed.
+    tree: RwLock<Option<Tree>>,
+    /// Serializes the first listing.
+    loading: tokio::sync::Mutex<()>,
+    /// A refresh loop is running for it.
+    watched: AtomicBool,
+}
+
+impl Slot {
+    fn new(number: u64, info: Option<Build>, tree: Option<Tree>) -> Arc<Slot> {
+        Arc::new(Slot {
+            number,
+            info: RwLock::new(info),
+            tree: RwLock::new(tree),
+            loading: tokio::sync::Mutex::new(()),
+            watched: AtomicBool::new(false),
+        })
+    }
+
+    fn mtime(&self) -> SystemTime {
+        let info = self.info.read().unwrap();
+        info.as_ref()
+            .and_then(|b| {
+                b.finished_at
+                    .as_deref()
+                    .and_then(parse_time)
+                    .or_else(|| b.created_at.as_deref().and_then(parse_time))
+            })
+            .unwrap_or(SystemTime::UNIX_EPOCH)
+    }
+}
+
+/// A pipeline mount's root: which builds it lists and where the symlinks point.
+#[derive(Default)]
+struct PipelineRoot {
+    /// Build numbers shown at the root, newest first.
+    listed: Vec<u64>,
+    /// Build number → slot.
+    slots: HashMap<u64, usize>,
+    /// Targets of `latest`, `latest-passed`, `latest-failed`.
+    links: [Option<u64>; 3],
+    /// Numbers the API said do not exist, and when.
+    missing: HashMap<u64, Instant>,
+}
+
+struct OpenFile {
+    ino: Ino,
+    meta: Arc<FileMeta>,
+    handle: Arc<Handle>,
+}
+
 pub struct Fs {
-    tree: RwLock<Tree>,
+    /// `Some` for a pipeline mount.
+    pipeline: Option<RwLock<PipelineRoot>>,
+    slots: RwLock<Vec<Arc<Slot>>>,
+    /// Serializes lookups of unknown build numbers.
+    discovering: tokio::sync::Mutex<()>,
+    lister: Arc<dyn Lister>,
+    kernel: OnceLock<Arc<dyn KernelCache>>,
     reader: Arc<Reader>,
     cfg: FsConfig,
-    handles: Mutex<HashMap<u64, (Ino, Arc<Handle>)>>,
+    handles: Mutex<HashMap<u64, OpenFile>>,
     next_fh: AtomicU64,
+    /// Artifacts deleted through this mount: their open files read as ENOENT.
+    deleted: Mutex<HashSet<String>>,
     /// Per directory: the last file opened in it and the sibling prefetch window.
     dir_seq: Mutex<HashMap<Ino, (String, usize)>>,
 }
@@ -116,15 +249,99 @@ pub struct Fs {
 /// Most small sibling files fetched ahead of a directory scan.
 const SIBLING_WINDOW_MAX: usize = 16;
 
+/// The tree of a listing, with the build number in every file's metadata.
+pub fn tree_of(listing: &Listing, number: u64) -> Tree {
+    let mut t = Tree::build(
+        listing.build.as_ref(),
+        &listing.artifacts,
+        SystemTime::UNIX_EPOCH,
+    );
+    t.set_build_number(number);
+    t
+}
+
+fn api_error(e: ApiError) -> FsError {
+    match e {
+        ApiError::NotFound { .. } => FsError::NotFound,
+        e => FsError::Io(e.to_string()),
+    }
+}
+
 impl Fs {
-    pub fn new(tree: Tree, reader: Arc<Reader>, cfg: FsConfig) -> Fs {
-        Fs {
-            tree: RwLock::new(tree),
+    fn new(
+        pipeline: Option<PipelineRoot>,
+        slots: Vec<Arc<Slot>>,
+        lister: Arc<dyn Lister>,
+        reader: Arc<Reader>,
+        cfg: FsConfig,
+    ) -> Arc<Fs> {
+        Arc::new(Fs {
+            pipeline: pipeline.map(RwLock::new),
+            slots: RwLock::new(slots),
+            discovering: tokio::sync::Mutex::new(()),
+            lister,
+            kernel: OnceLock::new(),
             reader,
             cfg,
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
+            deleted: Mutex::new(HashSet::new()),
             dir_seq: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A mount of one build, already listed.
+    pub fn single(
+        number: u64,
+        listing: &Listing,
+        lister: Arc<dyn Lister>,
+        reader: Arc<Reader>,
+        cfg: FsConfig,
+    ) -> Arc<Fs> {
+        let slot = Slot::new(
+            number,
+            listing.build.clone(),
+            Some(tree_of(listing, number)),
+        );
+        Fs::new(None, vec![slot], lister, reader, cfg)
+    }
+
+    /// A mount of a pipeline: `builds` newest first (their directories at the root), and the
+    /// builds the symlinks point to (`latest`, `latest-passed`, `latest-failed`).
+    pub fn pipeline(
+        builds: Vec<Build>,
+        links: [Option<u64>; 3],
+        lister: Arc<dyn Lister>,
+        reader: Arc<Reader>,
+        cfg: FsConfig,
+    ) -> Arc<Fs> {
+        // Slot 0 is the root's own namespace.
+        let mut slots = vec![Slot::new(0, None, None)];
+        let mut root = PipelineRoot {
+            links,
+            ..Default::default()
+        };
+        for b in builds {
+            if root.slots.contains_key(&b.number) || b.number == 0 {
+                continue;
+            }
+            root.listed.push(b.number);
+            root.slots.insert(b.number, slots.len());
+            slots.push(Slot::new(b.number, Some(b), None));
+        }
+        Fs::new(Some(root), slots, lister, reader, cfg)
+    }
+
+    /// Where kernel invalidations go (set once the session exists).
+    pub fn set_kernel(&self, k: Arc<dyn KernelCache>) {
+        let _ = self.kernel.set(k);
+    }
+
+    /// Starts refresh loops for the loaded builds that are still running. Needs a runtime.
+    pub fn start(self: &Arc<Self>) {
+        let n = self.slots.read().unwrap().len();
+        for s in 0..n {
+            self.watch_if_live(s);
         }
     }
 
@@ -132,7 +349,29 @@ impl Fs {
         self.cfg.allow_delete
     }
 
-    fn attr_of(&self, tree: &Tree, n: &Node) -> Attr {
+    fn slot(&self, s: usize) -> Option<Arc<Slot>> {
+        self.slots.read().unwrap().get(s).cloned()
+    }
+
+    fn is_pipeline_ns(&self, ino: Ino) -> bool {
+        self.pipeline.is_some() && split(ino).0 == 0
+    }
+
+    fn dir_attr(&self, ino: Ino, nlink: u32, mtime: SystemTime) -> Attr {
+        Attr {
+            ino,
+            kind: Kind::Dir,
+            size: 0,
+            blocks: 0,
+            perm: 0o555,
+            nlink,
+            uid: self.cfg.uid,
+            gid: self.cfg.gid,
+            mtime,
+        }
+    }
+
+    fn attr_of(&self, s: usize, tree: &Tree, n: &Node) -> Attr {
         match &n.kind {
             NodeKind::Dir { children, .. } => {
                 let subdirs = children
@@ -141,20 +380,10 @@ impl Fs {
                         matches!(tree.get(**i).map(|c| &c.kind), Some(NodeKind::Dir { .. }))
                     })
                     .count();
-                Attr {
-                    ino: n.ino,
-                    kind: Kind::Dir,
-                    size: 0,
-                    blocks: 0,
-                    perm: 0o555,
-                    nlink: 2 + subdirs as u32,
-                    uid: self.cfg.uid,
-                    gid: self.cfg.gid,
-                    mtime: n.mtime,
-                }
+                self.dir_attr(global(s, n.ino), 2 + subdirs as u32, n.mtime)
             }
             NodeKind::File(f) => Attr {
-                ino: n.ino,
+                ino: global(s, n.ino),
                 kind: Kind::File,
                 size: f.size,
                 blocks: f.size.div_ceil(512),
@@ -167,73 +396,436 @@ impl Fs {
         }
     }
 
-    pub fn lookup(&self, parent: Ino, name: &OsStr) -> Result<Attr> {
-        let tree = self.tree.read().unwrap();
-        let p = tree.get(parent).ok_or(FsError::NotFound)?;
-        if !matches!(p.kind, NodeKind::Dir { .. }) {
-            return Err(FsError::NotDir);
+    /// The attributes of a pipeline build's directory, loaded or not (no network).
+    fn build_dir_attr(&self, s: usize) -> Option<Attr> {
+        let slot = self.slot(s)?;
+        let tree = slot.tree.read().unwrap();
+        Some(
+            match tree.as_ref().and_then(|t| t.get(ROOT_INO).map(|n| (t, n))) {
+                Some((t, n)) => self.attr_of(s, t, n),
+                // Not listed yet: the number of subdirectories is unknown, and 1 is what
+                // filesystems answer then (find does not take it as "no subdirectories").
+                None => self.dir_attr(global(s, ROOT_INO), 1, slot.mtime()),
+            },
+        )
+    }
+
+    fn link_target(&self, local: Ino) -> Option<u64> {
+        let root = self.pipeline.as_ref()?.read().unwrap();
+        let i = LINKS.iter().position(|l| l.1 == local)?;
+        root.links[i]
+    }
+
+    /// Attributes of the pipeline namespace (root and symlinks).
+    fn pipeline_attr(&self, local: Ino) -> Result<Attr> {
+        if local == ROOT_INO {
+            let newest = {
+                let root = self.pipeline.as_ref().expect("pipeline").read().unwrap();
+                root.listed.first().and_then(|n| root.slots.get(n).copied())
+            };
+            let mtime = newest
+                .and_then(|s| self.slot(s))
+                .map(|s| s.mtime())
+                .unwrap_or(SystemTime::UNIX_EPOCH);
+            let dirs = self.pipeline.as_ref().unwrap().read().unwrap().listed.len();
+            return Ok(self.dir_attr(ROOT_INO, 2 + dirs as u32, mtime));
         }
-        let name = name.to_str().ok_or(FsError::NotFound)?;
-        let n = tree.lookup(parent, name).ok_or(FsError::NotFound)?;
-        Ok(self.attr_of(&tree, n))
+        let target = self.link_target(local).ok_or(FsError::NotFound)?;
+        let len = target.to_string().len() as u64;
+        Ok(Attr {
+            ino: local,
+            kind: Kind::Symlink,
+            size: len,
+            blocks: 0,
+            perm: 0o777,
+            nlink: 1,
+            uid: self.cfg.uid,
+            gid: self.cfg.gid,
+            mtime: self.pipeline_attr(ROOT_INO)?.mtime,
+        })
     }
 
     pub fn getattr(&self, ino: Ino) -> Result<Attr> {
-        let tree = self.tree.read().unwrap();
-        let n = tree.get(ino).ok_or(FsError::NotFound)?;
-        Ok(self.attr_of(&tree, n))
+        if self.is_pipeline_ns(ino) {
+            return self.pipeline_attr(ino);
+        }
+        let (s, local) = split(ino);
+        if self.pipeline.is_some() && local == ROOT_INO {
+            return self.build_dir_attr(s).ok_or(FsError::NotFound);
+        }
+        let slot = self.slot(s).ok_or(FsError::NotFound)?;
+        let tree = slot.tree.read().unwrap();
+        let tree = tree.as_ref().ok_or(FsError::NotFound)?;
+        let n = tree.get(local).ok_or(FsError::NotFound)?;
+        Ok(self.attr_of(s, tree, n))
+    }
+
+    /// A build number as written in a directory name (canonical decimal only).
+    fn parse_number(name: &str) -> Option<u64> {
+        let n: u64 = name.parse().ok()?;
+        (n > 0 && n.to_string() == name).then_some(n)
+    }
+
+    /// Lookup from memory: `None` when answering needs the network (a build not listed yet,
+    /// or a build number not seen yet).
+    pub fn lookup_cached(&self, parent: Ino, name: &OsStr) -> Option<Result<Attr>> {
+        let Some(name) = name.to_str() else {
+            return Some(Err(FsError::NotFound));
+        };
+        if self.is_pipeline_ns(parent) {
+            if split(parent).1 != ROOT_INO {
+                return Some(Err(FsError::NotDir));
+            }
+            if let Some(l) = LINKS.iter().find(|l| l.0 == name) {
+                return Some(self.pipeline_attr(l.1));
+            }
+            let Some(number) = Self::parse_number(name) else {
+                return Some(Err(FsError::NotFound));
+            };
+            let root = self.pipeline.as_ref().unwrap().read().unwrap();
+            if let Some(&s) = root.slots.get(&number) {
+                drop(root);
+                return Some(self.build_dir_attr(s).ok_or(FsError::NotFound));
+            }
+            if root
+                .missing
+                .get(&number)
+                .is_some_and(|t| t.elapsed() < MISSING_TTL)
+            {
+                return Some(Err(FsError::NotFound));
+            }
+            return None;
+        }
+        let (s, local) = split(parent);
+        let slot = match self.slot(s) {
+            Some(slot) => slot,
+            None => return Some(Err(FsError::NotFound)),
+        };
+        let tree = slot.tree.read().unwrap();
+        let tree = tree.as_ref()?;
+        Some((|| {
+            let p = tree.get(local).ok_or(FsError::NotFound)?;
+            if !p.is_dir() {
+                return Err(FsError::NotDir);
+            }
+            let n = tree.lookup(local, name).ok_or(FsError::NotFound)?;
+            Ok(self.attr_of(s, tree, n))
+        })())
+    }
+
+    pub async fn lookup(self: &Arc<Self>, parent: Ino, name: &OsStr) -> Result<Attr> {
+        if let Some(r) = self.lookup_cached(parent, name) {
+            return r;
+        }
+        if self.is_pipeline_ns(parent) {
+            let number = name
+                .to_str()
+                .and_then(Self::parse_number)
+                .ok_or(FsError::NotFound)?;
+            let s = self.discover(number).await?;
+            return self.build_dir_attr(s).ok_or(FsError::NotFound);
+        }
+        self.ensure_loaded(split(parent).0).await?;
+        self.lookup_cached(parent, name)
+            .unwrap_or(Err(FsError::NotFound))
+    }
+
+    /// Finds a build that is not in the root listing (one API request), and gives it a slot.
+    async fn discover(self: &Arc<Self>, number: u64) -> Result<usize> {
+        let _g = self.discovering.lock().await;
+        let root = self.pipeline.as_ref().expect("pipeline");
+        if let Some(&s) = root.read().unwrap().slots.get(&number) {
+            return Ok(s);
+        }
+        match self.lister.get_build(number).await {
+            Ok(b) => {
+                let s = {
+                    let mut slots = self.slots.write().unwrap();
+                    slots.push(Slot::new(number, Some(b), None));
+                    slots.len() - 1
+                };
+                let mut r = root.write().unwrap();
+                r.slots.insert(number, s);
+                r.listed.push(number);
+                r.listed.sort_unstable_by(|a, b| b.cmp(a));
+                drop(r);
+                tracing::info!(build = number, "found a build outside the root listing");
+                if let Some(k) = self.kernel.get() {
+                    k.inval_inode(ROOT_INO);
+                }
+                Ok(s)
+            }
+            Err(ApiError::NotFound { .. }) => {
+                root.write().unwrap().missing.insert(number, Instant::now());
+                Err(FsError::NotFound)
+            }
+            Err(e) => {
+                tracing::error!(build = number, error = %e, "cannot look up the build");
+                Err(FsError::Io(e.to_string()))
+            }
+        }
+    }
+
+    /// Lists the build of slot `s` unless it is listed already (single-flight).
+    async fn ensure_loaded(self: &Arc<Self>, s: usize) -> Result<()> {
+        let slot = self.slot(s).ok_or(FsError::NotFound)?;
+        if slot.tree.read().unwrap().is_some() {
+            return Ok(());
+        }
+        let _g = slot.loading.lock().await;
+        if slot.tree.read().unwrap().is_some() {
+            return Ok(());
+        }
+        let t0 = Instant::now();
+        let listing = self.lister.list_build(slot.number).await.map_err(|e| {
+            tracing::error!(build = slot.number, error = %e, "cannot list the build");
+            api_error(e)
+        })?;
+        let tree = tree_of(&listing, slot.number);
+        tracing::info!(
+            build = slot.number,
+            via = listing.via,
+            artifacts = listing.artifacts.len(),
+            nodes = tree.len(),
+            ms = t0.elapsed().as_millis() as u64,
+            "listed the build"
+        );
+        if listing.build.is_some() {
+            *slot.info.write().unwrap() = listing.build;
+        }
+        *slot.tree.write().unwrap() = Some(tree);
+        self.watch_if_live(s);
+        Ok(())
+    }
+
+    /// Starts the refresh loop of a listed build whose state is not final.
+    fn watch_if_live(self: &Arc<Self>, s: usize) {
+        let Some(slot) = self.slot(s) else {
+            return;
+        };
+        if slot.tree.read().unwrap().is_none() {
+            return;
+        }
+        let state = slot.info.read().unwrap().as_ref().map(|b| b.state.clone());
+        // Without the build (no read_builds) its state is unknown: it is taken as final.
+        let Some(state) = state else {
+            return;
+        };
+        if is_final_state(state.as_deref()) || slot.watched.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        tracing::info!(build = slot.number, state = ?state, every_s = self.cfg.refresh.as_secs_f64(), "build is live; refreshing its listing");
+        let weak = Arc::downgrade(self);
+        let every = self.cfg.refresh;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(fs) = weak.upgrade() else {
+                    return;
+                };
+                match fs.lister.list_build(slot.number).await {
+                    Ok(listing) => {
+                        let done = listing
+                            .build
+                            .as_ref()
+                            .is_none_or(|b| is_final_state(b.state.as_deref()));
+                        fs.apply(s, &slot, listing);
+                        if done {
+                            tracing::info!(
+                                build = slot.number,
+                                "build finished; no more refreshes"
+                            );
+                            slot.watched.store(false, Ordering::SeqCst);
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(build = slot.number, error = %e, "refreshing a live build failed; will try again");
+                    }
+                }
+            }
+        });
+    }
+
+    /// Puts a new listing of a loaded build in place and tells the kernel what changed.
+    fn apply(&self, s: usize, slot: &Slot, listing: Listing) {
+        let new = tree_of(&listing, slot.number);
+        let changes = {
+            let mut g = slot.tree.write().unwrap();
+            match g.as_mut() {
+                Some(t) => t.reconcile(new),
+                None => return,
+            }
+        };
+        if listing.build.is_some() {
+            *slot.info.write().unwrap() = listing.build;
+        }
+        if changes.is_empty() {
+            tracing::debug!(build = slot.number, "refreshed; no change");
+            return;
+        }
+        tracing::info!(
+            build = slot.number,
+            added = changes.added.len(),
+            removed = changes.removed.len(),
+            changed = changes.changed_attrs.len(),
+            "refreshed the build's listing"
+        );
+        // Local root's parent, seen from the kernel, is the mount root in a pipeline mount.
+        let Some(k) = self.kernel.get() else {
+            return;
+        };
+        for (parent, name) in &changes.added {
+            k.inval_entry(global(s, *parent), name);
+        }
+        for (parent, name, _) in &changes.removed {
+            k.inval_entry(global(s, *parent), name);
+        }
+        for d in &changes.changed_dirs {
+            k.inval_inode(global(s, *d));
+        }
+        for i in &changes.changed_attrs {
+            k.inval_inode(global(s, *i));
+        }
+    }
+
+    /// Readdir from memory: `None` when the directory is a build not listed yet.
+    pub fn readdir_cached(&self, ino: Ino) -> Option<Result<Vec<DirEntry>>> {
+        if self.is_pipeline_ns(ino) {
+            if split(ino).1 != ROOT_INO {
+                return Some(Err(FsError::NotDir));
+            }
+            let root = self.pipeline.as_ref().unwrap().read().unwrap();
+            let mut out = vec![
+                DirEntry {
+                    ino: ROOT_INO,
+                    kind: Kind::Dir,
+                    name: ".".into(),
+                },
+                DirEntry {
+                    ino: ROOT_INO,
+                    kind: Kind::Dir,
+                    name: "..".into(),
+                },
+            ];
+            for (i, (name, ino, _)) in LINKS.iter().enumerate() {
+                if root.links[i].is_some() {
+                    out.push(DirEntry {
+                        ino: *ino,
+                        kind: Kind::Symlink,
+                        name: name.to_string(),
+                    });
+                }
+            }
+            for n in &root.listed {
+                out.push(DirEntry {
+                    ino: global(root.slots[n], ROOT_INO),
+                    kind: Kind::Dir,
+                    name: n.to_string(),
+                });
+            }
+            return Some(Ok(out));
+        }
+        let (s, local) = split(ino);
+        let slot = match self.slot(s) {
+            Some(slot) => slot,
+            None => return Some(Err(FsError::NotFound)),
+        };
+        let tree = slot.tree.read().unwrap();
+        let tree = tree.as_ref()?;
+        Some((|| {
+            let n = tree.get(local).ok_or(FsError::NotFound)?;
+            let NodeKind::Dir { children, .. } = &n.kind else {
+                return Err(FsError::NotDir);
+            };
+            let parent = if local == ROOT_INO {
+                if self.pipeline.is_some() {
+                    ROOT_INO
+                } else {
+                    ino
+                }
+            } else {
+                global(s, n.parent)
+            };
+            let mut out = Vec::with_capacity(children.len() + 2);
+            out.push(DirEntry {
+                ino,
+                kind: Kind::Dir,
+                name: ".".into(),
+            });
+            out.push(DirEntry {
+                ino: parent,
+                kind: Kind::Dir,
+                name: "..".into(),
+            });
+            for (name, child) in children {
+                let kind = match tree.get(*child).map(|c| &c.kind) {
+                    Some(NodeKind::Dir { .. }) => Kind::Dir,
+                    _ => Kind::File,
+                };
+                out.push(DirEntry {
+                    ino: global(s, *child),
+                    kind,
+                    name: name.clone(),
+                });
+            }
+            Ok(out)
+        })())
     }
 
     /// Every entry of a directory, `.` and `..` first.
-    pub fn readdir(&self, ino: Ino) -> Result<Vec<DirEntry>> {
-        let tree = self.tree.read().unwrap();
-        let n = tree.get(ino).ok_or(FsError::NotFound)?;
-        let NodeKind::Dir { children, .. } = &n.kind else {
-            return Err(FsError::NotDir);
-        };
-        let mut out = Vec::with_capacity(children.len() + 2);
-        out.push(DirEntry {
-            ino,
-            kind: Kind::Dir,
-            name: ".".into(),
-        });
-        out.push(DirEntry {
-            ino: if ino == ROOT_INO { ROOT_INO } else { n.parent },
-            kind: Kind::Dir,
-            name: "..".into(),
-        });
-        for (name, child) in children {
-            let kind = match tree.get(*child).map(|c| &c.kind) {
-                Some(NodeKind::Dir { .. }) => Kind::Dir,
-                _ => Kind::File,
-            };
-            out.push(DirEntry {
-                ino: *child,
-                kind,
-                name: name.clone(),
-            });
+    pub async fn readdir(self: &Arc<Self>, ino: Ino) -> Result<Vec<DirEntry>> {
+        if let Some(r) = self.readdir_cached(ino) {
+            return r;
         }
-        Ok(out)
+        self.ensure_loaded(split(ino).0).await?;
+        self.readdir_cached(ino).unwrap_or(Err(FsError::NotFound))
     }
 
     /// `readdir` with each entry's attributes (for READDIRPLUS: `ls -l` then needs no
-    /// lookups), computed under one lock.
-    pub fn readdir_plus(&self, ino: Ino) -> Result<Vec<(DirEntry, Attr)>> {
-        let entries = self.readdir(ino)?;
-        let tree = self.tree.read().unwrap();
-        Ok(entries
+    /// lookups). `None` when the directory must be listed first.
+    pub fn readdir_plus_cached(&self, ino: Ino) -> Option<Result<Vec<(DirEntry, Attr)>>> {
+        let entries = match self.readdir_cached(ino)? {
+            Ok(e) => e,
+            Err(e) => return Some(Err(e)),
+        };
+        Some(Ok(entries
             .into_iter()
             .filter_map(|e| {
-                let n = tree.get(e.ino)?;
-                let a = self.attr_of(&tree, n);
+                let a = self.getattr(e.ino).ok()?;
                 Some((e, a))
             })
-            .collect())
+            .collect()))
     }
 
-    fn file_meta(&self, ino: Ino) -> Result<Arc<FileMeta>> {
-        let tree = self.tree.read().unwrap();
-        match &tree.get(ino).ok_or(FsError::NotFound)?.kind {
+    pub async fn readdir_plus(self: &Arc<Self>, ino: Ino) -> Result<Vec<(DirEntry, Attr)>> {
+        if let Some(r) = self.readdir_plus_cached(ino) {
+            return r;
+        }
+        self.ensure_loaded(split(ino).0).await?;
+        self.readdir_plus_cached(ino)
+            .unwrap_or(Err(FsError::NotFound))
+    }
+
+    pub fn readlink(&self, ino: Ino) -> Result<String> {
+        if !self.is_pipeline_ns(ino) || split(ino).1 == ROOT_INO {
+            return Err(FsError::Invalid);
+        }
+        self.link_target(ino)
+            .map(|n| n.to_string())
+            .ok_or(FsError::NotFound)
+    }
+
+    /// The file at `ino` as the tree has it now.
+    fn current_file(&self, ino: Ino) -> Result<Arc<FileMeta>> {
+        if self.is_pipeline_ns(ino) {
+            return Err(FsError::Invalid);
+        }
+        let (s, local) = split(ino);
+        let slot = self.slot(s).ok_or(FsError::NotFound)?;
+        let tree = slot.tree.read().unwrap();
+        let tree = tree.as_ref().ok_or(FsError::NotFound)?;
+        match &tree.get(local).ok_or(FsError::NotFound)?.kind {
             NodeKind::File(f) => Ok(Arc::new(f.clone())),
             NodeKind::Dir { .. } => Err(FsError::IsDir),
         }
@@ -244,13 +836,17 @@ impl Fs {
         if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
             return Err(FsError::ReadOnly("files cannot be opened for writing"));
         }
-        self.file_meta(ino)?;
+        let meta = self.current_file(ino)?;
         self.prefetch_siblings(ino);
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.handles
-            .lock()
-            .unwrap()
-            .insert(fh, (ino, Arc::new(Handle::default())));
+        self.handles.lock().unwrap().insert(
+            fh,
+            OpenFile {
+                ino,
+                meta,
+                handle: Arc::new(Handle::default()),
+            },
+        );
         Ok(fh)
     }
 
@@ -260,8 +856,15 @@ impl Fs {
     /// [`SIBLING_WINDOW_MAX`]. An open out of order resets it.
     /// Must be called within the tokio runtime (the adapter enters it).
     fn prefetch_siblings(&self, ino: Ino) {
-        let tree = self.tree.read().unwrap();
-        let Some(node) = tree.get(ino) else {
+        let (s, local) = split(ino);
+        let Some(slot) = self.slot(s) else {
+            return;
+        };
+        let guard = slot.tree.read().unwrap();
+        let Some(tree) = guard.as_ref() else {
+            return;
+        };
+        let Some(node) = tree.get(local) else {
             return;
         };
         let (parent, name) = (node.parent, node.name.clone());
@@ -269,11 +872,12 @@ impl Fs {
             let mut seq = self.dir_seq.lock().unwrap();
             // The first open in a directory prefetches nothing (it may be the only one);
             // each following open in name order doubles the window.
-            let w = match seq.get(&parent) {
+            let key = global(s, parent);
+            let w = match seq.get(&key) {
                 Some((last, w)) if name > *last => (w * 2).clamp(1, SIBLING_WINDOW_MAX),
                 _ => 0,
             };
-            seq.insert(parent, (name.clone(), w));
+            seq.insert(key, (name.clone(), w));
             w
         };
         if window == 0 {
@@ -293,7 +897,7 @@ impl Fs {
             })
             .take(window)
             .collect();
-        drop(tree);
+        drop(guard);
         for m in next {
             self.reader.prefetch_whole(&m);
         }
@@ -304,15 +908,33 @@ impl Fs {
     }
 
     pub async fn read(&self, ino: Ino, fh: u64, offset: u64, size: u32) -> Result<Bytes> {
-        let handle = self
+        let open = self
             .handles
             .lock()
             .unwrap()
             .get(&fh)
-            .filter(|(i, _)| *i == ino)
-            .map(|(_, h)| h.clone());
-        // A file deleted through this mount while open reads as ENOENT.
-        let meta = self.file_meta(ino)?;
+            .filter(|o| o.ino == ino)
+            .map(|o| (o.meta.clone(), o.handle.clone()));
+        let current = self.current_file(ino);
+        let (meta, handle) = match (open, current) {
+            (Some((m, h)), Ok(cur)) if cur.artifact_id == m.artifact_id => (m, Some(h)),
+            (Some((m, _)), _) => {
+                // The artifact disappeared (a live build's refresh) while open: what is
+                // cached can still be read.
+                if self.deleted.lock().unwrap().contains(&m.artifact_id) {
+                    return Err(FsError::NotFound);
+                }
+                return match self.reader.read_cached(&m, offset, size).await {
+                    Some(b) => Ok(b),
+                    None => {
+                        tracing::info!(path = %m.original_path, "artifact is gone from the build and not cached");
+                        Err(FsError::NotFound)
+                    }
+                };
+            }
+            (None, Ok(cur)) => (cur, None),
+            (None, Err(e)) => return Err(e),
+        };
         let t0 = std::time::Instant::now();
         match self
             .reader
@@ -340,21 +962,24 @@ impl Fs {
                 "mount with --allow-delete to delete artifacts",
             ));
         }
-        let (ino, meta) = {
-            let tree = self.tree.read().unwrap();
+        if self.is_pipeline_ns(parent) {
+            return Err(FsError::ReadOnly(
+                "builds and their links cannot be removed",
+            ));
+        }
+        let (s, local_parent) = split(parent);
+        let slot = self.slot(s).ok_or(FsError::NotFound)?;
+        let (local, meta) = {
+            let tree = slot.tree.read().unwrap();
+            let tree = tree.as_ref().ok_or(FsError::NotFound)?;
             let name = name.to_str().ok_or(FsError::NotFound)?;
-            let n = tree.lookup(parent, name).ok_or(FsError::NotFound)?;
+            let n = tree.lookup(local_parent, name).ok_or(FsError::NotFound)?;
             match &n.kind {
                 NodeKind::File(f) => (n.ino, f.clone()),
                 NodeKind::Dir { .. } => return Err(FsError::IsDir),
             }
         };
-        match self
-            .reader
-            .remote()
-            .delete(&meta.job_id, &meta.artifact_id)
-            .await
-        {
+        match self.reader.remote().delete(&meta).await {
             Ok(()) => {}
             Err(ApiError::NotFound { .. }) => {
                 tracing::info!(path = %meta.original_path, "artifact was already gone");
@@ -368,7 +993,13 @@ impl Fs {
                 return Err(FsError::Io(e.to_string()));
             }
         }
-        self.tree.write().unwrap().remove_file(ino);
+        self.deleted
+            .lock()
+            .unwrap()
+            .insert(meta.artifact_id.clone());
+        if let Some(t) = slot.tree.write().unwrap().as_mut() {
+            t.remove_file(local);
+        }
         self.reader.forget(&meta);
         tracing::info!(path = %meta.original_path, artifact = %meta.artifact_id, "deleted");
         Ok(())
@@ -381,8 +1012,15 @@ impl Fs {
                 "mount with --allow-delete to delete artifacts",
             ));
         }
+        if self.is_pipeline_ns(parent) {
+            return Err(FsError::ReadOnly("builds cannot be removed"));
+        }
+        let (s, local_parent) = split(parent);
+        let slot = self.slot(s).ok_or(FsError::NotFound)?;
         let name = name.to_str().ok_or(FsError::NotFound)?;
-        match self.tree.write().unwrap().remove_dir(parent, name) {
+        let mut g = slot.tree.write().unwrap();
+        let tree = g.as_mut().ok_or(FsError::NotFound)?;
+        match tree.remove_dir(local_parent, name) {
             Ok(_) => Ok(()),
             Err(TreeError::NotEmpty) => Err(FsError::NotEmpty),
             Err(TreeError::NotDir) => Err(FsError::NotDir),
@@ -392,14 +1030,34 @@ impl Fs {
 
     /// Extended attributes of a node, in a stable order.
     pub fn xattrs(&self, ino: Ino) -> Result<Vec<(String, Vec<u8>)>> {
-        let tree = self.tree.read().unwrap();
-        let n = tree.get(ino).ok_or(FsError::NotFound)?;
         let mut out = Vec::new();
         let mut put = |k: &str, v: Option<&str>| {
             if let Some(v) = v {
                 out.push((format!("user.buildkite.{k}"), v.as_bytes().to_vec()));
             }
         };
+        if self.is_pipeline_ns(ino) {
+            self.getattr(ino)?;
+            return Ok(out);
+        }
+        let (s, local) = split(ino);
+        let slot = self.slot(s).ok_or(FsError::NotFound)?;
+        if local == ROOT_INO {
+            let info = slot.info.read().unwrap();
+            if let Some(b) = info.as_ref() {
+                put("build_number", Some(&b.number.to_string()));
+                put("build_state", b.state.as_deref());
+                put("branch", b.branch.as_deref());
+                put("commit", b.commit.as_deref());
+                put("web_url", b.web_url.as_deref());
+            }
+            if slot.tree.read().unwrap().is_none() {
+                return Ok(out);
+            }
+        }
+        let tree = slot.tree.read().unwrap();
+        let tree = tree.as_ref().ok_or(FsError::NotFound)?;
+        let n = tree.get(local).ok_or(FsError::NotFound)?;
         match &n.kind {
             NodeKind::File(f) => {
                 put("artifact_id", Some(&f.artifact_id));
@@ -429,10 +1087,16 @@ impl Fs {
     }
 
     pub fn statfs(&self) -> StatFs {
-        let tree = self.tree.read().unwrap();
+        let (mut bytes, mut files) = (0u64, 0u64);
+        for slot in self.slots.read().unwrap().iter() {
+            if let Some(t) = slot.tree.read().unwrap().as_ref() {
+                bytes = bytes.saturating_add(t.total_size());
+                files += t.len() as u64;
+            }
+        }
         StatFs {
-            blocks: tree.total_size().div_ceil(STATFS_BSIZE as u64),
-            files: tree.len() as u64,
+            blocks: bytes.div_ceil(STATFS_BSIZE as u64),
+            files: files.max(1),
             bsize: STATFS_BSIZE,
             namelen: 255,
         }

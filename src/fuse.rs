@@ -16,10 +16,11 @@ use fuser::{
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use crate::fs::{Attr, Fs, FsError, Kind};
+use crate::fs::{Attr, Fs, FsError, KernelCache, Kind};
 
-/// Artifacts of a finished build never change, so the kernel may cache names and attributes
-/// for long; deletes made through this mount are reflected by the kernel itself.
+/// Artifacts never change once finished, so the kernel may cache names and attributes for
+/// long: deletes made through this mount are reflected by the kernel itself, and a live
+/// build's refreshes invalidate what changed (see [`KernelNotifier`]).
 const TTL: Duration = Duration::from_secs(3600);
 
 pub struct FuseFs {
@@ -33,6 +34,24 @@ impl FuseFs {
     }
 }
 
+/// Kernel cache invalidations through fuser's notifier.
+pub struct KernelNotifier(pub fuser::Notifier);
+
+impl KernelCache for KernelNotifier {
+    fn inval_entry(&self, parent: u64, name: &str) {
+        // ENOENT just means the kernel had nothing cached for it.
+        if let Err(e) = self.0.inval_entry(INodeNo(parent), OsStr::new(name)) {
+            tracing::trace!(parent, name, error = %e, "inval_entry");
+        }
+    }
+
+    fn inval_inode(&self, ino: u64) {
+        if let Err(e) = self.0.inval_inode(INodeNo(ino), 0, 0) {
+            tracing::trace!(ino, error = %e, "inval_inode");
+        }
+    }
+}
+
 fn errno(e: &FsError) -> Errno {
     Errno::from_i32(e.errno())
 }
@@ -41,6 +60,7 @@ fn kind(k: Kind) -> FileType {
     match k {
         Kind::Dir => FileType::Directory,
         Kind::File => FileType::RegularFile,
+        Kind::Symlink => FileType::Symlink,
     }
 }
 
@@ -79,8 +99,25 @@ impl Filesystem for FuseFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match self.fs.lookup(parent.0, name) {
+        let answer = move |r: Result<Attr, FsError>, reply: ReplyEntry| match r {
             Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
+            Err(e) => reply.error(errno(&e)),
+        };
+        match self.fs.lookup_cached(parent.0, name) {
+            Some(r) => answer(r, reply),
+            // A build not listed yet: list it in a task.
+            None => {
+                let fs = self.fs.clone();
+                let name = name.to_owned();
+                self.rt
+                    .spawn(async move { answer(fs.lookup(parent.0, &name).await, reply) });
+            }
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.fs.readlink(ino.0) {
+            Ok(t) => reply.data(t.as_bytes()),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -288,18 +325,29 @@ impl Filesystem for FuseFs {
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectory,
+        reply: ReplyDirectory,
     ) {
-        match self.fs.readdir(ino.0) {
-            Ok(entries) => {
-                for (i, e) in entries.iter().enumerate().skip(offset as usize) {
-                    if reply.add(INodeNo(e.ino), (i + 1) as u64, kind(e.kind), &e.name) {
-                        break;
+        let answer = move |r: Result<Vec<crate::fs::DirEntry>, FsError>,
+                           mut reply: ReplyDirectory| {
+            match r {
+                Ok(entries) => {
+                    for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+                        if reply.add(INodeNo(e.ino), (i + 1) as u64, kind(e.kind), &e.name) {
+                            break;
+                        }
                     }
+                    reply.ok();
                 }
-                reply.ok();
+                Err(e) => reply.error(errno(&e)),
             }
-            Err(e) => reply.error(errno(&e)),
+        };
+        match self.fs.readdir_cached(ino.0) {
+            Some(r) => answer(r, reply),
+            None => {
+                let fs = self.fs.clone();
+                self.rt
+                    .spawn(async move { answer(fs.readdir(ino.0).await, reply) });
+            }
         }
     }
 
@@ -309,9 +357,10 @@ impl Filesystem for FuseFs {
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectoryPlus,
+        reply: ReplyDirectoryPlus,
     ) {
-        match self.fs.readdir_plus(ino.0) {
+        type Entries = Vec<(crate::fs::DirEntry, Attr)>;
+        let answer = move |r: Result<Entries, FsError>, mut reply: ReplyDirectoryPlus| match r {
             Ok(entries) => {
                 for (i, (e, a)) in entries.iter().enumerate().skip(offset as usize) {
                     let full = reply.add(
@@ -329,6 +378,14 @@ impl Filesystem for FuseFs {
                 reply.ok();
             }
             Err(e) => reply.error(errno(&e)),
+        };
+        match self.fs.readdir_plus_cached(ino.0) {
+            Some(r) => answer(r, reply),
+            None => {
+                let fs = self.fs.clone();
+                self.rt
+                    .spawn(async move { answer(fs.readdir_plus(ino.0).await, reply) });
+            }
         }
     }
 

@@ -12,4 +12,5 @@ pub mod fuse;
 pub mod logging;
 pub mod mount;
 pub mod secret;
+pub mod source;
 pub mod tree;

@@ -12,25 +12,34 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use fuser::{Config, MountOption, SessionACL};
 
+use crate::api::model::Build;
 use crate::api::{ApiClient, ApiError};
-use crate::build_ref::BuildRef;
+use crate::build_ref::Target;
 use crate::content::cache::DiskCache;
 use crate::content::storage::StorageClient;
-use crate::content::{HttpRemote, Reader, ReaderConfig};
+use crate::content::{Reader, ReaderConfig};
 use crate::fs::{Fs, FsConfig};
-use crate::fuse::FuseFs;
+use crate::fuse::{FuseFs, KernelNotifier};
 use crate::secret::Token;
-use crate::tree::Tree;
+use crate::source::{Listing, Source, SourceConfig};
 
-/// Everything needed to mount one build.
+/// Everything needed to mount a build or a pipeline.
 #[derive(Debug, Clone)]
 pub struct MountPlan {
-    pub build: BuildRef,
+    pub target: Target,
     pub api_url: String,
+    /// GraphQL endpoint; `None` = REST only.
+    pub graphql_url: Option<String>,
+    /// How often live builds are listed again.
+    pub refresh: Duration,
+    /// Pipeline mounts: how many recent builds the root lists.
+    pub builds: usize,
+    /// Pipeline mounts: only builds of this branch.
+    pub branch: Option<String>,
     pub token: Token,
     pub mountpoint: PathBuf,
     pub foreground: bool,
@@ -228,23 +237,35 @@ fn explain(e: &ApiError, plan: &MountPlan, what: &str) -> String {
         ApiError::Forbidden { message } => format!(
             "the token may not {what} (403): {message} Create a token with the read_artifacts scope (and read_builds for job names)."
         ),
-        ApiError::NotFound { message, .. } => format!(
-            "build {} not found (404: {message}). Check the organization, pipeline and build number, and that the token can access that organization.",
-            plan.build
-        ),
+        ApiError::NotFound { message, .. } => match &plan.target {
+            Target::Build(b) => format!(
+                "build {b} not found (404: {message}). Check the organization, pipeline and build number, and that the token can access that organization."
+            ),
+            Target::Pipeline(p) => format!(
+                "pipeline {p} not found (404: {message}). Check the organization and pipeline, and that the token can access that organization."
+            ),
+        },
         ApiError::Network { .. } => format!("{e}. Check --api-url / BUILDKITE_API_URL and the network."),
         _ => e.to_string(),
     }
 }
 
-/// What start-up fetched: the tree and the remote to read through.
+/// What start-up fetched.
+enum Fetched {
+    Build(u64, Box<Listing>),
+    Pipeline(Vec<Build>, [Option<u64>; 3]),
+}
+
 struct Prepared {
-    tree: Tree,
-    remote: Arc<HttpRemote>,
+    fetched: Fetched,
+    source: Arc<Source>,
 }
 
 async fn prepare(plan: &MountPlan) -> Result<Prepared, String> {
-    let api = ApiClient::new(&plan.api_url, plan.token.clone())?;
+    let mut api = ApiClient::new(&plan.api_url, plan.token.clone())?;
+    if let Some(g) = &plan.graphql_url {
+        api = api.with_graphql(g)?;
+    }
     let tok = api
         .access_token()
         .await
@@ -256,43 +277,64 @@ async fn prepare(plan: &MountPlan) -> Result<Prepared, String> {
             tok.scopes.join(", ")
         ));
     }
-    let build = if tok.scopes.is_empty() || has("read_builds") {
-        match api.get_build(&plan.build).await {
-            Ok(b) => Some(b),
-            Err(ApiError::Forbidden { message }) => {
-                tracing::warn!(%message, "cannot read the build; job directories are named by job id");
-                None
-            }
-            Err(e) => return Err(explain(&e, plan, "read the build")),
-        }
-    } else {
+    let can_read_builds = tok.scopes.is_empty() || has("read_builds");
+    if !can_read_builds {
         tracing::warn!("the token lacks read_builds; job directories are named by job id");
-        None
-    };
-    let artifacts = api
-        .list_build_artifacts(&plan.build)
-        .await
-        .map_err(|e| explain(&e, plan, "list artifacts"))?;
-    let tree = Tree::build(build.as_ref(), &artifacts, SystemTime::UNIX_EPOCH);
-    tracing::info!(
-        build = %plan.build,
-        artifacts = artifacts.len(),
-        nodes = tree.len(),
-        "listed the build"
-    );
+    }
     // A connection that delivers nothing for this long is treated as stalled: the attempt
     // ends with the bytes received so far and the next one resumes after them, all within
     // --read-timeout.
     let stall = (plan.read_timeout / 4).clamp(Duration::from_secs(1), Duration::from_secs(10));
     let storage = StorageClient::new(stall)?;
-    Ok(Prepared {
-        tree,
-        remote: Arc::new(HttpRemote {
-            api,
-            build: plan.build.clone(),
-            storage,
-        }),
-    })
+    let source = Arc::new(Source::new(
+        api,
+        plan.target.pipeline_ref(),
+        storage,
+        SourceConfig {
+            graphql: plan.graphql_url.is_some(),
+            can_read_builds,
+        },
+    ));
+    let fetched = match &plan.target {
+        Target::Build(b) => {
+            let listing = source
+                .list_build(b.number)
+                .await
+                .map_err(|e| explain(&e, plan, "list artifacts"))?;
+            tracing::info!(build = %b, via = listing.via, artifacts = listing.artifacts.len(), "listed the build");
+            Fetched::Build(b.number, Box::new(listing))
+        }
+        Target::Pipeline(p) => {
+            if !can_read_builds {
+                return Err(format!(
+                    "mounting the pipeline {p} needs a token with the read_builds scope (it has: {}); mount one build (ORG/PIPELINE/NUMBER) instead",
+                    tok.scopes.join(", ")
+                ));
+            }
+            let branch = plan.branch.as_deref();
+            let builds = source
+                .list_builds(plan.builds.max(1), branch, None)
+                .await
+                .map_err(|e| explain(&e, plan, "list builds"))?;
+            let mut links = [builds.first().map(|b| b.number), None, None];
+            for (i, state) in [(1, "passed"), (2, "failed")] {
+                links[i] = match builds.iter().find(|b| b.state.as_deref() == Some(state)) {
+                    Some(b) => Some(b.number),
+                    // Not among the recent ones: ask for the newest in that state.
+                    None if builds.len() >= plan.builds => source
+                        .list_builds(1, branch, Some(state))
+                        .await
+                        .map_err(|e| explain(&e, plan, "list builds"))?
+                        .first()
+                        .map(|b| b.number),
+                    None => None,
+                };
+            }
+            tracing::info!(pipeline = %p, builds = builds.len(), ?links, "listed the pipeline's builds");
+            Fetched::Pipeline(builds, links)
+        }
+    };
+    Ok(Prepared { fetched, source })
 }
 
 fn serve(plan: MountPlan, mountpoint: PathBuf, mut ready: Ready) -> i32 {
@@ -331,7 +373,7 @@ fn serve(plan: MountPlan, mountpoint: PathBuf, mut ready: Ready) -> i32 {
         }
     };
     let reader = Reader::new(
-        prepared.remote,
+        prepared.source.clone(),
         ReaderConfig {
             read_timeout: plan.read_timeout,
             ..ReaderConfig::default()
@@ -341,18 +383,21 @@ fn serve(plan: MountPlan, mountpoint: PathBuf, mut ready: Ready) -> i32 {
     let reader_for_exit = reader.clone();
     // SAFETY: getuid/getgid cannot fail.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-    let fs = Arc::new(Fs::new(
-        prepared.tree,
-        reader,
-        FsConfig {
-            uid,
-            gid,
-            allow_delete: plan.allow_delete,
-        },
-    ));
+    let fs_cfg = FsConfig {
+        uid,
+        gid,
+        allow_delete: plan.allow_delete,
+        refresh: plan.refresh,
+    };
+    let fs = match prepared.fetched {
+        Fetched::Build(n, listing) => Fs::single(n, &listing, prepared.source, reader, fs_cfg),
+        Fetched::Pipeline(builds, links) => {
+            Fs::pipeline(builds, links, prepared.source, reader, fs_cfg)
+        }
+    };
     let mut cfg = Config::default();
     cfg.mount_options = vec![
-        MountOption::FSName(format!("bkfs:{}", plan.build)),
+        MountOption::FSName(format!("bkfs:{}", plan.target)),
         MountOption::Subtype("bkfs".into()),
         MountOption::NoDev,
         MountOption::NoSuid,
@@ -364,8 +409,11 @@ fn serve(plan: MountPlan, mountpoint: PathBuf, mut ready: Ready) -> i32 {
         SessionACL::Owner
     };
     cfg.n_threads = Some(2);
-    let session = match fuser::Session::new(FuseFs::new(fs, rt.handle().clone()), &mountpoint, &cfg)
-    {
+    let session = match fuser::Session::new(
+        FuseFs::new(fs.clone(), rt.handle().clone()),
+        &mountpoint,
+        &cfg,
+    ) {
         Ok(s) => s,
         Err(e) => {
             let hint = if plan.allow_other {
@@ -387,7 +435,12 @@ fn serve(plan: MountPlan, mountpoint: PathBuf, mut ready: Ready) -> i32 {
             return 1;
         }
     };
-    tracing::info!(mountpoint = %mountpoint.display(), build = %plan.build, "mounted");
+    fs.set_kernel(Arc::new(KernelNotifier(bg.notifier())));
+    {
+        let _rt = rt.enter();
+        fs.start();
+    }
+    tracing::info!(mountpoint = %mountpoint.display(), target = %plan.target, "mounted");
     ready.ok();
 
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();

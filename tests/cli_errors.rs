@@ -167,7 +167,9 @@ fn malformed_build_reference() {
     let scratch = Scratch::new();
     bounded(LIMIT, move || {
         for bad in [
-            "acme/web-app",
+            "acme",
+            "acme/web app",
+            "acme/web-app/1/x",
             "acme/web-app/x",
             "https://example.com/acme/web-app/builds/40",
         ] {

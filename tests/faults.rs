@@ -537,8 +537,9 @@ fn api_5xx_during_reads_is_retried() {
     });
 }
 
-/// Signed URLs living 1 s: a read past their expiry gets a 403 from storage, refreshes the
-/// URL and returns the right bytes; no EIO anywhere.
+/// Signed URLs living 1 s: a read past their expiry uses a new URL (bkfs reads `Expires=`
+/// from the URL), a URL that storage refuses early (403) is replaced, and the bytes are right;
+/// no EIO anywhere.
 #[test]
 fn expired_url_is_refreshed() {
     let (fb, arts) = build_of(110, &[("a/big.bin", 12 * MIB), ("b/small.txt", 3000)]);
@@ -558,8 +559,22 @@ fn expired_url_is_refreshed() {
             .unwrap_or_else(|e| panic!("read after expiry: {e}; {:?}", server.counts()));
         assert!(buf == big.content[off..off + 4096], "bytes after expiry");
         let c = server.counts();
-        assert!(server.count("storage_403") >= 1, "URL not reused: {c:?}");
+        // The URL says when it expires (`Expires=`), so bkfs fetched a new one in time.
         assert!(server.count("download") >= 1, "{c:?}");
+        assert_eq!(server.count("storage_403"), 0, "{c:?}");
+        // Storage refusing a URL before it says it expires: a new URL, transparently.
+        server.reset_counts();
+        server.fail_storage(1, 403);
+        let off = 6 * MIB + 17;
+        f.read_exact_at(&mut buf, off as u64)
+            .unwrap_or_else(|e| panic!("read after a refused URL: {e}; {:?}", server.counts()));
+        assert!(
+            buf == big.content[off..off + 4096],
+            "bytes after a refused URL"
+        );
+        let c = server.counts();
+        assert!(server.count("storage_403") >= 1, "{c:?}");
+        assert!(server.count("download") >= 1, "URL not replaced: {c:?}");
         std::thread::sleep(Duration::from_millis(1500));
         read_ok(&mnt, &arts[1]);
         std::thread::sleep(Duration::from_millis(1500));

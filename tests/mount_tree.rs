@@ -122,7 +122,8 @@ fn listing_makes_zero_requests() {
     });
 }
 
-/// `getfattr -d` shows exactly the documented keys and values on a file and a job dir.
+/// `getfattr -d` shows exactly the documented keys and values on a file, a job dir and the
+/// build's root.
 #[test]
 fn xattrs_on_file_and_job_dir() {
     let mut b = builds::Builder::new(builds::ORG, builds::PIPELINE, 55);
@@ -139,6 +140,7 @@ fn xattrs_on_file_and_job_dir() {
             a.mime_type = Some("text/x-report".into())
         });
     let (fb, _) = b.finish();
+    let commit = fb.build.commit.clone().unwrap();
     let env = Env::new(fb, &[]);
     let mnt = env.mnt();
     bounded(LIMIT, move || {
@@ -179,9 +181,19 @@ fn xattrs_on_file_and_job_dir() {
         assert_ne!(code, 0);
         assert!(err.contains("No such attribute"), "{err}");
         assert_eq!(xattr(&file, "user.nope"), None);
-        // An intermediate directory and the root carry none.
+        // An intermediate directory carries none; the root (the build) carries the build's.
         assert_eq!(getfattr_d(&mnt.join("image-build/out")), vec![]);
-        assert_eq!(getfattr_d(&mnt), vec![]);
+        let kv = |k: &str, v: &str| (format!("user.buildkite.{k}"), v.to_string());
+        assert_eq!(
+            getfattr_d(&mnt),
+            vec![
+                kv("branch", "main"),
+                kv("build_number", "55"),
+                kv("build_state", "passed"),
+                kv("commit", &commit),
+                kv("web_url", "https://buildkite.com/acme/web-app/builds/55"),
+            ]
+        );
     });
 }
 

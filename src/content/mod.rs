@@ -6,4 +6,4 @@ pub mod remote;
 pub mod storage;
 
 pub use reader::{Handle, ReadError, Reader, ReaderConfig};
-pub use remote::{HttpRemote, Remote};
+pub use remote::{Remote, SignedUrl};

@@ -69,7 +69,8 @@ pub enum ReadError {
 pub struct ReaderConfig {
     /// Bound on the time spent on one block, retries included.
     pub read_timeout: Duration,
-    /// A signed URL older than this is refreshed before use (they live about 60 s).
+    /// Upper bound on how long a signed URL is reused (the remote says how long each one
+    /// stays good; this caps it).
     pub url_max_age: Duration,
     /// Budget of the in-memory block LRU.
     pub mem_cache_bytes: u64,
@@ -81,7 +82,7 @@ impl Default for ReaderConfig {
     fn default() -> Self {
         ReaderConfig {
             read_timeout: Duration::from_secs(30),
-            url_max_age: Duration::from_secs(50),
+            url_max_age: Duration::from_secs(3600),
             mem_cache_bytes: 64 << 20,
             max_inflight: 16,
         }
@@ -89,7 +90,8 @@ impl Default for ReaderConfig {
 }
 
 type BlockKey = (Arc<str>, u64);
-/// One signed URL per artifact and when it was issued; the async lock makes refreshes single-flight.
+/// One signed URL per artifact and until when it may be used; the async lock makes refreshes
+/// single-flight.
 type UrlSlot = Arc<tokio::sync::Mutex<Option<(String, Instant)>>>;
 type BlockFuture = Shared<BoxFuture<'static, Result<Bytes, ReadError>>>;
 
@@ -241,6 +243,50 @@ impl Reader {
             )));
         }
         Ok(out.freeze())
+    }
+
+    /// Reads from what is already cached (memory, disk, or a fetch already on its way),
+    /// never starting a new fetch: `None` if some of the bytes are not there. Serves open
+    /// files of artifacts that have disappeared from the build.
+    pub async fn read_cached(
+        self: &Arc<Self>,
+        meta: &Arc<FileMeta>,
+        offset: u64,
+        size: u32,
+    ) -> Option<Bytes> {
+        if offset >= meta.size || size == 0 {
+            return Some(Bytes::new());
+        }
+        let end = (offset + size as u64).min(meta.size);
+        let ckey: Arc<str> = Arc::from(content_key(meta.sha1sum.as_deref(), &meta.artifact_id));
+        if self.bad.lock().unwrap().contains(&*ckey) {
+            return None;
+        }
+        let bs = geometry(meta.size);
+        let mut out = BytesMut::with_capacity((end - offset) as usize);
+        for idx in offset / bs..=(end - 1) / bs {
+            let key = (ckey.clone(), idx);
+            let b = match self.mem_get(&key) {
+                Some(b) => b,
+                None => {
+                    let pending = self.inflight.lock().unwrap().get(&key).cloned();
+                    match pending {
+                        Some(f) => f.await.ok()?,
+                        None => self
+                            .disk
+                            .as_ref()?
+                            .get(&ckey, idx, block_len(meta.size, idx))?,
+                    }
+                }
+            };
+            let bstart = idx * bs;
+            let from = offset.max(bstart) - bstart;
+            let to = end.min(bstart + b.len() as u64) - bstart;
+            if from < to {
+                out.extend_from_slice(&b[from as usize..to as usize]);
+            }
+        }
+        (out.len() as u64 == end - offset).then(|| out.freeze())
     }
 
     /// Waits (at most `limit`) for disk-cache writes still in progress, so that what was read
@@ -520,22 +566,25 @@ impl Reader {
             .or_default()
             .clone();
         let mut g = slot.lock().await;
-        if let Some((u, at)) = &*g {
-            if at.elapsed() < self.cfg.url_max_age && Some(u.as_str()) != stale {
+        if let Some((u, until)) = &*g {
+            if Instant::now() < *until && Some(u.as_str()) != stale {
                 return Ok(u.clone());
             }
         }
-        let u = self
+        let s = self
             .remote
-            .signed_url(&meta.job_id, &meta.artifact_id)
+            .signed_url(meta, stale)
             .await
             .map_err(|e| match e {
                 ApiError::NotFound { .. } => ReadError::NotFound,
                 e => ReadError::Api(e),
             })?;
-        tracing::debug!(artifact = %meta.artifact_id, url = %redact_url(&u), "new signed URL");
-        *g = Some((u.clone(), Instant::now()));
-        Ok(u)
+        tracing::debug!(artifact = %meta.artifact_id, url = %redact_url(&s.url), good_for_s = s.good_for.as_secs(), "signed URL");
+        *g = Some((
+            s.url.clone(),
+            Instant::now() + s.good_for.min(self.cfg.url_max_age),
+        ));
+        Ok(s.url)
     }
 
     /// Fetches blocks `a..=b` in one ranged GET, with retries, and splits them.
@@ -648,6 +697,7 @@ fn is_sha1(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::content::remote::SignedUrl;
     use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
     /// A remote over one in-memory object. URLs carry a generation; `expire_before` makes
@@ -681,11 +731,16 @@ mod tests {
     impl Remote for Mock {
         fn signed_url<'a>(
             &'a self,
-            _j: &'a str,
-            _a: &'a str,
-        ) -> BoxFuture<'a, Result<String, ApiError>> {
+            _m: &'a FileMeta,
+            _refused: Option<&'a str>,
+        ) -> BoxFuture<'a, Result<SignedUrl, ApiError>> {
             let n = self.url_calls.fetch_add(1, Ordering::SeqCst) + 1;
-            Box::pin(async move { Ok(format!("http://storage/obj?gen={n}")) })
+            Box::pin(async move {
+                Ok(SignedUrl {
+                    url: format!("http://storage/obj?gen={n}"),
+                    good_for: Duration::from_secs(50),
+                })
+            })
         }
         fn fetch_range<'a>(
             &'a self,
@@ -721,7 +776,7 @@ mod tests {
                 Ok(Bytes::from(b))
             })
         }
-        fn delete<'a>(&'a self, _j: &'a str, _a: &'a str) -> BoxFuture<'a, Result<(), ApiError>> {
+        fn delete<'a>(&'a self, _m: &'a FileMeta) -> BoxFuture<'a, Result<(), ApiError>> {
             Box::pin(async { Ok(()) })
         }
     }

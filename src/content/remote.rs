@@ -1,25 +1,33 @@
 //! The small interface between the filesystem and the network: get a signed URL, fetch a
-//! byte range through it, delete an artifact. [`HttpRemote`] is the real one (REST API +
-//! storage); tests of the reader and the filesystem core drive their own.
+//! byte range through it, delete an artifact. [`crate::source::Source`] is the real one
+//! (GraphQL batches, the REST API and storage); tests of the reader drive their own.
 
 use std::future::Future;
 use std::pin::Pin;
 
 use bytes::Bytes;
 
-use super::storage::{StorageClient, StorageError};
-use crate::api::{ApiClient, ApiError};
-use crate::build_ref::BuildRef;
+use super::storage::StorageError;
+use crate::api::ApiError;
+use crate::tree::FileMeta;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// A signed storage URL and how long it may still be used (its lifetime minus a margin).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedUrl {
+    pub url: String,
+    pub good_for: std::time::Duration,
+}
+
 pub trait Remote: Send + Sync + 'static {
-    /// A fresh signed storage URL for the artifact (one API call).
+    /// A signed storage URL for the artifact. `refused` is the URL storage just refused as
+    /// expired, if any: the remote must not hand it out again.
     fn signed_url<'a>(
         &'a self,
-        job_id: &'a str,
-        artifact_id: &'a str,
-    ) -> BoxFuture<'a, Result<String, ApiError>>;
+        meta: &'a FileMeta,
+        refused: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<SignedUrl, ApiError>>;
 
     /// Bytes `[start, end)` of an object of `total` bytes, through a signed URL.
     fn fetch_range<'a>(
@@ -30,43 +38,6 @@ pub trait Remote: Send + Sync + 'static {
         total: u64,
     ) -> BoxFuture<'a, Result<Bytes, StorageError>>;
 
-    fn delete<'a>(
-        &'a self,
-        job_id: &'a str,
-        artifact_id: &'a str,
-    ) -> BoxFuture<'a, Result<(), ApiError>>;
-}
-
-pub struct HttpRemote {
-    pub api: ApiClient,
-    pub build: BuildRef,
-    pub storage: StorageClient,
-}
-
-impl Remote for HttpRemote {
-    fn signed_url<'a>(
-        &'a self,
-        job_id: &'a str,
-        artifact_id: &'a str,
-    ) -> BoxFuture<'a, Result<String, ApiError>> {
-        Box::pin(self.api.download_url(&self.build, job_id, artifact_id))
-    }
-
-    fn fetch_range<'a>(
-        &'a self,
-        url: &'a str,
-        start: u64,
-        end: u64,
-        total: u64,
-    ) -> BoxFuture<'a, Result<Bytes, StorageError>> {
-        Box::pin(self.storage.fetch_range(url, start, end, total))
-    }
-
-    fn delete<'a>(
-        &'a self,
-        job_id: &'a str,
-        artifact_id: &'a str,
-    ) -> BoxFuture<'a, Result<(), ApiError>> {
-        Box::pin(self.api.delete_artifact(&self.build, job_id, artifact_id))
-    }
+    /// Deletes the artifact through the API.
+    fn delete<'a>(&'a self, meta: &'a FileMeta) -> BoxFuture<'a, Result<(), ApiError>>;
 }

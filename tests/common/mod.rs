@@ -232,6 +232,7 @@ pub fn try_mount_at(
         .arg(build)
         .arg(scratch.mnt())
         .env_remove("BUILDKITE_API_URL")
+        .env_remove("BUILDKITE_GRAPHQL_URL")
         .env_remove("RUST_LOG");
     match token {
         Some(t) => cmd.env("BUILDKITE_API_TOKEN", t),

@@ -1,0 +1,376 @@
+//! Where builds, artifact lists and signed URLs come from: Buildkite's GraphQL API when it
+//! answers, its REST API otherwise. [`Source`] is the real [`Remote`] of a mount.
+//!
+//! # Listing a build
+//! One GraphQL query returns a build's jobs and every artifact with its `downloadURL`
+//! (paginated over jobs): a 1,000-artifact build costs one request instead of ten REST pages,
+//! and no per-artifact download call afterwards. The result is converted into the REST
+//! model, so the tree and its naming rules do not care where it came from. Jobs whose
+//! artifact list GraphQL cut short (it has no cursor for a job's artifacts) are completed
+//! through the REST job-artifacts endpoint. If GraphQL is refused (401/403: the token has no
+//! GraphQL access), unavailable (404, network, not JSON) or answers with errors, bkfs logs it
+//! once, turns GraphQL off for the rest of the mount, and uses REST: build + artifact pages.
+//!
+//! # Signed URLs
+//! URLs from a GraphQL listing (valid about 10 minutes) are kept per build in a *batch*,
+//! each until shortly before it expires (its own `X-Amz-Expires`/`Expires` when present).
+//! A read takes its URL from the batch; when the batch has aged out, one new GraphQL query
+//! refreshes all of them. The REST download endpoint (one call per artifact, URLs valid about
+//! 60 s) is the fallback: for an artifact missing from the batch, for a batch URL that
+//! storage refused as expired, and whenever GraphQL is off.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+
+use crate::api::graphql::{url_lifetime, GraphqlError};
+use crate::api::model::{Artifact, Build};
+use crate::api::{ApiClient, ApiError};
+use crate::build_ref::PipelineRef;
+use crate::content::remote::{BoxFuture, Remote, SignedUrl};
+use crate::content::storage::{StorageClient, StorageError};
+use crate::secret::redact_url;
+use crate::tree::FileMeta;
+
+/// How long a REST download URL lives when the URL itself does not say (API-NOTES: ~60 s).
+const REST_URL_LIFETIME: Duration = Duration::from_secs(60);
+/// How long a GraphQL `downloadURL` lives when the URL itself does not say (~10 minutes).
+const GRAPHQL_URL_LIFETIME: Duration = Duration::from_secs(600);
+
+/// The part of a URL's lifetime bkfs uses: 5/6 of it, so a URL is never handed to a read
+/// that could outlive it (60 s → 50 s, 10 min → 8 min 20 s).
+fn usable(lifetime: Duration) -> Duration {
+    lifetime * 5 / 6
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A build's artifacts (and its jobs when known), however they were fetched.
+#[derive(Debug, Clone)]
+pub struct Listing {
+    /// `None` when the token cannot read the build (REST without `read_builds`).
+    pub build: Option<Build>,
+    pub artifacts: Vec<Artifact>,
+    /// "graphql" or "rest", for logs.
+    pub via: &'static str,
+}
+
+/// Signed URLs of one build from one GraphQL listing.
+struct Batch {
+    /// artifact id → (URL, usable until).
+    urls: HashMap<String, (String, Instant)>,
+    /// When the batch as a whole should be fetched again (its shortest-lived URL).
+    refresh_at: Instant,
+}
+
+pub struct SourceConfig {
+    /// Use GraphQL (the API client must have a GraphQL endpoint).
+    pub graphql: bool,
+    /// The token can read builds (REST `read_builds`): job names come from the build.
+    pub can_read_builds: bool,
+}
+
+pub struct Source {
+    api: ApiClient,
+    pipeline: PipelineRef,
+    storage: StorageClient,
+    graphql_on: AtomicBool,
+    can_read_builds: bool,
+    /// Per build number: its current batch of GraphQL URLs.
+    batches: Mutex<HashMap<u64, Batch>>,
+    /// Per build number: serializes batch refreshes (single-flight).
+    refreshing: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Source {
+    pub fn new(
+        api: ApiClient,
+        pipeline: PipelineRef,
+        storage: StorageClient,
+        cfg: SourceConfig,
+    ) -> Source {
+        Source {
+            api,
+            pipeline,
+            storage,
+            graphql_on: AtomicBool::new(cfg.graphql),
+            can_read_builds: cfg.can_read_builds,
+            batches: Mutex::new(HashMap::new()),
+            refreshing: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn api(&self) -> &ApiClient {
+        &self.api
+    }
+
+    pub fn pipeline(&self) -> &PipelineRef {
+        &self.pipeline
+    }
+
+    pub fn graphql_enabled(&self) -> bool {
+        self.graphql_on.load(Ordering::Relaxed)
+    }
+
+    /// Lists build `number`: through GraphQL when possible, else REST.
+    pub async fn list_build(&self, number: u64) -> Result<Listing, ApiError> {
+        if self.graphql_enabled() {
+            match self.list_build_graphql(number).await {
+                Ok(l) => return Ok(l),
+                Err(e) => self.graphql_failed(&e),
+            }
+        }
+        self.list_build_rest(number).await
+    }
+
+    /// Logs a GraphQL failure; turns GraphQL off for the mount unless the failure is
+    /// specific to this request.
+    fn graphql_failed(&self, e: &GraphqlError) {
+        let sticky = !matches!(e, GraphqlError::BuildNotFound | GraphqlError::RateLimited);
+        if sticky && self.graphql_on.swap(false, Ordering::Relaxed) {
+            tracing::warn!(error = %e, "GraphQL is not usable; using the REST API from now on (one API request per artifact read)");
+        } else {
+            tracing::info!(error = %e, "GraphQL listing failed; using the REST API for it");
+        }
+    }
+
+    async fn list_build_graphql(&self, number: u64) -> Result<Listing, GraphqlError> {
+        let b = self.pipeline.build(number);
+        let g = self.api.graphql_build(&b).await?;
+        self.store_batch(number, &g.urls, g.fetched_at);
+        let mut artifacts = g.artifacts;
+        for job in &g.truncated_jobs {
+            // GraphQL has no cursor over a job's artifacts: complete them through REST.
+            match self.api.list_job_artifacts(&b, job).await {
+                Ok(all) => {
+                    tracing::info!(job = %job, artifacts = all.len(), "job has more artifacts than one GraphQL query returns; listed it through REST");
+                    artifacts.retain(|a| a.job_id.as_deref() != Some(job.as_str()));
+                    artifacts.extend(all);
+                }
+                Err(e) => {
+                    return Err(GraphqlError::Unavailable {
+                        detail: format!("completing job {job} through REST failed: {e}"),
+                    })
+                }
+            }
+        }
+        Ok(Listing {
+            build: Some(g.build),
+            artifacts,
+            via: "graphql",
+        })
+    }
+
+    async fn list_build_rest(&self, number: u64) -> Result<Listing, ApiError> {
+        let b = self.pipeline.build(number);
+        let build = if self.can_read_builds {
+            match self.api.get_build(&b).await {
+                Ok(b) => Some(b),
+                Err(ApiError::Forbidden { message }) => {
+                    tracing::warn!(%message, "cannot read the build; job directories are named by job id");
+                    None
+                }
+                Err(e) => return Err(e),
+            }
+        } else {
+            None
+        };
+        let artifacts = self.api.list_build_artifacts(&b).await?;
+        Ok(Listing {
+            build,
+            artifacts,
+            via: "rest",
+        })
+    }
+
+    /// Keeps a listing's signed URLs as the build's batch.
+    fn store_batch(&self, number: u64, urls: &[(String, String)], fetched_at: Instant) {
+        let now = now_unix();
+        let mut refresh_at = fetched_at + usable(GRAPHQL_URL_LIFETIME);
+        let urls: HashMap<String, (String, Instant)> = urls
+            .iter()
+            .map(|(id, u)| {
+                let life = url_lifetime(u, now).unwrap_or(GRAPHQL_URL_LIFETIME);
+                let until = fetched_at + usable(life);
+                refresh_at = refresh_at.min(until);
+                (id.clone(), (u.clone(), until))
+            })
+            .collect();
+        tracing::debug!(
+            build = number,
+            urls = urls.len(),
+            "stored a batch of signed URLs"
+        );
+        self.batches
+            .lock()
+            .unwrap()
+            .insert(number, Batch { urls, refresh_at });
+    }
+
+    /// The batch URL of an artifact, if one is good now.
+    fn batch_url(&self, meta: &FileMeta, refused: Option<&str>) -> Option<SignedUrl> {
+        let mut batches = self.batches.lock().unwrap();
+        let batch = batches.get_mut(&meta.build_number)?;
+        let (url, until) = batch.urls.get(&meta.artifact_id)?;
+        if Some(url.as_str()) == refused {
+            // Storage refused it before we expected: don't hand it out again.
+            batch.urls.remove(&meta.artifact_id);
+            return None;
+        }
+        let left = until.saturating_duration_since(Instant::now());
+        (left > Duration::from_secs(1)).then(|| SignedUrl {
+            url: url.clone(),
+            good_for: left,
+        })
+    }
+
+    /// Whether the build's batch has aged out (or there is none yet).
+    fn batch_stale(&self, number: u64) -> bool {
+        self.batches
+            .lock()
+            .unwrap()
+            .get(&number)
+            .is_none_or(|b| Instant::now() >= b.refresh_at)
+    }
+
+    /// Fetches a new batch of URLs for a build whose batch aged out (single-flight: callers
+    /// that wait find the fresh batch).
+    async fn refresh_batch(&self, number: u64) {
+        let lock = self
+            .refreshing
+            .lock()
+            .unwrap()
+            .entry(number)
+            .or_default()
+            .clone();
+        let _g = lock.lock().await;
+        if !self.batch_stale(number) || !self.graphql_enabled() {
+            return;
+        }
+        tracing::debug!(
+            build = number,
+            "batch of signed URLs aged out; fetching a new one"
+        );
+        match self.api.graphql_build(&self.pipeline.build(number)).await {
+            Ok(g) => self.store_batch(number, &g.urls, g.fetched_at),
+            Err(e) => {
+                self.graphql_failed(&e);
+                // Don't retry GraphQL for this build until the usual interval has passed.
+                self.batches.lock().unwrap().insert(
+                    number,
+                    Batch {
+                        urls: HashMap::new(),
+                        refresh_at: Instant::now() + usable(REST_URL_LIFETIME),
+                    },
+                );
+            }
+        }
+    }
+
+    async fn signed_url_inner(
+        &self,
+        meta: &FileMeta,
+        refused: Option<&str>,
+    ) -> Result<SignedUrl, ApiError> {
+        if let Some(u) = self.batch_url(meta, refused) {
+            return Ok(u);
+        }
+        if refused.is_none() && self.graphql_enabled() && self.batch_stale(meta.build_number) {
+            self.refresh_batch(meta.build_number).await;
+            if let Some(u) = self.batch_url(meta, refused) {
+                return Ok(u);
+            }
+        }
+        let url = self
+            .api
+            .download_url(
+                &self.pipeline.build(meta.build_number),
+                &meta.job_id,
+                &meta.artifact_id,
+            )
+            .await?;
+        let life = url_lifetime(&url, now_unix()).unwrap_or(REST_URL_LIFETIME);
+        tracing::trace!(artifact = %meta.artifact_id, url = %redact_url(&url), "signed URL from the REST download endpoint");
+        Ok(SignedUrl {
+            url,
+            good_for: usable(life),
+        })
+    }
+
+    /// The pipeline's newest builds (at most `limit`), optionally of one branch or state.
+    pub async fn list_builds(
+        &self,
+        limit: usize,
+        branch: Option<&str>,
+        state: Option<&str>,
+    ) -> Result<Vec<Build>, ApiError> {
+        self.api
+            .list_builds(
+                &self.pipeline.org,
+                &self.pipeline.pipeline,
+                limit,
+                branch,
+                state,
+            )
+            .await
+    }
+
+    /// One build (with its jobs), by number.
+    pub async fn get_build(&self, number: u64) -> Result<Build, ApiError> {
+        self.api.get_build(&self.pipeline.build(number)).await
+    }
+}
+
+impl Remote for Source {
+    fn signed_url<'a>(
+        &'a self,
+        meta: &'a FileMeta,
+        refused: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<SignedUrl, ApiError>> {
+        Box::pin(self.signed_url_inner(meta, refused))
+    }
+
+    fn fetch_range<'a>(
+        &'a self,
+        url: &'a str,
+        start: u64,
+        end: u64,
+        total: u64,
+    ) -> BoxFuture<'a, Result<Bytes, StorageError>> {
+        Box::pin(self.storage.fetch_range(url, start, end, total))
+    }
+
+    fn delete<'a>(&'a self, meta: &'a FileMeta) -> BoxFuture<'a, Result<(), ApiError>> {
+        Box::pin(async move {
+            self.api
+                .delete_artifact(
+                    &self.pipeline.build(meta.build_number),
+                    &meta.job_id,
+                    &meta.artifact_id,
+                )
+                .await?;
+            if let Some(b) = self.batches.lock().unwrap().get_mut(&meta.build_number) {
+                b.urls.remove(&meta.artifact_id);
+            }
+            Ok(())
+        })
+    }
+}
+
+impl crate::fs::Lister for Source {
+    fn list_build(&self, number: u64) -> BoxFuture<'_, Result<Listing, ApiError>> {
+        Box::pin(Source::list_build(self, number))
+    }
+
+    fn get_build(&self, number: u64) -> BoxFuture<'_, Result<Build, ApiError>> {
+        Box::pin(Source::get_build(self, number))
+    }
+}
