@@ -19,17 +19,35 @@ struct Opts {
     many: usize,
     logs: usize,
     huge: usize,
+    /// Logs of the GraphQL-vs-REST comparison (0: skip it).
+    gql_logs: usize,
+    /// Its rate-limit window in seconds (50 requests per window; Buildkite's is 60 s).
+    gql_window: u64,
 }
 
 fn parse_opts() -> Opts {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
-    let runs = args
-        .iter()
-        .position(|a| a == "--runs")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
+    let value = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    let runs = value("--runs").unwrap_or(3) as usize;
+    let gql_window = value("--window").unwrap_or(6).max(1);
+    // --graphql: only the GraphQL-vs-REST comparison (1,000 logs, 50 requests per window).
+    if args.iter().any(|a| a == "--graphql") {
+        return Opts {
+            runs,
+            big: 0,
+            many: 0,
+            logs: 0,
+            huge: 0,
+            gql_logs: value("--logs").unwrap_or(1000) as usize,
+            gql_window,
+        };
+    }
     // --big-mib N: only the big-file measurements, with an N MiB artifact.
     if let Some(m) = args
         .iter()
@@ -43,6 +61,8 @@ fn parse_opts() -> Opts {
             many: 0,
             logs: 0,
             huge: 0,
+            gql_logs: 0,
+            gql_window,
         };
     }
     if quick {
@@ -52,6 +72,8 @@ fn parse_opts() -> Opts {
             many: 5_000,
             logs: 200,
             huge: 0,
+            gql_logs: 200,
+            gql_window,
         }
     } else {
         Opts {
@@ -60,6 +82,8 @@ fn parse_opts() -> Opts {
             many: 20_000,
             logs: 1_000,
             huge: 100_000,
+            gql_logs: 1_000,
+            gql_window,
         }
     }
 }
@@ -217,6 +241,13 @@ fn main() {
         "bkfs benchmark — {cores} cores, {mem}, {} runs each (median)",
         o.runs
     );
+
+    if o.big == 0 && o.gql_logs > 0 {
+        let mut rows = Vec::new();
+        graphql_compare(&w, o.gql_logs, o.gql_window, &mut rows);
+        print_rows(&rows, &cores, &mem);
+        return;
+    }
 
     // The big artifact.
     eprintln!("preparing a {} MiB artifact ...", o.big >> 20);
@@ -541,6 +572,77 @@ fn main() {
         });
     }
 
+    if o.gql_logs > 0 {
+        graphql_compare(&w, o.gql_logs, o.gql_window, &mut rows);
+    }
+    print_rows(&rows, &cores, &mem);
+}
+
+/// `grep -r` over `logs` cold logs under an enforced limit of 50 API requests per
+/// `window` seconds (Buildkite's is 50 or 200 per 60 s): bkfs with GraphQL batches against
+/// bkfs with `--no-graphql` (one REST download call per log). Each runs on its own fake so
+/// neither spends the other's budget. Reports requests and time; the REST time is also
+/// scaled to a 60 s window.
+fn graphql_compare(w: &Path, logs: usize, window: u64, rows: &mut Vec<Row>) {
+    let mut results = Vec::new();
+    for graphql in [true, false] {
+        let server = FakeServer::start();
+        server.add_token(TOKEN, &["read_artifacts", "read_builds"]);
+        server.set_rate_limit(50, Duration::from_secs(window), true);
+        let mut b = FakeBuild::new("bench", "gql", 4);
+        let jobs: Vec<String> = (0..10).map(|j| b.add_job(&format!("Shard {j}"))).collect();
+        for i in 0..logs {
+            let mut text = String::new();
+            for l in 0..40 {
+                text.push_str(&format!("{i:05} {l:03} INFO all good {}\n", i * 7 + l));
+            }
+            if i == logs / 3 {
+                text.push_str("ERROR needle-5c1d\n");
+            }
+            b.add_artifact(&jobs[i % jobs.len()], &format!("log/{i:05}.log"), text);
+        }
+        server.add_build(b);
+        let cache = w.join(format!("cache-gql-{graphql}"));
+        let mnt = w.join("mnt-gql");
+        let gql = server.graphql_url();
+        let extra: Vec<&str> = if graphql {
+            vec!["--graphql-url", &gql]
+        } else {
+            vec!["--no-graphql"]
+        };
+        eprintln!(
+            "grep -r over {logs} cold logs, 50 requests per {window} s, {} ...",
+            if graphql { "GraphQL" } else { "REST only" }
+        );
+        let secs = time(|| {
+            let m = mount(&server, "bench/gql/4", &mnt, &cache, &extra);
+            let n = sh(&format!("grep -rl needle-5c1d {} | wc -l", m.mnt.display()));
+            assert_eq!(n.trim(), "1");
+        });
+        let (rest, gq) = (server.count("api"), server.count("graphql"));
+        eprintln!(
+            "  {secs:.1} s, {rest} REST + {gq} GraphQL requests, {} answered 429",
+            server.count("api_429")
+        );
+        results.push((secs, rest + gq));
+        let _ = std::fs::remove_dir_all(&cache);
+    }
+    let ((g_secs, g_req), (r_secs, r_req)) = (results[0], results[1]);
+    let scale = 60.0 / window as f64;
+    rows.push(Row {
+        name: format!("mount + grep -r over {logs} cold logs, limit 50 req per {window} s: GraphQL vs --no-graphql"),
+        bkfs: format!("GraphQL {g_secs:.1} s, {g_req} requests"),
+        baseline: format!(
+            "REST {r_secs:.1} s, {r_req} requests (~{:.0} s at 50/min)",
+            r_secs * scale
+        ),
+        ratio: r_secs / g_secs,
+        target: "<= 10 requests, < 30 s".into(),
+        ok: g_req <= 10 && g_secs < 30.0,
+    });
+}
+
+fn print_rows(rows: &[Row], cores: &str, mem: &str) {
     println!();
     println!("| # | measurement | bkfs | baseline | ratio | target | met |");
     println!("|---|---|---|---|---|---|---|");
