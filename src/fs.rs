@@ -134,6 +134,41 @@ pub const STATFS_BSIZE: u32 = 4096;
 pub trait Lister: Send + Sync + 'static {
     fn list_build(&self, number: u64) -> BoxFuture<'_, std::result::Result<Listing, ApiError>>;
     fn get_build(&self, number: u64) -> BoxFuture<'_, std::result::Result<Build, ApiError>>;
+    /// The pipeline's newest builds (at most `limit`), optionally of one branch or state.
+    fn list_builds<'a>(
+        &'a self,
+        limit: usize,
+        branch: Option<&'a str>,
+        state: Option<&'a str>,
+    ) -> BoxFuture<'a, std::result::Result<Vec<Build>, ApiError>>;
+}
+
+/// A pipeline's root: its newest builds (at most `limit`, of `branch` if given) and the
+/// targets of `latest`, `latest-passed` and `latest-failed`. A link whose state is not among
+/// the newest builds costs one more request (the newest build in that state), unless the list
+/// holds every build there is.
+pub async fn list_pipeline(
+    lister: &dyn Lister,
+    limit: usize,
+    branch: Option<&str>,
+) -> std::result::Result<(Vec<Build>, [Option<u64>; 3]), ApiError> {
+    let builds = lister.list_builds(limit.max(1), branch, None).await?;
+    let mut links = [None; 3];
+    for (i, (_, _, state)) in LINKS.iter().enumerate() {
+        links[i] = match state {
+            None => builds.first().map(|b| b.number),
+            Some(st) => match builds.iter().find(|b| b.state.as_deref() == Some(*st)) {
+                Some(b) => Some(b.number),
+                None if builds.len() >= limit => lister
+                    .list_builds(1, branch, Some(st))
+                    .await?
+                    .first()
+                    .map(|b| b.number),
+                None => None,
+            },
+        };
+    }
+    Ok((builds, links))
 }
 
 /// Tells the kernel to forget what it cached (fuser's notifier in a real mount).
@@ -210,7 +245,6 @@ impl Slot {
 }
 
 /// A pipeline mount's root: which builds it lists and where the symlinks point.
-#[derive(Default)]
 struct PipelineRoot {
     /// Build numbers shown at the root, newest first.
     listed: Vec<u64>,
@@ -220,6 +254,26 @@ struct PipelineRoot {
     links: [Option<u64>; 3],
     /// Numbers the API said do not exist, and when.
     missing: HashMap<u64, Instant>,
+    /// How many builds and which branch the root lists.
+    limit: usize,
+    branch: Option<String>,
+    /// When the builds list was last fetched (the root is listed again once older than the
+    /// refresh interval, when someone lists it or reads a link).
+    listed_at: Instant,
+}
+
+impl Default for PipelineRoot {
+    fn default() -> Self {
+        PipelineRoot {
+            listed: Vec::new(),
+            slots: HashMap::new(),
+            links: [None; 3],
+            missing: HashMap::new(),
+            limit: 1,
+            branch: None,
+            listed_at: Instant::now(),
+        }
+    }
 }
 
 struct OpenFile {
@@ -307,10 +361,14 @@ impl Fs {
     }
 
     /// A mount of a pipeline: `builds` newest first (their directories at the root), and the
-    /// builds the symlinks point to (`latest`, `latest-passed`, `latest-failed`).
+    /// builds the symlinks point to (`latest`, `latest-passed`, `latest-failed`), as
+    /// [`list_pipeline`] gave them for `limit` and `branch`.
+    #[allow(clippy::too_many_arguments)]
     pub fn pipeline(
         builds: Vec<Build>,
         links: [Option<u64>; 3],
+        limit: usize,
+        branch: Option<String>,
         lister: Arc<dyn Lister>,
         reader: Arc<Reader>,
         cfg: FsConfig,
@@ -319,6 +377,8 @@ impl Fs {
         let mut slots = vec![Slot::new(0, None, None)];
         let mut root = PipelineRoot {
             links,
+            limit,
+            branch,
             ..Default::default()
         };
         for b in builds {
@@ -695,7 +755,19 @@ impl Fs {
             if split(ino).1 != ROOT_INO {
                 return Some(Err(FsError::NotDir));
             }
-            let root = self.pipeline.as_ref().unwrap().read().unwrap();
+            if self.root_stale() {
+                return None;
+            }
+            Some(Ok(self.root_entries()))
+        } else {
+            self.build_entries(ino)
+        }
+    }
+
+    /// The pipeline root's entries: `.`, `..`, the links that point somewhere, the builds.
+    fn root_entries(&self) -> Vec<DirEntry> {
+        let root = self.pipeline.as_ref().unwrap().read().unwrap();
+        {
             let mut out = vec![
                 DirEntry {
                     ino: ROOT_INO,
@@ -724,8 +796,12 @@ impl Fs {
                     name: n.to_string(),
                 });
             }
-            return Some(Ok(out));
+            out
         }
+    }
+
+    /// A build directory's entries; `None` when the build is not listed yet.
+    fn build_entries(&self, ino: Ino) -> Option<Result<Vec<DirEntry>>> {
         let (s, local) = split(ino);
         let slot = match self.slot(s) {
             Some(slot) => slot,
@@ -773,12 +849,24 @@ impl Fs {
         })())
     }
 
+    /// Lists what `readdir_cached` could not: a stale pipeline root, an unlisted build.
+    async fn prepare_dir(self: &Arc<Self>, ino: Ino) -> Result<()> {
+        if self.is_pipeline_ns(ino) {
+            self.refresh_root().await;
+            return Ok(());
+        }
+        self.ensure_loaded(split(ino).0).await
+    }
+
     /// Every entry of a directory, `.` and `..` first.
     pub async fn readdir(self: &Arc<Self>, ino: Ino) -> Result<Vec<DirEntry>> {
         if let Some(r) = self.readdir_cached(ino) {
             return r;
         }
-        self.ensure_loaded(split(ino).0).await?;
+        self.prepare_dir(ino).await?;
+        if self.is_pipeline_ns(ino) {
+            return Ok(self.root_entries());
+        }
         self.readdir_cached(ino).unwrap_or(Err(FsError::NotFound))
     }
 
@@ -802,18 +890,116 @@ impl Fs {
         if let Some(r) = self.readdir_plus_cached(ino) {
             return r;
         }
-        self.ensure_loaded(split(ino).0).await?;
+        self.prepare_dir(ino).await?;
+        if self.is_pipeline_ns(ino) {
+            return Ok(self
+                .root_entries()
+                .into_iter()
+                .filter_map(|e| {
+                    let a = self.getattr(e.ino).ok()?;
+                    Some((e, a))
+                })
+                .collect());
+        }
         self.readdir_plus_cached(ino)
             .unwrap_or(Err(FsError::NotFound))
     }
 
-    pub fn readlink(&self, ino: Ino) -> Result<String> {
+    /// Readlink from memory: `None` when the pipeline's builds list is due for a refresh.
+    pub fn readlink_cached(&self, ino: Ino) -> Option<Result<String>> {
         if !self.is_pipeline_ns(ino) || split(ino).1 == ROOT_INO {
-            return Err(FsError::Invalid);
+            return Some(Err(FsError::Invalid));
         }
+        if self.root_stale() {
+            return None;
+        }
+        Some(
+            self.link_target(ino)
+                .map(|n| n.to_string())
+                .ok_or(FsError::NotFound),
+        )
+    }
+
+    pub async fn readlink(self: &Arc<Self>, ino: Ino) -> Result<String> {
+        if let Some(r) = self.readlink_cached(ino) {
+            return r;
+        }
+        self.refresh_root().await;
         self.link_target(ino)
             .map(|n| n.to_string())
             .ok_or(FsError::NotFound)
+    }
+
+    /// Whether the kernel may cache a directory's listing: not a pipeline's root, which is
+    /// listed again (new builds, moved links) when it is older than the refresh interval.
+    pub fn dir_cacheable(&self, ino: Ino) -> bool {
+        !(self.pipeline.is_some() && ino == ROOT_INO)
+    }
+
+    fn root_stale(&self) -> bool {
+        self.pipeline
+            .as_ref()
+            .is_some_and(|r| r.read().unwrap().listed_at.elapsed() >= self.cfg.refresh)
+    }
+
+    /// Fetches the pipeline's builds list again if it is stale: new builds get a directory,
+    /// the links follow, known builds get their new state. A failure keeps the old listing
+    /// (and is retried after another interval).
+    async fn refresh_root(self: &Arc<Self>) {
+        let Some(root) = self.pipeline.as_ref() else {
+            return;
+        };
+        let _g = self.discovering.lock().await;
+        if !self.root_stale() {
+            return;
+        }
+        let (limit, branch) = {
+            let r = root.read().unwrap();
+            (r.limit, r.branch.clone())
+        };
+        let res = list_pipeline(&*self.lister, limit, branch.as_deref()).await;
+        let mut r = root.write().unwrap();
+        r.listed_at = Instant::now();
+        let (builds, links) = match res {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list the pipeline's builds again; showing the last listing");
+                return;
+            }
+        };
+        let mut added = 0;
+        for b in builds {
+            if b.number == 0 {
+                continue;
+            }
+            match r.slots.get(&b.number) {
+                Some(&s) => {
+                    if let Some(slot) = self.slot(s) {
+                        if slot.tree.read().unwrap().is_none() {
+                            *slot.info.write().unwrap() = Some(b);
+                        }
+                    }
+                }
+                None => {
+                    let s = {
+                        let mut slots = self.slots.write().unwrap();
+                        slots.push(Slot::new(b.number, Some(b.clone()), None));
+                        slots.len() - 1
+                    };
+                    r.slots.insert(b.number, s);
+                    r.listed.push(b.number);
+                    added += 1;
+                }
+            }
+        }
+        r.listed.sort_unstable_by(|a, b| b.cmp(a));
+        if r.links != links {
+            tracing::info!(?links, "pipeline links moved");
+            r.links = links;
+        }
+        if added > 0 {
+            tracing::info!(added, "new builds in the pipeline");
+        }
     }
 
     /// The file at `ino` as the tree has it now.

@@ -116,9 +116,18 @@ impl Filesystem for FuseFs {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        match self.fs.readlink(ino.0) {
+        let answer = move |r: Result<String, FsError>, reply: ReplyData| match r {
             Ok(t) => reply.data(t.as_bytes()),
             Err(e) => reply.error(errno(&e)),
+        };
+        match self.fs.readlink_cached(ino.0) {
+            Some(r) => answer(r, reply),
+            // The pipeline's builds list is due for a refresh.
+            None => {
+                let fs = self.fs.clone();
+                self.rt
+                    .spawn(async move { answer(fs.readlink(ino.0).await, reply) });
+            }
         }
     }
 
@@ -312,7 +321,12 @@ impl Filesystem for FuseFs {
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.fs.getattr(ino.0) {
             Ok(a) if a.kind == Kind::Dir => {
-                reply.opened(FileHandle(0), FopenFlags::FOPEN_CACHE_DIR)
+                let flags = if self.fs.dir_cacheable(ino.0) {
+                    FopenFlags::FOPEN_CACHE_DIR
+                } else {
+                    FopenFlags::empty()
+                };
+                reply.opened(FileHandle(0), flags)
             }
             Ok(_) => reply.error(Errno::ENOTDIR),
             Err(e) => reply.error(errno(&e)),

@@ -311,25 +311,10 @@ async fn prepare(plan: &MountPlan) -> Result<Prepared, String> {
                     tok.scopes.join(", ")
                 ));
             }
-            let branch = plan.branch.as_deref();
-            let builds = source
-                .list_builds(plan.builds.max(1), branch, None)
-                .await
-                .map_err(|e| explain(&e, plan, "list builds"))?;
-            let mut links = [builds.first().map(|b| b.number), None, None];
-            for (i, state) in [(1, "passed"), (2, "failed")] {
-                links[i] = match builds.iter().find(|b| b.state.as_deref() == Some(state)) {
-                    Some(b) => Some(b.number),
-                    // Not among the recent ones: ask for the newest in that state.
-                    None if builds.len() >= plan.builds => source
-                        .list_builds(1, branch, Some(state))
-                        .await
-                        .map_err(|e| explain(&e, plan, "list builds"))?
-                        .first()
-                        .map(|b| b.number),
-                    None => None,
-                };
-            }
+            let (builds, links) =
+                crate::fs::list_pipeline(&*source, plan.builds, plan.branch.as_deref())
+                    .await
+                    .map_err(|e| explain(&e, plan, "list builds"))?;
             tracing::info!(pipeline = %p, builds = builds.len(), ?links, "listed the pipeline's builds");
             Fetched::Pipeline(builds, links)
         }
@@ -391,9 +376,15 @@ fn serve(plan: MountPlan, mountpoint: PathBuf, mut ready: Ready) -> i32 {
     };
     let fs = match prepared.fetched {
         Fetched::Build(n, listing) => Fs::single(n, &listing, prepared.source, reader, fs_cfg),
-        Fetched::Pipeline(builds, links) => {
-            Fs::pipeline(builds, links, prepared.source, reader, fs_cfg)
-        }
+        Fetched::Pipeline(builds, links) => Fs::pipeline(
+            builds,
+            links,
+            plan.builds,
+            plan.branch.clone(),
+            prepared.source,
+            reader,
+            fs_cfg,
+        ),
     };
     let mut cfg = Config::default();
     cfg.mount_options = vec![

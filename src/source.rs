@@ -373,4 +373,13 @@ impl crate::fs::Lister for Source {
     fn get_build(&self, number: u64) -> BoxFuture<'_, Result<Build, ApiError>> {
         Box::pin(Source::get_build(self, number))
     }
+
+    fn list_builds<'a>(
+        &'a self,
+        limit: usize,
+        branch: Option<&'a str>,
+        state: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Vec<Build>, ApiError>> {
+        Box::pin(Source::list_builds(self, limit, branch, state))
+    }
 }

@@ -188,3 +188,43 @@ fn running_build_in_pipeline_is_live() {
         );
     });
 }
+
+/// The root follows the pipeline: listing it (or reading a link) after the refresh interval
+/// fetches the builds list again, so new builds appear and the links move; an idle mount
+/// makes no request.
+#[test]
+fn root_follows_new_builds() {
+    let server = pipeline_server();
+    let scratch = Scratch::new();
+    let m = mount(
+        &server,
+        &scratch,
+        "acme/app",
+        &["--refresh", "0.5", "--builds", "4"],
+    );
+    let mnt = m.mnt.clone();
+    let s = server.clone();
+    bounded(Duration::from_secs(30), move || {
+        assert_eq!(readlink(&mnt.join("latest")), "6");
+        let idle = s.count("list_builds");
+        std::thread::sleep(Duration::from_millis(1500));
+        assert_eq!(s.count("list_builds"), idle, "an idle mount polls nothing");
+
+        let mut b = FakeBuild::new(ORG, PIPE, 7);
+        let job = b.add_job("test");
+        b.add_artifact(&job, "log/test.log", b"test log of build 7\n".to_vec());
+        s.add_build(b);
+        assert!(
+            wait_until(Duration::from_secs(3), || ls(&mnt)
+                .contains(&"7".to_string())),
+            "{:?}",
+            ls(&mnt)
+        );
+        assert_eq!(readlink(&mnt.join("latest")), "7");
+        assert_eq!(readlink(&mnt.join("latest-passed")), "7");
+        assert_eq!(
+            std::fs::read_to_string(mnt.join("latest/test/log/test.log")).unwrap(),
+            "test log of build 7\n"
+        );
+    });
+}
