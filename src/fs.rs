@@ -413,6 +413,15 @@ impl Fs {
         self.slots.read().unwrap().get(s).cloned()
     }
 
+    /// Runs `f` on the tree of slot `s`: `None` when that build is not listed yet.
+    fn in_tree<T>(&self, s: usize, f: impl FnOnce(&Tree) -> Result<T>) -> Option<Result<T>> {
+        let Some(slot) = self.slot(s) else {
+            return Some(Err(FsError::NotFound));
+        };
+        let g = slot.tree.read().unwrap();
+        g.as_ref().map(f)
+    }
+
     fn is_pipeline_ns(&self, ino: Ino) -> bool {
         self.pipeline.is_some() && split(ino).0 == 0
     }
@@ -557,20 +566,14 @@ impl Fs {
             return None;
         }
         let (s, local) = split(parent);
-        let slot = match self.slot(s) {
-            Some(slot) => slot,
-            None => return Some(Err(FsError::NotFound)),
-        };
-        let tree = slot.tree.read().unwrap();
-        let tree = tree.as_ref()?;
-        Some((|| {
+        self.in_tree(s, |tree| {
             let p = tree.get(local).ok_or(FsError::NotFound)?;
             if !p.is_dir() {
                 return Err(FsError::NotDir);
             }
             let n = tree.lookup(local, name).ok_or(FsError::NotFound)?;
             Ok(self.attr_of(s, tree, n))
-        })())
+        })
     }
 
     pub async fn lookup(self: &Arc<Self>, parent: Ino, name: &OsStr) -> Result<Attr> {
@@ -803,13 +806,7 @@ impl Fs {
     /// A build directory's entries; `None` when the build is not listed yet.
     fn build_entries(&self, ino: Ino) -> Option<Result<Vec<DirEntry>>> {
         let (s, local) = split(ino);
-        let slot = match self.slot(s) {
-            Some(slot) => slot,
-            None => return Some(Err(FsError::NotFound)),
-        };
-        let tree = slot.tree.read().unwrap();
-        let tree = tree.as_ref()?;
-        Some((|| {
+        self.in_tree(s, |tree| {
             let n = tree.get(local).ok_or(FsError::NotFound)?;
             let NodeKind::Dir { children, .. } = &n.kind else {
                 return Err(FsError::NotDir);
@@ -846,7 +843,7 @@ impl Fs {
                 });
             }
             Ok(out)
-        })())
+        })
     }
 
     /// Lists what `readdir_cached` could not: a stale pipeline root, an unlisted build.

@@ -319,7 +319,7 @@ fn convert(
             }
             let (dirname, filename) = match a.path.as_deref() {
                 Some(p) => {
-                    let (d, f) = split_path(p);
+                    let (d, f) = super::model::split_path(p);
                     (Some(d), Some(f))
                 }
                 None => (None, None),
@@ -388,19 +388,6 @@ fn time_key(s: &str) -> Option<(String, String)> {
         && frac.len() <= 9
         && frac.bytes().all(|c| c.is_ascii_digit());
     ok.then(|| (secs.to_string(), format!("{frac:0<9}")))
-}
-
-/// `a/b/c.txt` → (`a/b`, `c.txt`); a top-level file's dirname is `.`, as the REST API says.
-fn split_path(path: &str) -> (String, String) {
-    let trimmed = path.trim_end_matches('/');
-    match trimmed.rsplit_once('/') {
-        Some((dir, file)) => {
-            let dir = dir.trim_end_matches('/');
-            let dir = if dir.is_empty() { "/" } else { dir };
-            (dir.to_string(), file.to_string())
-        }
-        None => (".".to_string(), trimmed.to_string()),
-    }
 }
 
 fn lower(s: Option<String>) -> Option<String> {

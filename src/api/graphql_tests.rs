@@ -3,6 +3,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::*;
+use crate::api::model::split_path;
 use crate::api::test_server::{serve, Reply, Server};
 use crate::secret::Token;
 

@@ -132,6 +132,21 @@ pub struct ErrorBody {
     pub message: Option<String>,
 }
 
+/// An artifact path split like the API reports `dirname` and `filename` (Ruby's
+/// `File.dirname`/`File.basename`): `a/b/c.txt` → (`a/b`, `c.txt`); a top-level file's
+/// dirname is `.`.
+pub fn split_path(path: &str) -> (String, String) {
+    let trimmed = path.trim_end_matches('/');
+    match trimmed.rsplit_once('/') {
+        Some((dir, file)) => {
+            let dir = dir.trim_end_matches('/');
+            let dir = if dir.is_empty() { "/" } else { dir };
+            (dir.to_string(), file.to_string())
+        }
+        None => (".".to_string(), trimmed.to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -269,18 +269,7 @@ pub fn rfc3339(secs: u64, millis: u32) -> String {
     )
 }
 
-/// Ruby's `File.dirname` / `File.basename`, which is what the API reports.
-pub fn split_path(path: &str) -> (String, String) {
-    let trimmed = path.trim_end_matches('/');
-    match trimmed.rsplit_once('/') {
-        Some((dir, file)) => {
-            let dir = dir.trim_end_matches('/');
-            let dir = if dir.is_empty() { "/" } else { dir };
-            (dir.to_string(), file.to_string())
-        }
-        None => (".".to_string(), trimmed.to_string()),
-    }
-}
+pub use crate::api::model::split_path;
 
 /// A mime type from the file extension; `application/octet-stream` when unknown.
 pub fn guess_mime(path: &str) -> &'static str {
