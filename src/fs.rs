@@ -298,6 +298,8 @@ pub struct Fs {
     deleted: Mutex<HashSet<String>>,
     /// Per directory: the last file opened in it and the sibling prefetch window.
     dir_seq: Mutex<HashMap<Ino, (String, usize)>>,
+    /// Per open directory handle: the listing being read.
+    dirs: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
 }
 
 /// Most small sibling files fetched ahead of a directory scan.
@@ -341,6 +343,7 @@ impl Fs {
             next_fh: AtomicU64::new(1),
             deleted: Mutex::new(HashSet::new()),
             dir_seq: Mutex::new(HashMap::new()),
+            dirs: Mutex::new(HashMap::new()),
         })
     }
 
@@ -546,6 +549,10 @@ impl Fs {
                 return Some(Err(FsError::NotDir));
             }
             if let Some(l) = LINKS.iter().find(|l| l.0 == name) {
+                // A link with no target may have one once the builds list is fetched again.
+                if self.link_target(l.1).is_none() && self.root_stale() {
+                    return None;
+                }
                 return Some(self.pipeline_attr(l.1));
             }
             let Some(number) = Self::parse_number(name) else {
@@ -581,6 +588,10 @@ impl Fs {
             return r;
         }
         if self.is_pipeline_ns(parent) {
+            if let Some(l) = LINKS.iter().find(|l| Some(l.0) == name.to_str()) {
+                self.refresh_root().await;
+                return self.pipeline_attr(l.1);
+            }
             let number = name
                 .to_str()
                 .and_then(Self::parse_number)
@@ -607,19 +618,15 @@ impl Fs {
                     slots.push(Slot::new(number, Some(b), None));
                     slots.len() - 1
                 };
-                let mut r = root.write().unwrap();
-                r.slots.insert(number, s);
-                r.listed.push(number);
-                r.listed.sort_unstable_by(|a, b| b.cmp(a));
-                drop(r);
+                // It works by name; the root keeps listing the recent builds only.
+                root.write().unwrap().slots.insert(number, s);
                 tracing::info!(build = number, "found a build outside the root listing");
-                if let Some(k) = self.kernel.get() {
-                    k.inval_inode(ROOT_INO);
-                }
                 Ok(s)
             }
             Err(ApiError::NotFound { .. }) => {
-                root.write().unwrap().missing.insert(number, Instant::now());
+                let mut r = root.write().unwrap();
+                r.missing.retain(|_, t| t.elapsed() < MISSING_TTL);
+                r.missing.insert(number, Instant::now());
                 Err(FsError::NotFound)
             }
             Err(e) => {
@@ -674,24 +681,29 @@ impl Fs {
         let Some(state) = state else {
             return;
         };
-        if is_final_state(state.as_deref()) || slot.watched.swap(true, Ordering::SeqCst) {
+        if state.is_none()
+            || is_final_state(state.as_deref())
+            || slot.watched.swap(true, Ordering::SeqCst)
+        {
             return;
         }
         tracing::info!(build = slot.number, state = ?state, every_s = self.cfg.refresh.as_secs_f64(), "build is live; refreshing its listing");
         let weak = Arc::downgrade(self);
         let every = self.cfg.refresh;
         tokio::spawn(async move {
+            let mut wait = every;
             loop {
-                tokio::time::sleep(every).await;
+                tokio::time::sleep(wait).await;
                 let Some(fs) = weak.upgrade() else {
                     return;
                 };
                 match fs.lister.list_build(slot.number).await {
                     Ok(listing) => {
-                        let done = listing
-                            .build
-                            .as_ref()
-                            .is_none_or(|b| is_final_state(b.state.as_deref()));
+                        wait = every;
+                        // A build without a state cannot be followed: take it as final.
+                        let done = listing.build.as_ref().is_none_or(|b| {
+                            b.state.is_none() || is_final_state(b.state.as_deref())
+                        });
                         fs.apply(s, &slot, listing);
                         if done {
                             tracing::info!(
@@ -702,8 +714,18 @@ impl Fs {
                             return;
                         }
                     }
+                    Err(ApiError::NotFound { .. }) => {
+                        tracing::warn!(
+                            build = slot.number,
+                            "the build is gone (404); no more refreshes"
+                        );
+                        slot.watched.store(false, Ordering::SeqCst);
+                        return;
+                    }
                     Err(e) => {
-                        tracing::warn!(build = slot.number, error = %e, "refreshing a live build failed; will try again");
+                        // Back off, up to 5 minutes, while the API keeps failing.
+                        wait = (wait * 2).min(Duration::from_secs(300).max(every));
+                        tracing::warn!(build = slot.number, error = %e, retry_s = wait.as_secs(), "refreshing a live build failed; will try again");
                     }
                 }
             }
@@ -855,51 +877,59 @@ impl Fs {
         self.ensure_loaded(split(ino).0).await
     }
 
-    /// Every entry of a directory, `.` and `..` first.
-    pub async fn readdir(self: &Arc<Self>, ino: Ino) -> Result<Vec<DirEntry>> {
-        if let Some(r) = self.readdir_cached(ino) {
+    /// Opens a directory: a handle that will hold its listing.
+    pub fn opendir(&self, ino: Ino) -> Result<u64> {
+        match self.getattr(ino)?.kind {
+            Kind::Dir => Ok(self.next_fh.fetch_add(1, Ordering::Relaxed)),
+            _ => Err(FsError::NotDir),
+        }
+    }
+
+    pub fn releasedir(&self, fh: u64) {
+        self.dirs.lock().unwrap().remove(&fh);
+    }
+
+    fn keep_listing(&self, fh: u64, entries: Vec<DirEntry>) -> Arc<Vec<DirEntry>> {
+        let a = Arc::new(entries);
+        self.dirs.lock().unwrap().insert(fh, a.clone());
+        a
+    }
+
+    /// The entries of directory `ino` (`.` and `..` first) for the open handle `fh`, from
+    /// memory: `None` when the directory must be listed first. The listing is taken when a
+    /// read starts at offset 0 and reused for later offsets, so a listing that changes
+    /// meanwhile (a live refresh, new builds) never makes `ls` skip or repeat an entry.
+    pub fn listing_cached(
+        &self,
+        ino: Ino,
+        fh: u64,
+        offset: u64,
+    ) -> Option<Result<Arc<Vec<DirEntry>>>> {
+        if offset > 0 {
+            if let Some(l) = self.dirs.lock().unwrap().get(&fh) {
+                return Some(Ok(l.clone()));
+            }
+        }
+        Some(self.readdir_cached(ino)?.map(|e| self.keep_listing(fh, e)))
+    }
+
+    /// [`Fs::listing_cached`], listing the directory first if needed.
+    pub async fn listing(
+        self: &Arc<Self>,
+        ino: Ino,
+        fh: u64,
+        offset: u64,
+    ) -> Result<Arc<Vec<DirEntry>>> {
+        if let Some(r) = self.listing_cached(ino, fh, offset) {
             return r;
         }
         self.prepare_dir(ino).await?;
-        if self.is_pipeline_ns(ino) {
-            return Ok(self.root_entries());
-        }
-        self.readdir_cached(ino).unwrap_or(Err(FsError::NotFound))
-    }
-
-    /// `readdir` with each entry's attributes (for READDIRPLUS: `ls -l` then needs no
-    /// lookups). `None` when the directory must be listed first.
-    pub fn readdir_plus_cached(&self, ino: Ino) -> Option<Result<Vec<(DirEntry, Attr)>>> {
-        let entries = match self.readdir_cached(ino)? {
-            Ok(e) => e,
-            Err(e) => return Some(Err(e)),
+        let entries = if self.is_pipeline_ns(ino) {
+            self.root_entries()
+        } else {
+            self.build_entries(ino).unwrap_or(Err(FsError::NotFound))?
         };
-        Some(Ok(entries
-            .into_iter()
-            .filter_map(|e| {
-                let a = self.getattr(e.ino).ok()?;
-                Some((e, a))
-            })
-            .collect()))
-    }
-
-    pub async fn readdir_plus(self: &Arc<Self>, ino: Ino) -> Result<Vec<(DirEntry, Attr)>> {
-        if let Some(r) = self.readdir_plus_cached(ino) {
-            return r;
-        }
-        self.prepare_dir(ino).await?;
-        if self.is_pipeline_ns(ino) {
-            return Ok(self
-                .root_entries()
-                .into_iter()
-                .filter_map(|e| {
-                    let a = self.getattr(e.ino).ok()?;
-                    Some((e, a))
-                })
-                .collect());
-        }
-        self.readdir_plus_cached(ino)
-            .unwrap_or(Err(FsError::NotFound))
+        Ok(self.keep_listing(fh, entries))
     }
 
     /// Readlink from memory: `None` when the pipeline's builds list is due for a refresh.
@@ -964,11 +994,13 @@ impl Fs {
                 return;
             }
         };
+        let mut listed = Vec::with_capacity(builds.len());
         let mut added = 0;
         for b in builds {
-            if b.number == 0 {
+            if b.number == 0 || listed.contains(&b.number) {
                 continue;
             }
+            listed.push(b.number);
             match r.slots.get(&b.number) {
                 Some(&s) => {
                     if let Some(slot) = self.slot(s) {
@@ -984,18 +1016,36 @@ impl Fs {
                         slots.len() - 1
                     };
                     r.slots.insert(b.number, s);
-                    r.listed.push(b.number);
                     added += 1;
                 }
             }
         }
-        r.listed.sort_unstable_by(|a, b| b.cmp(a));
-        if r.links != links {
+        // Builds that fell out of the recent ones keep their slot (and inode): they still
+        // work by name.
+        let relisted = r.listed != listed;
+        r.listed = listed;
+        let moved: Vec<Ino> = LINKS
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| r.links[*i] != links[*i])
+            .map(|(_, l)| l.1)
+            .collect();
+        if !moved.is_empty() {
             tracing::info!(?links, "pipeline links moved");
             r.links = links;
         }
         if added > 0 {
             tracing::info!(added, "new builds in the pipeline");
+        }
+        drop(r);
+        // The kernel caches the root's attributes and the links' sizes: drop what changed.
+        if let Some(k) = self.kernel.get() {
+            if relisted || !moved.is_empty() {
+                k.inval_inode(ROOT_INO);
+            }
+            for ino in moved {
+                k.inval_inode(ino);
+            }
         }
     }
 
@@ -1226,7 +1276,8 @@ impl Fs {
         let (s, local) = split(ino);
         let slot = self.slot(s).ok_or(FsError::NotFound)?;
         if local == ROOT_INO {
-            let info = slot.info.read().unwrap();
+            // Cloned so that no two slot locks are ever held at once.
+            let info = slot.info.read().unwrap().clone();
             if let Some(b) = info.as_ref() {
                 put("build_number", Some(&b.number.to_string()));
                 put("build_state", b.state.as_deref());

@@ -16,7 +16,7 @@ use fuser::{
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use crate::fs::{Attr, Fs, FsError, KernelCache, Kind};
+use crate::fs::{Attr, DirEntry, Fs, FsError, KernelCache, Kind};
 
 /// Artifacts never change once finished, so the kernel may cache names and attributes for
 /// long: deletes made through this mount are reflected by the kernel itself, and a live
@@ -34,21 +34,46 @@ impl FuseFs {
     }
 }
 
-/// Kernel cache invalidations through fuser's notifier.
-pub struct KernelNotifier(pub fuser::Notifier);
+/// Kernel cache invalidations through fuser's notifier, sent from a thread of their own: the
+/// kernel may block a notification until a request on the same directory or file is
+/// answered, and that must never hold up a tokio worker that answers requests.
+pub struct KernelNotifier(std::sync::mpsc::Sender<Inval>);
+
+enum Inval {
+    Entry(u64, String),
+    Inode(u64),
+}
+
+impl KernelNotifier {
+    pub fn new(n: fuser::Notifier) -> std::io::Result<KernelNotifier> {
+        let (tx, rx) = std::sync::mpsc::channel::<Inval>();
+        std::thread::Builder::new()
+            .name("bkfs-notify".into())
+            .spawn(move || {
+                for m in rx {
+                    // ENOENT just means the kernel had nothing cached for it.
+                    let r = match &m {
+                        Inval::Entry(parent, name) => {
+                            n.inval_entry(INodeNo(*parent), OsStr::new(name))
+                        }
+                        Inval::Inode(ino) => n.inval_inode(INodeNo(*ino), 0, 0),
+                    };
+                    if let Err(e) = r {
+                        tracing::trace!(error = %e, "kernel invalidation");
+                    }
+                }
+            })?;
+        Ok(KernelNotifier(tx))
+    }
+}
 
 impl KernelCache for KernelNotifier {
     fn inval_entry(&self, parent: u64, name: &str) {
-        // ENOENT just means the kernel had nothing cached for it.
-        if let Err(e) = self.0.inval_entry(INodeNo(parent), OsStr::new(name)) {
-            tracing::trace!(parent, name, error = %e, "inval_entry");
-        }
+        let _ = self.0.send(Inval::Entry(parent, name.to_string()));
     }
 
     fn inval_inode(&self, ino: u64) {
-        if let Err(e) = self.0.inval_inode(INodeNo(ino), 0, 0) {
-            tracing::trace!(ino, error = %e, "inval_inode");
-        }
+        let _ = self.0.send(Inval::Inode(ino));
     }
 }
 
@@ -319,31 +344,41 @@ impl Filesystem for FuseFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.fs.getattr(ino.0) {
-            Ok(a) if a.kind == Kind::Dir => {
+        match self.fs.opendir(ino.0) {
+            Ok(fh) => {
                 let flags = if self.fs.dir_cacheable(ino.0) {
                     FopenFlags::FOPEN_CACHE_DIR
                 } else {
                     FopenFlags::empty()
                 };
-                reply.opened(FileHandle(0), flags)
+                reply.opened(FileHandle(fh), flags)
             }
-            Ok(_) => reply.error(Errno::ENOTDIR),
             Err(e) => reply.error(errno(&e)),
         }
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.fs.releasedir(fh.0);
+        reply.ok();
     }
 
     fn readdir(
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         reply: ReplyDirectory,
     ) {
-        let answer = move |r: Result<Vec<crate::fs::DirEntry>, FsError>,
-                           mut reply: ReplyDirectory| {
-            match r {
+        let answer =
+            move |r: Result<Arc<Vec<DirEntry>>, FsError>, mut reply: ReplyDirectory| match r {
                 Ok(entries) => {
                     for (i, e) in entries.iter().enumerate().skip(offset as usize) {
                         if reply.add(INodeNo(e.ino), (i + 1) as u64, kind(e.kind), &e.name) {
@@ -353,14 +388,14 @@ impl Filesystem for FuseFs {
                     reply.ok();
                 }
                 Err(e) => reply.error(errno(&e)),
-            }
-        };
-        match self.fs.readdir_cached(ino.0) {
+            };
+        match self.fs.listing_cached(ino.0, fh.0, offset) {
             Some(r) => answer(r, reply),
+            // A build not listed yet, or a pipeline root due for a refresh.
             None => {
                 let fs = self.fs.clone();
                 self.rt
-                    .spawn(async move { answer(fs.readdir(ino.0).await, reply) });
+                    .spawn(async move { answer(fs.listing(ino.0, fh.0, offset).await, reply) });
             }
         }
     }
@@ -369,36 +404,43 @@ impl Filesystem for FuseFs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         reply: ReplyDirectoryPlus,
     ) {
-        type Entries = Vec<(crate::fs::DirEntry, Attr)>;
-        let answer = move |r: Result<Entries, FsError>, mut reply: ReplyDirectoryPlus| match r {
-            Ok(entries) => {
-                for (i, (e, a)) in entries.iter().enumerate().skip(offset as usize) {
-                    let full = reply.add(
-                        INodeNo(e.ino),
-                        (i + 1) as u64,
-                        &e.name,
-                        &TTL,
-                        &file_attr(a),
-                        Generation(0),
-                    );
-                    if full {
-                        break;
+        let fs = self.fs.clone();
+        let answer = move |r: Result<Arc<Vec<DirEntry>>, FsError>,
+                           mut reply: ReplyDirectoryPlus| {
+            match r {
+                Ok(entries) => {
+                    for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+                        // An entry that vanished since the listing was taken is skipped.
+                        let Ok(a) = fs.getattr(e.ino) else {
+                            continue;
+                        };
+                        let full = reply.add(
+                            INodeNo(e.ino),
+                            (i + 1) as u64,
+                            &e.name,
+                            &TTL,
+                            &file_attr(&a),
+                            Generation(0),
+                        );
+                        if full {
+                            break;
+                        }
                     }
+                    reply.ok();
                 }
-                reply.ok();
+                Err(e) => reply.error(errno(&e)),
             }
-            Err(e) => reply.error(errno(&e)),
         };
-        match self.fs.readdir_plus_cached(ino.0) {
+        match self.fs.listing_cached(ino.0, fh.0, offset) {
             Some(r) => answer(r, reply),
             None => {
                 let fs = self.fs.clone();
                 self.rt
-                    .spawn(async move { answer(fs.readdir_plus(ino.0).await, reply) });
+                    .spawn(async move { answer(fs.listing(ino.0, fh.0, offset).await, reply) });
             }
         }
     }

@@ -426,7 +426,12 @@ fn serve(plan: MountPlan, mountpoint: PathBuf, mut ready: Ready) -> i32 {
             return 1;
         }
     };
-    fs.set_kernel(Arc::new(KernelNotifier(bg.notifier())));
+    match KernelNotifier::new(bg.notifier()) {
+        Ok(k) => fs.set_kernel(Arc::new(k)),
+        Err(e) => {
+            tracing::warn!(error = %e, "no kernel notifier: running builds update only as the kernel's caches expire")
+        }
+    }
     {
         let _rt = rt.enter();
         fs.start();

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 
-use crate::api::graphql::{url_lifetime, GraphqlError};
+use crate::api::graphql::{url_lifetime, GqlBuild, GraphqlError};
 use crate::api::model::{Artifact, Build};
 use crate::api::{ApiClient, ApiError};
 use crate::build_ref::PipelineRef;
@@ -39,6 +39,12 @@ use crate::tree::FileMeta;
 const REST_URL_LIFETIME: Duration = Duration::from_secs(60);
 /// How long a GraphQL `downloadURL` lives when the URL itself does not say (~10 minutes).
 const GRAPHQL_URL_LIFETIME: Duration = Duration::from_secs(600);
+
+/// How long GraphQL is left alone after a failure that may pass.
+const GRAPHQL_PAUSE: Duration = Duration::from_secs(60);
+/// How long to wait before fetching a new batch when the last one came with URLs that were
+/// useless at once (with a skewed clock they may look expired; REST serves meanwhile).
+const MIN_BATCH_INTERVAL: Duration = Duration::from_secs(30);
 
 /// The part of a URL's lifetime bkfs uses: 5/6 of it, so a URL is never handed to a read
 /// that could outlive it (60 s → 50 s, 10 min → 8 min 20 s).
@@ -82,7 +88,10 @@ pub struct Source {
     api: ApiClient,
     pipeline: PipelineRef,
     storage: StorageClient,
+    /// GraphQL is configured and has not failed for good.
     graphql_on: AtomicBool,
+    /// After a failure that may pass (network, 5xx, rate limit): no GraphQL before then.
+    graphql_pause: Mutex<Option<Instant>>,
     can_read_builds: bool,
     /// Per build number: its current batch of GraphQL URLs.
     batches: Mutex<HashMap<u64, Batch>>,
@@ -102,6 +111,7 @@ impl Source {
             pipeline,
             storage,
             graphql_on: AtomicBool::new(cfg.graphql),
+            graphql_pause: Mutex::new(None),
             can_read_builds: cfg.can_read_builds,
             batches: Mutex::new(HashMap::new()),
             refreshing: Mutex::new(HashMap::new()),
@@ -118,49 +128,63 @@ impl Source {
 
     pub fn graphql_enabled(&self) -> bool {
         self.graphql_on.load(Ordering::Relaxed)
+            && self
+                .graphql_pause
+                .lock()
+                .unwrap()
+                .is_none_or(|t| Instant::now() >= t)
     }
 
     /// Lists build `number`: through GraphQL when possible, else REST.
     pub async fn list_build(&self, number: u64) -> Result<Listing, ApiError> {
         if self.graphql_enabled() {
-            match self.list_build_graphql(number).await {
-                Ok(l) => return Ok(l),
+            match self.api.graphql_build(&self.pipeline.build(number)).await {
+                Ok(g) => return self.complete_graphql(number, g).await,
                 Err(e) => self.graphql_failed(&e),
             }
         }
         self.list_build_rest(number).await
     }
 
-    /// Logs a GraphQL failure; turns GraphQL off for the mount unless the failure is
-    /// specific to this request.
+    /// Logs a GraphQL failure. A refusal (401/403), errors in the answer, an answer that is
+    /// not GraphQL, or no endpoint (404/405) turn GraphQL off for the mount; a failure that
+    /// may pass (network, 5xx, rate limit) pauses it for [`GRAPHQL_PAUSE`]; a missing build
+    /// concerns that request only.
     fn graphql_failed(&self, e: &GraphqlError) {
-        let sticky = !matches!(e, GraphqlError::BuildNotFound | GraphqlError::RateLimited);
-        if sticky && self.graphql_on.swap(false, Ordering::Relaxed) {
-            tracing::warn!(error = %e, "GraphQL is not usable; using the REST API from now on (one API request per artifact read)");
+        let permanent = match e {
+            GraphqlError::Refused { .. }
+            | GraphqlError::Errors { .. }
+            | GraphqlError::Malformed { .. } => true,
+            GraphqlError::Unavailable { detail } => {
+                detail.contains("answered 404")
+                    || detail.contains("answered 405")
+                    || detail.contains("not JSON")
+            }
+            GraphqlError::BuildNotFound | GraphqlError::RateLimited => false,
+        };
+        if permanent {
+            if self.graphql_on.swap(false, Ordering::Relaxed) {
+                tracing::warn!(error = %e, "GraphQL is not usable; using the REST API from now on (one API request per artifact read)");
+            }
+        } else if matches!(e, GraphqlError::BuildNotFound) {
+            tracing::info!(error = %e, "GraphQL did not find the build; using the REST API for it");
         } else {
-            tracing::info!(error = %e, "GraphQL listing failed; using the REST API for it");
+            *self.graphql_pause.lock().unwrap() = Some(Instant::now() + GRAPHQL_PAUSE);
+            tracing::warn!(error = %e, pause_s = GRAPHQL_PAUSE.as_secs(), "GraphQL failed; using the REST API for a while");
         }
     }
 
-    async fn list_build_graphql(&self, number: u64) -> Result<Listing, GraphqlError> {
-        let b = self.pipeline.build(number);
-        let g = self.api.graphql_build(&b).await?;
+    /// A GraphQL listing: keeps its URLs as the build's batch, and completes through REST the
+    /// jobs whose artifact list GraphQL cut short (it has no cursor over a job's artifacts).
+    async fn complete_graphql(&self, number: u64, g: GqlBuild) -> Result<Listing, ApiError> {
         self.store_batch(number, &g.urls, g.fetched_at);
+        let b = self.pipeline.build(number);
         let mut artifacts = g.artifacts;
         for job in &g.truncated_jobs {
-            // GraphQL has no cursor over a job's artifacts: complete them through REST.
-            match self.api.list_job_artifacts(&b, job).await {
-                Ok(all) => {
-                    tracing::info!(job = %job, artifacts = all.len(), "job has more artifacts than one GraphQL query returns; listed it through REST");
-                    artifacts.retain(|a| a.job_id.as_deref() != Some(job.as_str()));
-                    artifacts.extend(all);
-                }
-                Err(e) => {
-                    return Err(GraphqlError::Unavailable {
-                        detail: format!("completing job {job} through REST failed: {e}"),
-                    })
-                }
-            }
+            let all = self.api.list_job_artifacts(&b, job).await?;
+            tracing::info!(job = %job, artifacts = all.len(), "job has more artifacts than one GraphQL query returns; listed it through REST");
+            artifacts.retain(|a| a.job_id.as_deref() != Some(job.as_str()));
+            artifacts.extend(all);
         }
         Ok(Listing {
             build: Some(g.build),
@@ -204,6 +228,13 @@ impl Source {
                 (id.clone(), (u.clone(), until))
             })
             .collect();
+        // URLs that are useless at once (a skewed clock, a tiny lifetime) must not make every
+        // read fetch a new batch: then wait MIN_BATCH_INTERVAL (REST serves meanwhile).
+        let refresh_at = if refresh_at > fetched_at + Duration::from_secs(2) {
+            refresh_at
+        } else {
+            fetched_at + MIN_BATCH_INTERVAL
+        };
         tracing::debug!(
             build = number,
             urls = urls.len(),
@@ -263,14 +294,17 @@ impl Source {
             Ok(g) => self.store_batch(number, &g.urls, g.fetched_at),
             Err(e) => {
                 self.graphql_failed(&e);
-                // Don't retry GraphQL for this build until the usual interval has passed.
-                self.batches.lock().unwrap().insert(
-                    number,
-                    Batch {
+                // Keep the URLs still good; try GraphQL for this build again later.
+                let later = Instant::now() + usable(REST_URL_LIFETIME);
+                self.batches
+                    .lock()
+                    .unwrap()
+                    .entry(number)
+                    .and_modify(|b| b.refresh_at = later)
+                    .or_insert(Batch {
                         urls: HashMap::new(),
-                        refresh_at: Instant::now() + usable(REST_URL_LIFETIME),
-                    },
-                );
+                        refresh_at: later,
+                    });
             }
         }
     }

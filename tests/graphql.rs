@@ -94,7 +94,10 @@ fn grep_1000_cold_logs_costs_a_few_requests() {
         assert_eq!(s.count("api_429"), 0);
         assert_eq!(s.count("storage_get"), 1000, "every log fetched once");
     });
-    assert!(m.log_text().contains("via=\"graphql\"") || m.log_text().contains("graphql"));
+    assert!(
+        m.log_text().contains("via=\"graphql\""),
+        "the listing came through GraphQL"
+    );
 }
 
 /// `--no-graphql`: the REST path reads everything right, one download call per artifact,

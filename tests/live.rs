@@ -13,7 +13,7 @@ use common::*;
 const ORG: &str = "acme";
 const PIPE: &str = "live";
 /// The refresh interval the tests mount with.
-const REFRESH: Duration = Duration::from_secs(1);
+const REFRESH: Duration = Duration::from_millis(1500);
 
 /// A running build: job "build" with one finished log and one still uploading.
 fn running_build(number: u64) -> (FakeBuild, String, String) {
@@ -36,7 +36,7 @@ fn live_scenario(graphql: bool) {
     let (fb, job, uploading) = running_build(number);
     server.add_build(fb);
     let scratch = Scratch::new();
-    let refresh = format!("{}", REFRESH.as_secs_f64());
+    let refresh = REFRESH.as_secs_f64().to_string();
     let gql = server.graphql_url();
     let mut extra = vec!["--refresh", refresh.as_str()];
     if graphql {
@@ -44,6 +44,7 @@ fn live_scenario(graphql: bool) {
     }
     let m = mount(&server, &scratch, &format!("{ORG}/{PIPE}/{number}"), &extra);
     let mnt = m.mnt.clone();
+    let log = m.log.clone();
     let s = server.clone();
     bounded(Duration::from_secs(60), move || {
         // The acceptance bound: visible within two refresh intervals.
@@ -95,18 +96,25 @@ fn live_scenario(graphql: bool) {
         );
         assert!(std::fs::metadata(mnt.join("build/log/first.log")).is_err());
 
-        // The build finishes: one last listing, then no more.
+        // The build finishes (its last artifact and its state in one change): one last
+        // listing, then no more.
         assert!(s.update_build(ORG, PIPE, number, |b| {
             b.add_artifact(&job, "log/last.log", b"last\n".to_vec());
+            b.set_state("passed");
         }));
-        s.set_build_state(ORG, PIPE, number, "passed");
         assert!(
             wait_until(within, || ls(&mnt.join("build/log"))
                 == vec!["last.log", "second.log"]),
             "final listing missing: {:?}",
             ls(&mnt.join("build/log"))
         );
-        std::thread::sleep(REFRESH);
+        assert!(
+            wait_until(REFRESH * 2, || log.exists()
+                && std::fs::read_to_string(&log)
+                    .unwrap_or_default()
+                    .contains("no more refreshes")),
+            "polling did not stop"
+        );
         let after_final = listing_requests(&s);
         std::thread::sleep(REFRESH * 4);
         assert_eq!(
@@ -116,7 +124,6 @@ fn live_scenario(graphql: bool) {
             s.counts()
         );
     });
-    assert!(m.log_text().contains("no more refreshes"));
 }
 
 #[test]
@@ -156,8 +163,12 @@ fn open_files_of_vanished_artifacts() {
         }
         // The job has no finished artifact left: its directory goes too.
         assert!(wait_until(Duration::from_secs(5), || ls(&mnt).is_empty()));
-        // The kernel's page cache may hold the warm file; a fresh handle (O_DIRECT-like
-        // read at an offset) still gets the bytes from bkfs's cache.
+        // Drop the kernel's page cache of the warm file, so that the read below reaches bkfs,
+        // which serves it from its own cache.
+        use std::os::fd::AsRawFd;
+        // SAFETY: plain posix_fadvise(2) on an open fd.
+        let rc = unsafe { libc::posix_fadvise(warm.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        assert_eq!(rc, 0);
         let mut part = vec![0u8; 1000];
         warm.read_exact_at(&mut part, 123_456).unwrap();
         assert!(part == cached_content[123_456..124_456]);

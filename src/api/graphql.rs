@@ -402,7 +402,7 @@ fn usable_url(u: &str) -> bool {
 /// - `X-Amz-Expires=<seconds>` (AWS SigV4) or `X-Goog-Expires=<seconds>` (GCS V4): relative
 ///   to the signing time, which is never known better than "just now", so returned as is;
 /// - `Expires=<unix seconds>` (S3 SigV2, CloudFront, GCS V2): absolute, so `expires - now`,
-///   None when already past;
+///   zero when already past (an expired URL is known to be useless, not of unknown life);
 /// - anything else: None (unknown: the caller picks its own default).
 pub fn url_lifetime(url: &str, now_unix: u64) -> Option<Duration> {
     let u = url::Url::parse(url).ok()?;
@@ -415,10 +415,7 @@ pub fn url_lifetime(url: &str, now_unix: u64) -> Option<Duration> {
         return rel.map(Duration::from_secs);
     }
     let expires = param("Expires")??;
-    expires
-        .checked_sub(now_unix)
-        .filter(|&s| s > 0)
-        .map(Duration::from_secs)
+    Some(Duration::from_secs(expires.saturating_sub(now_unix)))
 }
 
 // ---- Wire types: tolerant of nulls, missing and unknown fields, and of a scalar of the wrong
