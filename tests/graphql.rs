@@ -259,3 +259,30 @@ fn artifacts_beyond_the_batch_use_rest() {
         assert_eq!(s.count("download"), 10, "{:?}", s.counts());
     });
 }
+
+/// A build listed through GraphQL shows exactly the tree the REST listing shows: the same
+/// oracle as `mount_tree::tree_matches_expected` (parallel jobs, a retry chain, label edge
+/// cases, hostile paths, collisions, unfinished artifacts), so falling back between the two
+/// never renames anything.
+#[test]
+fn graphql_listing_gives_the_rest_tree() {
+    use common::builds::{rich_build, BUILD};
+    let (fb, exp) = rich_build();
+    let server = Arc::new(server());
+    server.add_build(fb);
+    let scratch = Scratch::new();
+    let m = mount(
+        &server,
+        &scratch,
+        BUILD,
+        &["--graphql-url", &server.graphql_url()],
+    );
+    let mnt = m.mnt.clone();
+    let s = server.clone();
+    bounded(Duration::from_secs(60), move || {
+        assert_eq!(s.count("list_build_artifacts"), 0, "{:?}", s.counts());
+        assert_eq!(s.count("graphql"), 1, "{:?}", s.counts());
+        let want = exp.tree(my_uid());
+        assert_tree_eq("GraphQL listing", &want, &walk(&mnt));
+    });
+}
