@@ -143,48 +143,18 @@ pub trait Lister: Send + Sync + 'static {
     ) -> BoxFuture<'a, std::result::Result<Vec<Build>, ApiError>>;
 }
 
-/// A pipeline's root: its newest builds (at most `limit`, of `branch` if given) and the
-/// targets of `latest`, `latest-passed` and `latest-failed`. A link whose state is not among
-/// the newest builds costs one more request (the newest build in that state), unless the list
-/// holds every build there is.
-pub async fn list_pipeline(
-    lister: &dyn Lister,
-    limit: usize,
-    branch: Option<&str>,
-) -> std::result::Result<(Vec<Build>, [Option<u64>; 3]), ApiError> {
-    let builds = lister.list_builds(limit.max(1), branch, None).await?;
-    let mut links = [None; 3];
-    for (i, (_, _, state)) in LINKS.iter().enumerate() {
-        links[i] = match state {
-            None => builds.first().map(|b| b.number),
-            Some(st) => match builds.iter().find(|b| b.state.as_deref() == Some(*st)) {
-                Some(b) => Some(b.number),
-                None if builds.len() >= limit => lister
-                    .list_builds(1, branch, Some(st))
-                    .await?
-                    .first()
-                    .map(|b| b.number),
-                None => None,
-            },
-        };
-    }
-    Ok((builds, links))
-}
-
 /// Tells the kernel to forget what it cached (fuser's notifier in a real mount).
 pub trait KernelCache: Send + Sync + 'static {
     fn inval_entry(&self, parent: Ino, name: &str);
     fn inval_inode(&self, ino: Ino);
 }
 
-/// Build states after which a build never changes again (API-NOTES: running, scheduled,
-/// failing, canceling, blocked, ... are not final).
-pub fn is_final_state(state: Option<&str>) -> bool {
-    matches!(
-        state.map(str::to_ascii_lowercase).as_deref(),
-        Some("passed" | "failed" | "canceled" | "cancelled" | "skipped" | "not_run" | "finished")
-    )
-}
+mod live;
+mod pipeline;
+
+pub use live::is_final_state;
+pub use pipeline::list_pipeline;
+use pipeline::{PipelineRoot, LINKS, MISSING_TTL};
 
 const SLOT_SHIFT: u32 = 40;
 const LOCAL_MASK: u64 = (1 << SLOT_SHIFT) - 1;
@@ -196,16 +166,6 @@ fn global(slot: usize, local: Ino) -> Ino {
 fn split(ino: Ino) -> (usize, Ino) {
     ((ino >> SLOT_SHIFT) as usize, ino & LOCAL_MASK)
 }
-
-/// The symlinks at a pipeline mount's root: name, inode, the build state they follow.
-const LINKS: [(&str, Ino, Option<&str>); 3] = [
-    ("latest", 2, None),
-    ("latest-passed", 3, Some("passed")),
-    ("latest-failed", 4, Some("failed")),
-];
-
-/// How long a build number that the API does not know is remembered as missing.
-const MISSING_TTL: Duration = Duration::from_secs(10);
 
 /// One build of the mount.
 struct Slot {
@@ -241,38 +201,6 @@ impl Slot {
                     .or_else(|| b.created_at.as_deref().and_then(parse_time))
             })
             .unwrap_or(SystemTime::UNIX_EPOCH)
-    }
-}
-
-/// A pipeline mount's root: which builds it lists and where the symlinks point.
-struct PipelineRoot {
-    /// Build numbers shown at the root, newest first.
-    listed: Vec<u64>,
-    /// Build number → slot.
-    slots: HashMap<u64, usize>,
-    /// Targets of `latest`, `latest-passed`, `latest-failed`.
-    links: [Option<u64>; 3],
-    /// Numbers the API said do not exist, and when.
-    missing: HashMap<u64, Instant>,
-    /// How many builds and which branch the root lists.
-    limit: usize,
-    branch: Option<String>,
-    /// When the builds list was last fetched (the root is listed again once older than the
-    /// refresh interval, when someone lists it or reads a link).
-    listed_at: Instant,
-}
-
-impl Default for PipelineRoot {
-    fn default() -> Self {
-        PipelineRoot {
-            listed: Vec::new(),
-            slots: HashMap::new(),
-            links: [None; 3],
-            missing: HashMap::new(),
-            limit: 1,
-            branch: None,
-            listed_at: Instant::now(),
-        }
     }
 }
 
@@ -482,41 +410,6 @@ impl Fs {
         )
     }
 
-    fn link_target(&self, local: Ino) -> Option<u64> {
-        let root = self.pipeline.as_ref()?.read().unwrap();
-        let i = LINKS.iter().position(|l| l.1 == local)?;
-        root.links[i]
-    }
-
-    /// Attributes of the pipeline namespace (root and symlinks).
-    fn pipeline_attr(&self, local: Ino) -> Result<Attr> {
-        if local == ROOT_INO {
-            let newest = {
-                let root = self.pipeline.as_ref().expect("pipeline").read().unwrap();
-                root.listed.first().and_then(|n| root.slots.get(n).copied())
-            };
-            let mtime = newest
-                .and_then(|s| self.slot(s))
-                .map(|s| s.mtime())
-                .unwrap_or(SystemTime::UNIX_EPOCH);
-            let dirs = self.pipeline.as_ref().unwrap().read().unwrap().listed.len();
-            return Ok(self.dir_attr(ROOT_INO, 2 + dirs as u32, mtime));
-        }
-        let target = self.link_target(local).ok_or(FsError::NotFound)?;
-        let len = target.to_string().len() as u64;
-        Ok(Attr {
-            ino: local,
-            kind: Kind::Symlink,
-            size: len,
-            blocks: 0,
-            perm: 0o777,
-            nlink: 1,
-            uid: self.cfg.uid,
-            gid: self.cfg.gid,
-            mtime: self.pipeline_attr(ROOT_INO)?.mtime,
-        })
-    }
-
     pub fn getattr(&self, ino: Ino) -> Result<Attr> {
         if self.is_pipeline_ns(ino) {
             return self.pipeline_attr(ino);
@@ -530,12 +423,6 @@ impl Fs {
         let tree = tree.as_ref().ok_or(FsError::NotFound)?;
         let n = tree.get(local).ok_or(FsError::NotFound)?;
         Ok(self.attr_of(s, tree, n))
-    }
-
-    /// A build number as written in a directory name (canonical decimal only).
-    fn parse_number(name: &str) -> Option<u64> {
-        let n: u64 = name.parse().ok()?;
-        (n > 0 && n.to_string() == name).then_some(n)
     }
 
     /// Lookup from memory: `None` when answering needs the network (a build not listed yet,
@@ -604,38 +491,6 @@ impl Fs {
             .unwrap_or(Err(FsError::NotFound))
     }
 
-    /// Finds a build that is not in the root listing (one API request), and gives it a slot.
-    async fn discover(self: &Arc<Self>, number: u64) -> Result<usize> {
-        let _g = self.discovering.lock().await;
-        let root = self.pipeline.as_ref().expect("pipeline");
-        if let Some(&s) = root.read().unwrap().slots.get(&number) {
-            return Ok(s);
-        }
-        match self.lister.get_build(number).await {
-            Ok(b) => {
-                let s = {
-                    let mut slots = self.slots.write().unwrap();
-                    slots.push(Slot::new(number, Some(b), None));
-                    slots.len() - 1
-                };
-                // It works by name; the root keeps listing the recent builds only.
-                root.write().unwrap().slots.insert(number, s);
-                tracing::info!(build = number, "found a build outside the root listing");
-                Ok(s)
-            }
-            Err(ApiError::NotFound { .. }) => {
-                let mut r = root.write().unwrap();
-                r.missing.retain(|_, t| t.elapsed() < MISSING_TTL);
-                r.missing.insert(number, Instant::now());
-                Err(FsError::NotFound)
-            }
-            Err(e) => {
-                tracing::error!(build = number, error = %e, "cannot look up the build");
-                Err(FsError::Io(e.to_string()))
-            }
-        }
-    }
-
     /// Lists the build of slot `s` unless it is listed already (single-flight).
     async fn ensure_loaded(self: &Arc<Self>, s: usize) -> Result<()> {
         let slot = self.slot(s).ok_or(FsError::NotFound)?;
@@ -668,112 +523,6 @@ impl Fs {
         Ok(())
     }
 
-    /// Starts the refresh loop of a listed build whose state is not final.
-    fn watch_if_live(self: &Arc<Self>, s: usize) {
-        let Some(slot) = self.slot(s) else {
-            return;
-        };
-        if slot.tree.read().unwrap().is_none() {
-            return;
-        }
-        let state = slot.info.read().unwrap().as_ref().map(|b| b.state.clone());
-        // Without the build (no read_builds) its state is unknown: it is taken as final.
-        let Some(state) = state else {
-            return;
-        };
-        if state.is_none()
-            || is_final_state(state.as_deref())
-            || slot.watched.swap(true, Ordering::SeqCst)
-        {
-            return;
-        }
-        tracing::info!(build = slot.number, state = ?state, every_s = self.cfg.refresh.as_secs_f64(), "build is live; refreshing its listing");
-        let weak = Arc::downgrade(self);
-        let every = self.cfg.refresh;
-        tokio::spawn(async move {
-            let mut wait = every;
-            loop {
-                tokio::time::sleep(wait).await;
-                let Some(fs) = weak.upgrade() else {
-                    return;
-                };
-                match fs.lister.list_build(slot.number).await {
-                    Ok(listing) => {
-                        wait = every;
-                        // A build without a state cannot be followed: take it as final.
-                        let done = listing.build.as_ref().is_none_or(|b| {
-                            b.state.is_none() || is_final_state(b.state.as_deref())
-                        });
-                        fs.apply(s, &slot, listing);
-                        if done {
-                            tracing::info!(
-                                build = slot.number,
-                                "build finished; no more refreshes"
-                            );
-                            slot.watched.store(false, Ordering::SeqCst);
-                            return;
-                        }
-                    }
-                    Err(ApiError::NotFound { .. }) => {
-                        tracing::warn!(
-                            build = slot.number,
-                            "the build is gone (404); no more refreshes"
-                        );
-                        slot.watched.store(false, Ordering::SeqCst);
-                        return;
-                    }
-                    Err(e) => {
-                        // Back off, up to 5 minutes, while the API keeps failing.
-                        wait = (wait * 2).min(Duration::from_secs(300).max(every));
-                        tracing::warn!(build = slot.number, error = %e, retry_s = wait.as_secs(), "refreshing a live build failed; will try again");
-                    }
-                }
-            }
-        });
-    }
-
-    /// Puts a new listing of a loaded build in place and tells the kernel what changed.
-    fn apply(&self, s: usize, slot: &Slot, listing: Listing) {
-        let new = tree_of(&listing, slot.number);
-        let changes = {
-            let mut g = slot.tree.write().unwrap();
-            match g.as_mut() {
-                Some(t) => t.reconcile(new),
-                None => return,
-            }
-        };
-        if listing.build.is_some() {
-            *slot.info.write().unwrap() = listing.build;
-        }
-        if changes.is_empty() {
-            tracing::debug!(build = slot.number, "refreshed; no change");
-            return;
-        }
-        tracing::info!(
-            build = slot.number,
-            added = changes.added.len(),
-            removed = changes.removed.len(),
-            changed = changes.changed_attrs.len(),
-            "refreshed the build's listing"
-        );
-        // Local root's parent, seen from the kernel, is the mount root in a pipeline mount.
-        let Some(k) = self.kernel.get() else {
-            return;
-        };
-        for (parent, name) in &changes.added {
-            k.inval_entry(global(s, *parent), name);
-        }
-        for (parent, name, _) in &changes.removed {
-            k.inval_entry(global(s, *parent), name);
-        }
-        for d in &changes.changed_dirs {
-            k.inval_inode(global(s, *d));
-        }
-        for i in &changes.changed_attrs {
-            k.inval_inode(global(s, *i));
-        }
-    }
-
     /// Readdir from memory: `None` when the directory is a build not listed yet.
     pub fn readdir_cached(&self, ino: Ino) -> Option<Result<Vec<DirEntry>>> {
         if self.is_pipeline_ns(ino) {
@@ -786,42 +535,6 @@ impl Fs {
             Some(Ok(self.root_entries()))
         } else {
             self.build_entries(ino)
-        }
-    }
-
-    /// The pipeline root's entries: `.`, `..`, the links that point somewhere, the builds.
-    fn root_entries(&self) -> Vec<DirEntry> {
-        let root = self.pipeline.as_ref().unwrap().read().unwrap();
-        {
-            let mut out = vec![
-                DirEntry {
-                    ino: ROOT_INO,
-                    kind: Kind::Dir,
-                    name: ".".into(),
-                },
-                DirEntry {
-                    ino: ROOT_INO,
-                    kind: Kind::Dir,
-                    name: "..".into(),
-                },
-            ];
-            for (i, (name, ino, _)) in LINKS.iter().enumerate() {
-                if root.links[i].is_some() {
-                    out.push(DirEntry {
-                        ino: *ino,
-                        kind: Kind::Symlink,
-                        name: name.to_string(),
-                    });
-                }
-            }
-            for n in &root.listed {
-                out.push(DirEntry {
-                    ino: global(root.slots[n], ROOT_INO),
-                    kind: Kind::Dir,
-                    name: n.to_string(),
-                });
-            }
-            out
         }
     }
 
@@ -930,123 +643,6 @@ impl Fs {
             self.build_entries(ino).unwrap_or(Err(FsError::NotFound))?
         };
         Ok(self.keep_listing(fh, entries))
-    }
-
-    /// Readlink from memory: `None` when the pipeline's builds list is due for a refresh.
-    pub fn readlink_cached(&self, ino: Ino) -> Option<Result<String>> {
-        if !self.is_pipeline_ns(ino) || split(ino).1 == ROOT_INO {
-            return Some(Err(FsError::Invalid));
-        }
-        if self.root_stale() {
-            return None;
-        }
-        Some(
-            self.link_target(ino)
-                .map(|n| n.to_string())
-                .ok_or(FsError::NotFound),
-        )
-    }
-
-    pub async fn readlink(self: &Arc<Self>, ino: Ino) -> Result<String> {
-        if let Some(r) = self.readlink_cached(ino) {
-            return r;
-        }
-        self.refresh_root().await;
-        self.link_target(ino)
-            .map(|n| n.to_string())
-            .ok_or(FsError::NotFound)
-    }
-
-    /// Whether the kernel may cache a directory's listing: not a pipeline's root, which is
-    /// listed again (new builds, moved links) when it is older than the refresh interval.
-    pub fn dir_cacheable(&self, ino: Ino) -> bool {
-        !(self.pipeline.is_some() && ino == ROOT_INO)
-    }
-
-    fn root_stale(&self) -> bool {
-        self.pipeline
-            .as_ref()
-            .is_some_and(|r| r.read().unwrap().listed_at.elapsed() >= self.cfg.refresh)
-    }
-
-    /// Fetches the pipeline's builds list again if it is stale: new builds get a directory,
-    /// the links follow, known builds get their new state. A failure keeps the old listing
-    /// (and is retried after another interval).
-    async fn refresh_root(self: &Arc<Self>) {
-        let Some(root) = self.pipeline.as_ref() else {
-            return;
-        };
-        let _g = self.discovering.lock().await;
-        if !self.root_stale() {
-            return;
-        }
-        let (limit, branch) = {
-            let r = root.read().unwrap();
-            (r.limit, r.branch.clone())
-        };
-        let res = list_pipeline(&*self.lister, limit, branch.as_deref()).await;
-        let mut r = root.write().unwrap();
-        r.listed_at = Instant::now();
-        let (builds, links) = match res {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot list the pipeline's builds again; showing the last listing");
-                return;
-            }
-        };
-        let mut listed = Vec::with_capacity(builds.len());
-        let mut added = 0;
-        for b in builds {
-            if b.number == 0 || listed.contains(&b.number) {
-                continue;
-            }
-            listed.push(b.number);
-            match r.slots.get(&b.number) {
-                Some(&s) => {
-                    if let Some(slot) = self.slot(s) {
-                        if slot.tree.read().unwrap().is_none() {
-                            *slot.info.write().unwrap() = Some(b);
-                        }
-                    }
-                }
-                None => {
-                    let s = {
-                        let mut slots = self.slots.write().unwrap();
-                        slots.push(Slot::new(b.number, Some(b.clone()), None));
-                        slots.len() - 1
-                    };
-                    r.slots.insert(b.number, s);
-                    added += 1;
-                }
-            }
-        }
-        // Builds that fell out of the recent ones keep their slot (and inode): they still
-        // work by name.
-        let relisted = r.listed != listed;
-        r.listed = listed;
-        let moved: Vec<Ino> = LINKS
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| r.links[*i] != links[*i])
-            .map(|(_, l)| l.1)
-            .collect();
-        if !moved.is_empty() {
-            tracing::info!(?links, "pipeline links moved");
-            r.links = links;
-        }
-        if added > 0 {
-            tracing::info!(added, "new builds in the pipeline");
-        }
-        drop(r);
-        // The kernel caches the root's attributes and the links' sizes: drop what changed.
-        if let Some(k) = self.kernel.get() {
-            if relisted || !moved.is_empty() {
-                k.inval_inode(ROOT_INO);
-            }
-            for ino in moved {
-                k.inval_inode(ino);
-            }
-        }
     }
 
     /// The file at `ino` as the tree has it now.

@@ -1,0 +1,128 @@
+//! Live builds: a listed build whose state is not final is listed again every refresh
+//! interval, the new tree reconciled into the old one (stable inodes), and the kernel told
+//! what changed. The first listing with a final state is the last.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{global, tree_of, Fs, Slot};
+use crate::api::ApiError;
+use crate::source::Listing;
+
+/// Build states after which a build never changes again (API-NOTES: running, scheduled,
+/// failing, canceling, blocked, ... are not final).
+pub fn is_final_state(state: Option<&str>) -> bool {
+    matches!(
+        state.map(str::to_ascii_lowercase).as_deref(),
+        Some("passed" | "failed" | "canceled" | "cancelled" | "skipped" | "not_run" | "finished")
+    )
+}
+
+impl Fs {
+    /// Starts the refresh loop of a listed build whose state is not final.
+    pub(super) fn watch_if_live(self: &Arc<Self>, s: usize) {
+        let Some(slot) = self.slot(s) else {
+            return;
+        };
+        if slot.tree.read().unwrap().is_none() {
+            return;
+        }
+        let state = slot.info.read().unwrap().as_ref().map(|b| b.state.clone());
+        // Without the build (no read_builds) its state is unknown: it is taken as final.
+        let Some(state) = state else {
+            return;
+        };
+        if state.is_none()
+            || is_final_state(state.as_deref())
+            || slot.watched.swap(true, Ordering::SeqCst)
+        {
+            return;
+        }
+        tracing::info!(build = slot.number, state = ?state, every_s = self.cfg.refresh.as_secs_f64(), "build is live; refreshing its listing");
+        let weak = Arc::downgrade(self);
+        let every = self.cfg.refresh;
+        tokio::spawn(async move {
+            let mut wait = every;
+            loop {
+                tokio::time::sleep(wait).await;
+                let Some(fs) = weak.upgrade() else {
+                    return;
+                };
+                match fs.lister.list_build(slot.number).await {
+                    Ok(listing) => {
+                        wait = every;
+                        // A build without a state cannot be followed: take it as final.
+                        let done = listing.build.as_ref().is_none_or(|b| {
+                            b.state.is_none() || is_final_state(b.state.as_deref())
+                        });
+                        fs.apply(s, &slot, listing);
+                        if done {
+                            tracing::info!(
+                                build = slot.number,
+                                "build finished; no more refreshes"
+                            );
+                            slot.watched.store(false, Ordering::SeqCst);
+                            return;
+                        }
+                    }
+                    Err(ApiError::NotFound { .. }) => {
+                        tracing::warn!(
+                            build = slot.number,
+                            "the build is gone (404); no more refreshes"
+                        );
+                        slot.watched.store(false, Ordering::SeqCst);
+                        return;
+                    }
+                    Err(e) => {
+                        // Back off, up to 5 minutes, while the API keeps failing.
+                        wait = (wait * 2).min(Duration::from_secs(300).max(every));
+                        tracing::warn!(build = slot.number, error = %e, retry_s = wait.as_secs(), "refreshing a live build failed; will try again");
+                    }
+                }
+            }
+        });
+    }
+
+    /// Puts a new listing of a loaded build in place and tells the kernel what changed.
+    pub(super) fn apply(&self, s: usize, slot: &Slot, listing: Listing) {
+        let new = tree_of(&listing, slot.number);
+        let changes = {
+            let mut g = slot.tree.write().unwrap();
+            match g.as_mut() {
+                Some(t) => t.reconcile(new),
+                None => return,
+            }
+        };
+        if listing.build.is_some() {
+            *slot.info.write().unwrap() = listing.build;
+        }
+        if changes.is_empty() {
+            tracing::debug!(build = slot.number, "refreshed; no change");
+            return;
+        }
+        tracing::info!(
+            build = slot.number,
+            added = changes.added.len(),
+            removed = changes.removed.len(),
+            changed = changes.changed_attrs.len(),
+            "refreshed the build's listing"
+        );
+        // Local root's parent, seen from the kernel, is the mount root in a pipeline mount.
+        let Some(k) = self.kernel.get() else {
+            return;
+        };
+        for (parent, name) in &changes.added {
+            k.inval_entry(global(s, *parent), name);
+        }
+        for (parent, name, _) in &changes.removed {
+            k.inval_entry(global(s, *parent), name);
+        }
+        for d in &changes.changed_dirs {
+            k.inval_inode(global(s, *d));
+        }
+        for i in &changes.changed_attrs {
+            k.inval_inode(global(s, *i));
+        }
+    }
+}
