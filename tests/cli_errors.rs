@@ -265,3 +265,26 @@ fn token_file() {
     );
     assert_failed(r, &scratch, &["--token-file", "/nonexistent/bkfs-token"]);
 }
+
+/// Pipeline mounts fail clearly: an unknown pipeline, a token without `read_builds`, and a
+/// `--graphql-url` that would carry the token in clear to another host.
+#[test]
+fn pipeline_mount_errors() {
+    let server = served();
+    server.add_token("no-builds", &["read_artifacts"]);
+    let scratch = Scratch::new();
+    bounded(LIMIT, move || {
+        let r = try_mount(&server, &scratch, "acme/nope", Some(TOKEN), &[]);
+        assert_failed(r, &scratch, &["pipeline acme/nope not found"]);
+        let r = try_mount(&server, &scratch, "acme/web-app", Some("no-builds"), &[]);
+        assert_failed(r, &scratch, &["read_builds"]);
+        let r = try_mount(
+            &server,
+            &scratch,
+            "acme/web-app",
+            Some(TOKEN),
+            &["--graphql-url", "http://graphql.example.com/v1"],
+        );
+        assert_failed(r, &scratch, &["--graphql-url", "plain http"]);
+    });
+}
