@@ -932,3 +932,6 @@ impl Fs {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -127,8 +127,18 @@ impl Fs {
     pub(super) async fn discover(self: &Arc<Self>, number: u64) -> Result<usize> {
         let _g = self.discovering.lock().await;
         let root = self.pipeline.as_ref().expect("pipeline");
-        if let Some(&s) = root.read().unwrap().slots.get(&number) {
-            return Ok(s);
+        {
+            // Another lookup may have settled it while this one waited.
+            let r = root.read().unwrap();
+            if let Some(&s) = r.slots.get(&number) {
+                return Ok(s);
+            }
+            if r.missing
+                .get(&number)
+                .is_some_and(|t| t.elapsed() < MISSING_TTL)
+            {
+                return Err(FsError::NotFound);
+            }
         }
         match self.lister.get_build(number).await {
             Ok(b) => {
