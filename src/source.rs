@@ -151,17 +151,7 @@ impl Source {
     /// may pass (network, 5xx, rate limit) pauses it for [`GRAPHQL_PAUSE`]; a missing build
     /// concerns that request only.
     fn graphql_failed(&self, e: &GraphqlError) {
-        let permanent = match e {
-            GraphqlError::Refused { .. }
-            | GraphqlError::Errors { .. }
-            | GraphqlError::Malformed { .. } => true,
-            GraphqlError::Unavailable { detail } => {
-                detail.contains("answered 404")
-                    || detail.contains("answered 405")
-                    || detail.contains("not JSON")
-            }
-            GraphqlError::BuildNotFound | GraphqlError::RateLimited => false,
-        };
+        let permanent = e.is_lasting();
         if permanent {
             if self.graphql_on.swap(false, Ordering::Relaxed) {
                 tracing::warn!(error = %e, "GraphQL is not usable; using the REST API from now on (one API request per artifact read)");

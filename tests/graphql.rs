@@ -286,3 +286,29 @@ fn graphql_listing_gives_the_rest_tree() {
         assert_tree_eq("GraphQL listing", &want, &walk(&mnt));
     });
 }
+
+/// A GraphQL failure that may pass (5xx after retries) sends bkfs to REST for a while only,
+/// not for the rest of the mount.
+#[test]
+fn transient_graphql_failure_only_pauses_it() {
+    let server = Arc::new(server());
+    server.fail_graphql(100, 503);
+    let (fb, hits) = logs_build(6, 1, 10);
+    server.add_build(fb);
+    let scratch = Scratch::new();
+    let m = mount(
+        &server,
+        &scratch,
+        "acme/logs/6",
+        &["--graphql-url", &server.graphql_url()],
+    );
+    let mnt = m.mnt.clone();
+    let s = server.clone();
+    bounded(Duration::from_secs(30), move || {
+        assert_eq!(grep_hits(&mnt), hits);
+        assert_eq!(s.count("download"), 10, "REST meanwhile: {:?}", s.counts());
+    });
+    let log = m.log_text();
+    assert!(log.contains("using the REST API for a while"), "{log}");
+    assert!(!log.contains("from now on"), "{log}");
+}

@@ -88,9 +88,10 @@ pub enum GraphqlError {
     #[error("the GraphQL API refused the token ({status}): {message}")]
     Refused { status: u16, message: String },
     /// No endpoint configured, another non-success status after retries, a network failure,
-    /// or a body that is not JSON.
+    /// or a body that is not JSON. `lasting` when it will not change by asking again (no
+    /// endpoint, 404/405, an answer that is not JSON), not for network failures and 5xx.
     #[error("the GraphQL API is unavailable: {detail}")]
-    Unavailable { detail: String },
+    Unavailable { detail: String, lasting: bool },
     /// A 200 whose `errors` array is not empty (e.g. a query over the complexity limit).
     #[error("the GraphQL API answered with errors: {}", .messages.join("; "))]
     Errors { messages: Vec<String> },
@@ -106,6 +107,21 @@ pub enum GraphqlError {
     /// JSON, but not the shape the query asks for.
     #[error("unexpected GraphQL response: {detail}")]
     Malformed { detail: String },
+}
+
+impl GraphqlError {
+    /// Whether asking again will fail the same way (GraphQL is then best left alone for the
+    /// mount): a refusal, errors in the answer, a malformed answer, no endpoint. Network
+    /// failures, 5xx, rate limits and a missing build may pass.
+    pub fn is_lasting(&self) -> bool {
+        match self {
+            GraphqlError::Refused { .. }
+            | GraphqlError::Errors { .. }
+            | GraphqlError::Malformed { .. } => true,
+            GraphqlError::Unavailable { lasting, .. } => *lasting,
+            GraphqlError::BuildNotFound | GraphqlError::RateLimited => false,
+        }
+    }
 }
 
 impl ApiClient {
@@ -172,19 +188,23 @@ impl ApiClient {
             .await
             .ok_or_else(|| GraphqlError::Unavailable {
                 detail: "no GraphQL endpoint is configured".into(),
+                lasting: true,
             })?
             .map_err(|e| match e {
                 ApiError::RateLimited { .. } => GraphqlError::RateLimited,
                 ApiError::Network { detail, .. } => GraphqlError::Unavailable {
                     detail: format!("cannot reach {shown}: {detail}"),
+                    lasting: false,
                 },
                 e => GraphqlError::Unavailable {
                     detail: e.to_string(),
+                    lasting: false,
                 },
             })?;
         let status = r.status();
         let bytes = r.bytes().await.map_err(|e| GraphqlError::Unavailable {
             detail: format!("reading the answer of {shown}: {}", reqwest_detail(e)),
+            lasting: false,
         })?;
         let text = String::from_utf8_lossy(&bytes);
         match status.as_u16() {
@@ -198,11 +218,13 @@ impl ApiClient {
             s => {
                 return Err(GraphqlError::Unavailable {
                     detail: format!("{shown} answered {s}: {}", error_message(status, &text)),
+                    lasting: matches!(s, 404 | 405),
                 })
             }
         }
         let v: Value = serde_json::from_slice(&bytes).map_err(|e| GraphqlError::Unavailable {
             detail: format!("{shown} answered {status} with a body that is not JSON: {e}"),
+            lasting: true,
         })?;
         parse_page(v)
     }

@@ -282,14 +282,20 @@ async fn statuses_and_bodies_map_to_errors() {
     );
     let (e, n) = outcome(|| Reply::status(404, "")).await;
     assert!(
-        matches!(&e, GraphqlError::Unavailable { detail } if detail.contains("404") && detail.contains("/v1")),
+        matches!(&e, GraphqlError::Unavailable { detail, .. } if detail.contains("404") && detail.contains("/v1")),
         "{e}"
     );
     assert_eq!(n, 1);
+    assert!(e.is_lasting(), "no endpoint: GraphQL is best left alone");
     let (e, _) = outcome(|| Reply::status(405, "nope")).await;
-    assert!(matches!(&e, GraphqlError::Unavailable { detail } if detail.contains("405: nope")));
+    assert!(matches!(&e, GraphqlError::Unavailable { detail, .. } if detail.contains("405: nope")));
+    assert!(e.is_lasting());
     let (e, _) = outcome(|| Reply::status(200, "<html>hello</html>")).await;
-    assert!(matches!(&e, GraphqlError::Unavailable { detail } if detail.contains("not JSON")));
+    assert!(matches!(&e, GraphqlError::Unavailable { detail, .. } if detail.contains("not JSON")));
+    assert!(e.is_lasting());
+    let (e, _) = outcome(|| Reply::status(503, "busy")).await;
+    assert!(matches!(&e, GraphqlError::Unavailable { detail, .. } if detail.contains("503")));
+    assert!(!e.is_lasting(), "a 5xx may pass");
 }
 
 #[tokio::test]
@@ -411,7 +417,7 @@ async fn unavailable_without_endpoint_or_server() {
     let plain = ApiClient::new(&api.base, Token::new(TOKEN)).unwrap();
     let e = plain.graphql_build(&bref()).await.unwrap_err();
     assert!(
-        matches!(&e, GraphqlError::Unavailable { detail } if detail.contains("no GraphQL endpoint"))
+        matches!(&e, GraphqlError::Unavailable { detail, .. } if detail.contains("no GraphQL endpoint"))
     );
 
     let dead = {
@@ -421,9 +427,10 @@ async fn unavailable_without_endpoint_or_server() {
     let c = plain.with_graphql(&format!("http://{dead}/v1")).unwrap();
     let e = c.graphql_build(&bref()).await.unwrap_err();
     assert!(
-        matches!(&e, GraphqlError::Unavailable { detail } if detail.contains("cannot reach")),
+        matches!(&e, GraphqlError::Unavailable { detail, .. } if detail.contains("cannot reach")),
         "{e}"
     );
+    assert!(!e.is_lasting(), "a network failure may pass");
     assert!(api.seen().is_empty());
 }
 
