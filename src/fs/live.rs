@@ -19,6 +19,29 @@ pub fn is_final_state(state: Option<&str>) -> bool {
     )
 }
 
+/// Refreshes of one build use at most one API request per this much time on average: half of
+/// the smallest documented limit (50 requests a minute per user), so that following a big
+/// build through REST (one request per 100 artifacts) never starves reads.
+const REQUEST_SPACING: Duration = Duration::from_millis(2400);
+
+/// How long to wait before the next refresh: the refresh interval, stretched for listings
+/// that cost more than two requests (REST: the build, then one request per 100 artifacts;
+/// GraphQL: one per 50 jobs) to [`REQUEST_SPACING`] per request.
+pub fn next_refresh(every: Duration, listing: &Listing) -> Duration {
+    let requests = if listing.via == "rest" {
+        1 + listing.artifacts.len().div_ceil(100).max(1)
+    } else {
+        listing
+            .build
+            .as_ref()
+            .map_or(1, |b| b.jobs.len().div_ceil(50).max(1))
+    };
+    if requests <= 2 {
+        return every;
+    }
+    every.max(REQUEST_SPACING * requests as u32)
+}
+
 impl Fs {
     /// Starts the refresh loop of a listed build whose state is not final.
     pub(super) fn watch_if_live(self: &Arc<Self>, s: usize) {
@@ -51,7 +74,7 @@ impl Fs {
                 };
                 match fs.lister.list_build(slot.number).await {
                     Ok(listing) => {
-                        wait = every;
+                        wait = next_refresh(every, &listing);
                         // A build without a state cannot be followed: take it as final.
                         let done = listing.build.as_ref().is_none_or(|b| {
                             b.state.is_none() || is_final_state(b.state.as_deref())
@@ -124,5 +147,47 @@ impl Fs {
         for i in &changes.changed_attrs {
             k.inval_inode(global(s, *i));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::model::{Artifact, Build, Job};
+
+    fn listing(via: &'static str, artifacts: usize, jobs: usize) -> Listing {
+        Listing {
+            build: Some(Build {
+                jobs: vec![Job::default(); jobs],
+                ..Build::default()
+            }),
+            artifacts: vec![Artifact::default(); artifacts],
+            via,
+        }
+    }
+
+    #[test]
+    fn refreshes_are_spaced_by_their_cost() {
+        let ten = Duration::from_secs(10);
+        // Small builds: the interval asked for.
+        assert_eq!(next_refresh(ten, &listing("rest", 250, 3)), ten);
+        assert_eq!(next_refresh(ten, &listing("graphql", 5000, 40)), ten);
+        // 2,000 artifacts through REST: 21 requests, at most one per 2.4 s.
+        assert_eq!(
+            next_refresh(ten, &listing("rest", 2000, 3)),
+            Duration::from_millis(2400 * 21)
+        );
+        // 500 jobs through GraphQL: 10 pages.
+        assert_eq!(
+            next_refresh(ten, &listing("graphql", 0, 500)),
+            Duration::from_secs(24)
+        );
+        // A small build follows even a short interval.
+        let short = Duration::from_millis(100);
+        assert_eq!(next_refresh(short, &listing("rest", 100, 2)), short);
+        assert_eq!(
+            next_refresh(short, &listing("rest", 101, 2)),
+            Duration::from_millis(7200)
+        );
     }
 }
