@@ -32,6 +32,29 @@ impl FuseFs {
     pub fn new(fs: Arc<Fs>, rt: tokio::runtime::Handle) -> FuseFs {
         FuseFs { fs, rt }
     }
+
+    /// Answers at once when the core could answer from memory (`now`); otherwise (a build
+    /// not listed yet, a pipeline root due for a refresh) runs `later` as a tokio task that
+    /// answers when done, so the fuser thread never waits on the network.
+    fn now_or_later<T, R, Fut>(
+        &self,
+        now: Option<T>,
+        reply: R,
+        later: impl FnOnce(Arc<Fs>) -> Fut,
+        answer: impl FnOnce(T, R) + Send + 'static,
+    ) where
+        T: Send + 'static,
+        R: Send + 'static,
+        Fut: std::future::Future<Output = T> + Send + 'static,
+    {
+        match now {
+            Some(r) => answer(r, reply),
+            None => {
+                let fut = later(self.fs.clone());
+                self.rt.spawn(async move { answer(fut.await, reply) });
+            }
+        }
+    }
 }
 
 /// Kernel cache invalidations through fuser's notifier, sent from a thread of their own: the
@@ -128,16 +151,12 @@ impl Filesystem for FuseFs {
             Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
             Err(e) => reply.error(errno(&e)),
         };
-        match self.fs.lookup_cached(parent.0, name) {
-            Some(r) => answer(r, reply),
-            // A build not listed yet: list it in a task.
-            None => {
-                let fs = self.fs.clone();
-                let name = name.to_owned();
-                self.rt
-                    .spawn(async move { answer(fs.lookup(parent.0, &name).await, reply) });
-            }
-        }
+        let cached = self.fs.lookup_cached(parent.0, name);
+        let later = |fs: Arc<Fs>| {
+            let name = name.to_owned();
+            async move { fs.lookup(parent.0, &name).await }
+        };
+        self.now_or_later(cached, reply, later, answer);
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
@@ -145,15 +164,9 @@ impl Filesystem for FuseFs {
             Ok(t) => reply.data(t.as_bytes()),
             Err(e) => reply.error(errno(&e)),
         };
-        match self.fs.readlink_cached(ino.0) {
-            Some(r) => answer(r, reply),
-            // The pipeline's builds list is due for a refresh.
-            None => {
-                let fs = self.fs.clone();
-                self.rt
-                    .spawn(async move { answer(fs.readlink(ino.0).await, reply) });
-            }
-        }
+        let cached = self.fs.readlink_cached(ino.0);
+        let later = move |fs: Arc<Fs>| async move { fs.readlink(ino.0).await };
+        self.now_or_later(cached, reply, later, answer);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -389,15 +402,9 @@ impl Filesystem for FuseFs {
                 }
                 Err(e) => reply.error(errno(&e)),
             };
-        match self.fs.listing_cached(ino.0, fh.0, offset) {
-            Some(r) => answer(r, reply),
-            // A build not listed yet, or a pipeline root due for a refresh.
-            None => {
-                let fs = self.fs.clone();
-                self.rt
-                    .spawn(async move { answer(fs.listing(ino.0, fh.0, offset).await, reply) });
-            }
-        }
+        let cached = self.fs.listing_cached(ino.0, fh.0, offset);
+        let later = move |fs: Arc<Fs>| async move { fs.listing(ino.0, fh.0, offset).await };
+        self.now_or_later(cached, reply, later, answer);
     }
 
     fn readdirplus(
@@ -435,14 +442,9 @@ impl Filesystem for FuseFs {
                 Err(e) => reply.error(errno(&e)),
             }
         };
-        match self.fs.listing_cached(ino.0, fh.0, offset) {
-            Some(r) => answer(r, reply),
-            None => {
-                let fs = self.fs.clone();
-                self.rt
-                    .spawn(async move { answer(fs.listing(ino.0, fh.0, offset).await, reply) });
-            }
-        }
+        let cached = self.fs.listing_cached(ino.0, fh.0, offset);
+        let later = move |fs: Arc<Fs>| async move { fs.listing(ino.0, fh.0, offset).await };
+        self.now_or_later(cached, reply, later, answer);
     }
 
     fn fsyncdir(
