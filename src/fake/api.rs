@@ -231,17 +231,7 @@ async fn access_token(State(s): S, headers: HeaderMap, RawQuery(q): RawQuery) ->
         None => query_get(&q, "access_token").unwrap_or("").to_string(),
     };
     let scopes = s.world().tokens.get(&token).cloned().unwrap_or_default();
-    let uuid = {
-        let h = super::world::sha1_hex(format!("token:{token}").as_bytes());
-        format!(
-            "{}-{}-4{}-8{}-{}",
-            &h[0..8],
-            &h[8..12],
-            &h[13..16],
-            &h[17..20],
-            &h[20..32]
-        )
-    };
+    let uuid = super::world::uuid_from(&format!("token:{token}"));
     Ok(Json(AccessToken {
         uuid: Some(uuid),
         scopes,

@@ -598,15 +598,7 @@ fn cursor(kind: ConnKind, id: &str) -> String {
 
 /// A pipeline's uuid, derived from its slug.
 fn pipeline_uuid(org: &str, pipeline: &str) -> String {
-    let h = super::world::sha1_hex(format!("pipeline:{org}/{pipeline}").as_bytes());
-    format!(
-        "{}-{}-4{}-8{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[13..16],
-        &h[17..20],
-        &h[20..32]
-    )
+    super::world::uuid_from(&format!("pipeline:{org}/{pipeline}"))
 }
 
 /// `*` matches any run of characters (`/` included); everything else literally.

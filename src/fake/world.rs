@@ -307,3 +307,16 @@ pub fn sha1_bytes(data: &[u8]) -> [u8; 20] {
 pub fn sha1_hex(data: &[u8]) -> String {
     hex::encode(sha1_bytes(data))
 }
+
+/// A UUID-shaped id derived from `seed` (stable across runs).
+pub fn uuid_from(seed: &str) -> String {
+    let h = sha1_hex(seed.as_bytes());
+    format!(
+        "{}-{}-4{}-8{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[13..16],
+        &h[17..20],
+        &h[20..32]
+    )
+}
