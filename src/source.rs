@@ -67,6 +67,9 @@ pub struct Listing {
     pub artifacts: Vec<Artifact>,
     /// "graphql" or "rest", for logs.
     pub via: &'static str,
+    /// About how many API requests the listing took (pages), so that refreshes can be
+    /// spaced by their cost.
+    pub requests: usize,
 }
 
 /// Signed URLs of one build from one GraphQL listing.
@@ -166,13 +169,22 @@ impl Source {
 
     /// A GraphQL listing: keeps its URLs as the build's batch, and completes through REST the
     /// jobs whose artifact list GraphQL cut short (it has no cursor over a job's artifacts).
+    /// If completing a job through REST fails, the whole build is listed through REST.
     async fn complete_graphql(&self, number: u64, g: GqlBuild) -> Result<Listing, ApiError> {
         self.store_batch(number, &g.urls, g.fetched_at);
         let b = self.pipeline.build(number);
+        let mut requests = g.build.jobs.len().div_ceil(50).max(1);
         let mut artifacts = g.artifacts;
         for job in &g.truncated_jobs {
-            let all = self.api.list_job_artifacts(&b, job).await?;
+            let all = match self.api.list_job_artifacts(&b, job).await {
+                Ok(all) => all,
+                Err(e) => {
+                    tracing::warn!(job = %job, error = %e, "cannot complete a job through REST; listing the whole build through REST");
+                    return self.list_build_rest(number).await;
+                }
+            };
             tracing::info!(job = %job, artifacts = all.len(), "job has more artifacts than one GraphQL query returns; listed it through REST");
+            requests += all.len().div_ceil(100).max(1);
             artifacts.retain(|a| a.job_id.as_deref() != Some(job.as_str()));
             artifacts.extend(all);
         }
@@ -180,6 +192,7 @@ impl Source {
             build: Some(g.build),
             artifacts,
             via: "graphql",
+            requests,
         })
     }
 
@@ -199,6 +212,7 @@ impl Source {
         };
         let artifacts = self.api.list_build_artifacts(&b).await?;
         Ok(Listing {
+            requests: usize::from(build.is_some()) + artifacts.len().div_ceil(100).max(1),
             build,
             artifacts,
             via: "rest",
@@ -220,10 +234,11 @@ impl Source {
             .collect();
         // URLs that are useless at once (a skewed clock, a tiny lifetime) must not make every
         // read fetch a new batch: then wait MIN_BATCH_INTERVAL (REST serves meanwhile).
-        let refresh_at = if refresh_at > fetched_at + Duration::from_secs(2) {
+        let now = Instant::now();
+        let refresh_at = if refresh_at > now + Duration::from_secs(2) {
             refresh_at
         } else {
-            fetched_at + MIN_BATCH_INTERVAL
+            now + MIN_BATCH_INTERVAL
         };
         tracing::debug!(
             build = number,

@@ -218,8 +218,9 @@ impl ApiClient {
             s => {
                 return Err(GraphqlError::Unavailable {
                     detail: format!("{shown} answered {s}: {}", error_message(status, &text)),
-                    lasting: matches!(s, 404 | 405),
-                })
+                    // A 4xx other than a timeout or a rate limit will not change by asking again.
+                    lasting: (400..500).contains(&s) && s != 408 && s != 429,
+                });
             }
         }
         let v: Value = serde_json::from_slice(&bytes).map_err(|e| GraphqlError::Unavailable {

@@ -26,16 +26,10 @@ const REQUEST_SPACING: Duration = Duration::from_millis(2400);
 
 /// How long to wait before the next refresh: the refresh interval, stretched for listings
 /// that cost more than two requests (REST: the build, then one request per 100 artifacts;
-/// GraphQL: one per 50 jobs) to [`REQUEST_SPACING`] per request.
+/// GraphQL: one per 50 jobs, plus REST pages of jobs it cut short) to [`REQUEST_SPACING`] per
+/// request.
 pub fn next_refresh(every: Duration, listing: &Listing) -> Duration {
-    let requests = if listing.via == "rest" {
-        1 + listing.artifacts.len().div_ceil(100).max(1)
-    } else {
-        listing
-            .build
-            .as_ref()
-            .map_or(1, |b| b.jobs.len().div_ceil(50).max(1))
-    };
+    let requests = listing.requests;
     if requests <= 2 {
         return every;
     }
@@ -153,16 +147,14 @@ impl Fs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::model::{Artifact, Build, Job};
+    use crate::api::model::Build;
 
-    fn listing(via: &'static str, artifacts: usize, jobs: usize) -> Listing {
+    fn listing(requests: usize) -> Listing {
         Listing {
-            build: Some(Build {
-                jobs: vec![Job::default(); jobs],
-                ..Build::default()
-            }),
-            artifacts: vec![Artifact::default(); artifacts],
-            via,
+            build: Some(Build::default()),
+            artifacts: Vec::new(),
+            via: "test",
+            requests,
         }
     }
 
@@ -170,23 +162,17 @@ mod tests {
     fn refreshes_are_spaced_by_their_cost() {
         let ten = Duration::from_secs(10);
         // Small builds: the interval asked for.
-        assert_eq!(next_refresh(ten, &listing("rest", 250, 3)), ten);
-        assert_eq!(next_refresh(ten, &listing("graphql", 5000, 40)), ten);
+        assert_eq!(next_refresh(ten, &listing(3)), ten);
         // 2,000 artifacts through REST: 21 requests, at most one per 2.4 s.
         assert_eq!(
-            next_refresh(ten, &listing("rest", 2000, 3)),
+            next_refresh(ten, &listing(21)),
             Duration::from_millis(2400 * 21)
         );
-        // 500 jobs through GraphQL: 10 pages.
-        assert_eq!(
-            next_refresh(ten, &listing("graphql", 0, 500)),
-            Duration::from_secs(24)
-        );
-        // A small build follows even a short interval.
+        // A small build follows even a short interval; a bigger one is spaced.
         let short = Duration::from_millis(100);
-        assert_eq!(next_refresh(short, &listing("rest", 100, 2)), short);
+        assert_eq!(next_refresh(short, &listing(2)), short);
         assert_eq!(
-            next_refresh(short, &listing("rest", 101, 2)),
+            next_refresh(short, &listing(3)),
             Duration::from_millis(7200)
         );
     }

@@ -519,6 +519,10 @@ impl Fs {
             *slot.info.write().unwrap() = listing.build;
         }
         *slot.tree.write().unwrap() = Some(tree);
+        // The directory's attributes (link count, build time) were answered before listing.
+        if let Some(k) = self.kernel.get() {
+            k.inval_inode(global(s, ROOT_INO));
+        }
         self.watch_if_live(s);
         Ok(())
     }

@@ -265,6 +265,8 @@ impl Fs {
         };
         let mut listed = Vec::with_capacity(builds.len());
         let mut added = 0;
+        // Unopened builds whose directory attributes (mtime from the build) may have changed.
+        let mut touched = Vec::new();
         for b in builds {
             if b.number == 0 || listed.contains(&b.number) {
                 continue;
@@ -274,7 +276,11 @@ impl Fs {
                 Some(&s) => {
                     if let Some(slot) = self.slot(s) {
                         if slot.tree.read().unwrap().is_none() {
-                            *slot.info.write().unwrap() = Some(b);
+                            let mut info = slot.info.write().unwrap();
+                            if info.as_ref() != Some(&b) {
+                                *info = Some(b);
+                                touched.push(s);
+                            }
                         }
                     }
                 }
@@ -314,6 +320,13 @@ impl Fs {
             }
             for ino in moved {
                 k.inval_inode(ino);
+                // A link that lost its target must lose its name too.
+                if let Some(l) = LINKS.iter().find(|l| l.1 == ino) {
+                    k.inval_entry(ROOT_INO, l.0);
+                }
+            }
+            for s in touched {
+                k.inval_inode(global(s, ROOT_INO));
             }
         }
     }

@@ -180,6 +180,11 @@ impl Recorder {
         self.0.lock().unwrap().clone()
     }
 
+    /// The events so far, forgetting them.
+    fn take(&self) -> Vec<Inval> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+
     fn entries(&self) -> BTreeSet<(Ino, String)> {
         self.events()
             .into_iter()
@@ -356,6 +361,7 @@ fn listing(b: &Build, artifacts: Vec<Artifact>) -> Listing {
         build: Some(b.clone()),
         artifacts,
         via: "mock",
+        requests: 1,
     }
 }
 
@@ -880,7 +886,14 @@ async fn live_refresh(pipeline: bool) {
     let out = ino(&fs, bd, "out");
     let app = ino(&fs, out, "app.bin");
 
-    // Refreshes with nothing new tell the kernel nothing.
+    // Listing a pipeline's build tells the kernel to forget its directory's attributes (they
+    // were answered before it was listed); refreshes with nothing new tell it nothing.
+    let first = env.kernel.take();
+    if pipeline {
+        assert_eq!(first, [Inval::Inode(global(1, ROOT_INO))]);
+    } else {
+        assert_eq!(first, []);
+    }
     let calls = env.lister.list_build_count(12);
     wait_until("two refreshes", || {
         env.lister.served.lock().unwrap().len() >= calls + 2
@@ -1328,10 +1341,18 @@ async fn pipeline_root_refresh_adds_builds_and_moves_links() {
     assert_eq!(fs.readlink_cached(3), Some(Ok("10".to_string())));
     assert_eq!(fs.readlink_cached(4), Some(Ok("12".to_string())));
     assert_eq!(fs.getattr(ROOT_INO).unwrap().nlink, 5);
-    // The kernel forgets the root and the two links that moved, not the one that stayed.
+    // The kernel forgets the root and the two links that moved (attributes and names), not
+    // the one that stayed, and the unopened build whose state changed.
     assert_eq!(
         env.kernel.events(),
-        [Inval::Inode(ROOT_INO), Inval::Inode(2), Inval::Inode(4)]
+        [
+            Inval::Inode(ROOT_INO),
+            Inval::Inode(2),
+            Inval::Entry(ROOT_INO, "latest".into()),
+            Inval::Inode(4),
+            Inval::Entry(ROOT_INO, "latest-failed".into()),
+            Inval::Inode(b11),
+        ]
     );
     // A listed build that was never opened takes its new state.
     assert_eq!(xattr(&fs, b11, "build_state").as_deref(), Some("canceled"));
