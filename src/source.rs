@@ -121,14 +121,6 @@ impl Source {
         }
     }
 
-    pub fn api(&self) -> &ApiClient {
-        &self.api
-    }
-
-    pub fn pipeline(&self) -> &PipelineRef {
-        &self.pipeline
-    }
-
     pub fn graphql_enabled(&self) -> bool {
         self.graphql_on.load(Ordering::Relaxed)
             && self

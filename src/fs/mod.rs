@@ -528,7 +528,7 @@ impl Fs {
     }
 
     /// Readdir from memory: `None` when the directory is a build not listed yet.
-    pub fn readdir_cached(&self, ino: Ino) -> Option<Result<Vec<DirEntry>>> {
+    fn readdir_cached(&self, ino: Ino) -> Option<Result<Vec<DirEntry>>> {
         if self.is_pipeline_ns(ino) {
             if split(ino).1 != ROOT_INO {
                 return Some(Err(FsError::NotDir));
@@ -664,6 +664,23 @@ impl Fs {
         }
     }
 
+    /// Whether `ino` is still the file of artifact `id` (no copy of its metadata: this runs
+    /// on every read).
+    fn still_holds(&self, ino: Ino, id: &str) -> bool {
+        if self.is_pipeline_ns(ino) {
+            return false;
+        }
+        let (s, local) = split(ino);
+        self.in_tree(s, |t| {
+            Ok(t.get(local)
+                .and_then(Node::file)
+                .map(|f| f.artifact_id == id))
+        })
+        .and_then(|r| r.ok())
+        .flatten()
+        .unwrap_or(false)
+    }
+
     /// Opens a file for reading. `flags` are the open(2) flags.
     pub fn open(&self, ino: Ino, flags: i32) -> Result<u64> {
         if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
@@ -748,10 +765,9 @@ impl Fs {
             .get(&fh)
             .filter(|o| o.ino == ino)
             .map(|o| (o.meta.clone(), o.handle.clone()));
-        let current = self.current_file(ino);
-        let (meta, handle) = match (open, current) {
-            (Some((m, h)), Ok(cur)) if cur.artifact_id == m.artifact_id => (m, Some(h)),
-            (Some((m, _)), _) => {
+        let (meta, handle) = match open {
+            Some((m, h)) if self.still_holds(ino, &m.artifact_id) => (m, Some(h)),
+            Some((m, _)) => {
                 // The artifact disappeared (a live build's refresh) while open: what is
                 // cached can still be read.
                 if self.deleted.lock().unwrap().contains(&m.artifact_id) {
@@ -765,8 +781,7 @@ impl Fs {
                     }
                 };
             }
-            (None, Ok(cur)) => (cur, None),
-            (None, Err(e)) => return Err(e),
+            None => (self.current_file(ino)?, None),
         };
         let t0 = std::time::Instant::now();
         match self
