@@ -1,6 +1,7 @@
 //! Command-line arguments (clap derive) and dispatch. The option names are a contract with
 //! users and scripts: keep them.
 
+use crate::joblog::LogFormat;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -94,6 +95,28 @@ pub struct MountArgs {
     /// Allow a plain-http API URL that is not on localhost (the token would travel in clear).
     #[arg(long)]
     pub insecure_http: bool,
+    /// Job logs (<job>.log): prefix each line with its UTC time from the log's markers.
+    #[arg(long, conflicts_with = "raw_logs")]
+    pub log_timestamps: bool,
+    /// Job logs (<job>.log): serve the bytes as stored (escape codes and markers included).
+    #[arg(long)]
+    pub raw_logs: bool,
+    /// Do not show job logs.
+    #[arg(long, conflicts_with_all = ["raw_logs", "log_timestamps"])]
+    pub no_logs: bool,
+}
+
+/// The job-log format the flags ask for; `None` with --no-logs.
+fn log_format(a: &MountArgs) -> Option<LogFormat> {
+    if a.no_logs {
+        None
+    } else if a.raw_logs {
+        Some(LogFormat::Raw)
+    } else if a.log_timestamps {
+        Some(LogFormat::Timestamps)
+    } else {
+        Some(LogFormat::Plain)
+    }
 }
 
 pub const DEFAULT_API_URL: &str = "https://api.buildkite.com";
@@ -179,6 +202,7 @@ fn read_token(a: &MountArgs) -> Result<Token, String> {
 }
 
 fn plan(a: MountArgs) -> Result<MountPlan, String> {
+    let logs = log_format(&a);
     let target: Target = a.target.parse()?;
     check_api_url(&a.api_url, a.insecure_http)?;
     let graphql_url = graphql_url(&a)?;
@@ -202,6 +226,7 @@ fn plan(a: MountArgs) -> Result<MountPlan, String> {
         log_file,
         verbose: a.verbose,
         read_timeout: Duration::from_secs(a.read_timeout.max(1)),
+        log_format: logs,
     })
 }
 

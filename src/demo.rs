@@ -12,7 +12,12 @@ pub fn run(mountpoint: PathBuf, verbose: u8) -> i32 {
     let server = FakeServer::start();
     server.add_token(
         DEMO_TOKEN,
-        &["read_artifacts", "read_builds", "write_artifacts"],
+        &[
+            "read_artifacts",
+            "read_builds",
+            "read_build_logs",
+            "write_artifacts",
+        ],
     );
     let b = demo_build();
     let build = crate::build_ref::BuildRef {
@@ -31,6 +36,7 @@ pub fn run(mountpoint: PathBuf, verbose: u8) -> i32 {
     println!("  ls -lR {m}");
     println!("  cat {m}/*/log/*.log | head");
     println!("  grep -r ERROR {m}");
+    println!("  grep -l FAILED {m}/*.log      # each job's console output");
     println!("  getfattr -d {m}/*/junit.xml 2>/dev/null || getfattr -d -R {m} | head -20");
     println!("  bkfs unmount {m}    # or fusermount3 -u {m}, or Ctrl-C here");
     let plan = MountPlan {
@@ -50,6 +56,7 @@ pub fn run(mountpoint: PathBuf, verbose: u8) -> i32 {
         log_file: cache_dir.join("bkfs.log"),
         verbose,
         read_timeout: Duration::from_secs(30),
+        log_format: Some(crate::joblog::LogFormat::Plain),
     };
     let code = crate::mount::run(plan);
     let _ = std::fs::remove_dir_all(&cache_dir);

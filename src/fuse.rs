@@ -23,6 +23,16 @@ use crate::fs::{Attr, DirEntry, Fs, FsError, KernelCache, Kind};
 /// build's refreshes invalidate what changed (see [`KernelNotifier`]).
 const TTL: Duration = Duration::from_secs(3600);
 
+/// How long the kernel may keep an entry and its attributes: [`TTL`], or not at all for a
+/// size that may still change (a job log not fetched yet, or a running job's).
+fn ttl(a: &Attr) -> Duration {
+    if a.volatile {
+        Duration::ZERO
+    } else {
+        TTL
+    }
+}
+
 pub struct FuseFs {
     fs: Arc<Fs>,
     rt: tokio::runtime::Handle,
@@ -148,7 +158,7 @@ impl Filesystem for FuseFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let answer = move |r: Result<Attr, FsError>, reply: ReplyEntry| match r {
-            Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
+            Ok(a) => reply.entry(&ttl(&a), &file_attr(&a), Generation(0)),
             Err(e) => reply.error(errno(&e)),
         };
         let cached = self.fs.lookup_cached(parent.0, name);
@@ -171,7 +181,7 @@ impl Filesystem for FuseFs {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.fs.getattr(ino.0) {
-            Ok(a) => reply.attr(&TTL, &file_attr(&a)),
+            Ok(a) => reply.attr(&ttl(&a), &file_attr(&a)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -276,6 +286,22 @@ impl Filesystem for FuseFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if self.fs.is_log(ino.0) {
+            // A job log is fetched before open answers, so fstat shows its size. One whose
+            // size may still change is read with direct I/O: never cut at a size the kernel
+            // remembers.
+            let fs = self.fs.clone();
+            self.rt.spawn(async move {
+                match fs.open_log(ino.0, flags.0).await {
+                    Ok((fh, a)) if a.volatile => {
+                        reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO)
+                    }
+                    Ok((fh, _)) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+                    Err(e) => reply.error(errno(&e)),
+                }
+            });
+            return;
+        }
         // open may start background prefetches.
         let _rt = self.rt.enter();
         match self.fs.open(ino.0, flags.0) {
@@ -429,7 +455,7 @@ impl Filesystem for FuseFs {
                             INodeNo(e.ino),
                             (i + 1) as u64,
                             &e.name,
-                            &TTL,
+                            &ttl(&a),
                             &file_attr(&a),
                             Generation(0),
                         );

@@ -9,6 +9,7 @@ pub mod demo;
 pub mod fake;
 pub mod fs;
 pub mod fuse;
+pub mod joblog;
 pub mod logging;
 pub mod mount;
 pub mod secret;

@@ -6,6 +6,7 @@
 //! pipe; any failure before that is written as `ERR <message>` and nothing stays mounted.
 //! The parent prints the verdict and exits with it, so `bkfs mount ... && ls MOUNT` works.
 
+use crate::joblog::{LogConfig, LogFormat, LogStore};
 use std::ffi::CString;
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -51,6 +52,8 @@ pub struct MountPlan {
     pub log_file: PathBuf,
     pub verbose: u8,
     pub read_timeout: Duration,
+    /// How job logs are shown; `None`: not at all.
+    pub log_format: Option<LogFormat>,
 }
 
 /// Where start-up reports its verdict: nowhere in the foreground, the pipe in the background.
@@ -259,6 +262,8 @@ enum Fetched {
 struct Prepared {
     fetched: Fetched,
     source: Arc<Source>,
+    /// The token may read job logs (and the builds' jobs).
+    logs: bool,
 }
 
 async fn prepare(plan: &MountPlan) -> Result<Prepared, String> {
@@ -281,6 +286,23 @@ async fn prepare(plan: &MountPlan) -> Result<Prepared, String> {
     if !can_read_builds {
         tracing::warn!("the token lacks read_builds; job directories are named by job id");
     }
+    let logs = plan.log_format.is_some()
+        && match (
+            can_read_builds,
+            tok.scopes.is_empty() || has("read_build_logs"),
+        ) {
+            (true, true) => true,
+            (false, _) => {
+                tracing::warn!(
+                    "no job logs are shown: the token lacks read_builds (jobs are unknown)"
+                );
+                false
+            }
+            (true, false) => {
+                tracing::warn!("no job logs are shown: the token lacks the read_build_logs scope");
+                false
+            }
+        };
     // A connection that delivers nothing for this long is treated as stalled: the attempt
     // ends with the bytes received so far and the next one resumes after them, all within
     // --read-timeout.
@@ -319,7 +341,11 @@ async fn prepare(plan: &MountPlan) -> Result<Prepared, String> {
             Fetched::Pipeline(builds, links)
         }
     };
-    Ok(Prepared { fetched, source })
+    Ok(Prepared {
+        fetched,
+        source,
+        logs,
+    })
 }
 
 fn serve(plan: MountPlan, mountpoint: PathBuf, mut ready: Ready) -> i32 {
@@ -357,6 +383,19 @@ fn serve(plan: MountPlan, mountpoint: PathBuf, mut ready: Ready) -> i32 {
             }
         }
     };
+    let logs = match (prepared.logs, plan.log_format) {
+        (true, Some(format)) => Some(LogStore::new(
+            prepared.source.clone(),
+            disk.clone(),
+            LogConfig {
+                format,
+                refresh: plan.refresh,
+                read_timeout: plan.read_timeout,
+            },
+            rt.handle().clone(),
+        )),
+        _ => None,
+    };
     let reader = Reader::new(
         prepared.source.clone(),
         ReaderConfig {
@@ -375,7 +414,9 @@ fn serve(plan: MountPlan, mountpoint: PathBuf, mut ready: Ready) -> i32 {
         refresh: plan.refresh,
     };
     let fs = match prepared.fetched {
-        Fetched::Build(n, listing) => Fs::single(n, &listing, prepared.source, reader, fs_cfg),
+        Fetched::Build(n, listing) => {
+            Fs::single(n, &listing, prepared.source, reader, logs, fs_cfg)
+        }
         Fetched::Pipeline(builds, links) => Fs::pipeline(
             builds,
             links,
@@ -383,6 +424,7 @@ fn serve(plan: MountPlan, mountpoint: PathBuf, mut ready: Ready) -> i32 {
             plan.branch.clone(),
             prepared.source,
             reader,
+            logs,
             fs_cfg,
         ),
     };

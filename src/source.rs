@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
 
 use crate::api::graphql::{url_lifetime, GqlBuild, GraphqlError};
 use crate::api::model::{Artifact, Build};
@@ -32,6 +33,7 @@ use crate::api::{ApiClient, ApiError};
 use crate::build_ref::PipelineRef;
 use crate::content::remote::{BoxFuture, Remote, SignedUrl};
 use crate::content::storage::{StorageClient, StorageError};
+use crate::joblog::{LogSource, LogStream};
 use crate::secret::redact_url;
 use crate::tree::FileMeta;
 
@@ -392,6 +394,50 @@ impl Remote for Source {
                 b.urls.remove(&meta.artifact_id);
             }
             Ok(())
+        })
+    }
+}
+
+impl LogSource for Source {
+    fn log_size<'a>(&'a self, build: u64, job: &'a str) -> BoxFuture<'a, Result<u64, ApiError>> {
+        Box::pin(async move {
+            self.api
+                .job_log_size(&self.pipeline.build(build), job)
+                .await
+        })
+    }
+
+    fn log_fetch<'a>(
+        &'a self,
+        build: u64,
+        job: &'a str,
+        suffix: Option<u64>,
+    ) -> BoxFuture<'a, Result<LogStream, ApiError>> {
+        Box::pin(async move {
+            let b = self
+                .api
+                .job_log(&self.pipeline.build(build), job, suffix)
+                .await?;
+            let body = match b.response {
+                Some(r) => r
+                    .bytes_stream()
+                    .map_err(crate::api::client::reqwest_detail)
+                    .boxed(),
+                None => futures_util::stream::empty().boxed(),
+            };
+            Ok(LogStream {
+                start: b.start,
+                total: b.total,
+                body,
+            })
+        })
+    }
+
+    fn log_delete<'a>(&'a self, build: u64, job: &'a str) -> BoxFuture<'a, Result<(), ApiError>> {
+        Box::pin(async move {
+            self.api
+                .delete_job_log(&self.pipeline.build(build), job)
+                .await
         })
     }
 }

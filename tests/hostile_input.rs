@@ -731,6 +731,10 @@ fn check_tree(
                 let p = tree.path_of(node.ino);
                 prop_assert_eq!(tree.resolve(&p).map(|n| n.ino), Some(node.ino), "{:?}", p);
             }
+            NodeKind::Log(_) => {
+                prop_assert_eq!(node.parent, ROOT_INO, "log below the root");
+                prop_assert!(node.name.ends_with(".log"), "{:?}", node.name);
+            }
         }
     }
     prop_assert_eq!(count, tree.len());

@@ -283,6 +283,19 @@ impl ApiClient {
         url: &Url,
         body: Option<Bytes>,
     ) -> Result<reqwest::Response, ApiError> {
+        self.send_with(budget, method, url, body, &ReqOpts::JSON)
+            .await
+    }
+
+    /// [`ApiClient::send`] with another `Accept`, a `Range` and a longer time bound.
+    async fn send_with(
+        &self,
+        budget: &RateBudget,
+        method: Method,
+        url: &Url,
+        body: Option<Bytes>,
+        opts: &ReqOpts,
+    ) -> Result<reqwest::Response, ApiError> {
         assert!(
             self.may_carry_token(url),
             "token would leave the API and GraphQL origins"
@@ -306,7 +319,13 @@ impl ApiClient {
                 .http
                 .request(method.clone(), url.clone())
                 .bearer_auth(self.token.expose())
-                .header(header::ACCEPT, "application/json");
+                .header(header::ACCEPT, opts.accept);
+            if let Some(r) = &opts.range {
+                req = req.header(header::RANGE, r);
+            }
+            if let Some(t) = opts.timeout {
+                req = req.timeout(t);
+            }
             if let Some(b) = &body {
                 req = req
                     .header(header::CONTENT_TYPE, "application/json")
@@ -631,6 +650,90 @@ impl ApiClient {
         Ok(d.url)
     }
 
+    fn log_url(b: &BuildRef, job_id: &str) -> String {
+        format!("{}/jobs/{}/log", Self::build_path(b), enc(job_id))
+    }
+
+    /// `HEAD .../jobs/{job}/log`: the raw log's size in bytes (scope `read_build_logs`).
+    pub async fn job_log_size(&self, b: &BuildRef, job_id: &str) -> Result<u64, ApiError> {
+        let u = self.url(&Self::log_url(b, job_id));
+        let opts = ReqOpts {
+            accept: "text/plain",
+            ..ReqOpts::JSON
+        };
+        let r = Self::check(
+            self.send_with(&self.rest_budget, Method::HEAD, &u, None, &opts)
+                .await?,
+        )
+        .await?;
+        r.headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| ApiError::Malformed {
+                url: redact_url(u.as_str()),
+                detail: "HEAD of the log has no Content-Length".into(),
+            })
+    }
+
+    /// `GET .../jobs/{job}/log` as `text/plain`: the whole raw log, or with `suffix` its last
+    /// that many bytes (the only kind of range the endpoint takes). An empty log answers its
+    /// suffix with 416: that is an empty body here.
+    pub async fn job_log(
+        &self,
+        b: &BuildRef,
+        job_id: &str,
+        suffix: Option<u64>,
+    ) -> Result<LogBody, ApiError> {
+        let u = self.url(&Self::log_url(b, job_id));
+        let shown = redact_url(u.as_str());
+        let opts = ReqOpts {
+            accept: "text/plain",
+            range: suffix.map(|n| format!("bytes=-{n}")),
+            timeout: Some(LOG_BODY_TIMEOUT),
+        };
+        let r = self
+            .send_with(&self.rest_budget, Method::GET, &u, None, &opts)
+            .await?;
+        if r.status() == StatusCode::RANGE_NOT_SATISFIABLE && suffix.is_some() {
+            return Ok(LogBody {
+                start: 0,
+                total: Some(0),
+                response: None,
+            });
+        }
+        let r = Self::check(r).await?;
+        let malformed = |detail: String| ApiError::Malformed {
+            url: shown.clone(),
+            detail,
+        };
+        let (start, total) = match r.status() {
+            StatusCode::OK => (0, r.content_length()),
+            StatusCode::PARTIAL_CONTENT => {
+                let cr = r
+                    .headers()
+                    .get(header::CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(crate::content::storage::parse_content_range)
+                    .ok_or_else(|| malformed("206 without a valid Content-Range".into()))?;
+                (cr.0, cr.2)
+            }
+            s => return Err(malformed(format!("unexpected status {s} for a log"))),
+        };
+        Ok(LogBody {
+            start,
+            total,
+            response: Some(r),
+        })
+    }
+
+    /// `DELETE .../jobs/{job}/log` (scope `write_build_logs`).
+    pub async fn delete_job_log(&self, b: &BuildRef, job_id: &str) -> Result<(), ApiError> {
+        let u = self.url(&Self::log_url(b, job_id));
+        Self::check(self.send_rest(Method::DELETE, &u).await?).await?;
+        Ok(())
+    }
+
     /// `DELETE .../jobs/{job}/artifacts/{id}` (scope `write_artifacts`).
     pub async fn delete_artifact(
         &self,
@@ -647,6 +750,34 @@ impl ApiClient {
         Self::check(self.send_rest(Method::DELETE, &u).await?).await?;
         Ok(())
     }
+}
+
+/// Per-request options of [`ApiClient::send_with`].
+struct ReqOpts {
+    accept: &'static str,
+    range: Option<String>,
+    /// Replaces the client's whole-request timeout (a log body can be large; its reader
+    /// bounds stalls itself).
+    timeout: Option<Duration>,
+}
+
+impl ReqOpts {
+    const JSON: ReqOpts = ReqOpts {
+        accept: "application/json",
+        range: None,
+        timeout: None,
+    };
+}
+
+/// How long a job-log body may take as a whole (its reader also bounds each stall).
+const LOG_BODY_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// A job log's raw bytes from `start` to the end (`total` bytes in all, when the answer
+/// says) as they arrive; no `response` for an empty log.
+pub struct LogBody {
+    pub start: u64,
+    pub total: Option<u64>,
+    pub response: Option<reqwest::Response>,
 }
 
 /// The message of an error response: the API's `{"message": ...}`, else GraphQL's

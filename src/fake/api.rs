@@ -53,6 +53,16 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
             &format!("{build}/jobs/:job/artifacts/:id/download"),
             get(download),
         )
+        .route(
+            &format!("{build}/jobs/:job/log"),
+            get(super::logs::get_log)
+                .head(super::logs::head_log)
+                .delete(super::logs::delete_log),
+        )
+        .route(
+            &format!("{build}/jobs/:job/log.txt"),
+            get(super::logs::get_log_txt).head(super::logs::head_log),
+        )
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(shared.clone(), api_layer));
     // GraphQL does its own counting, latency and rate limiting: it is not `api`.
@@ -94,10 +104,10 @@ async fn api_layer(State(s): S, req: Request, next: Next) -> Response {
 }
 
 /// An error answer: status and `{"message": ...}`.
-struct ApiError(StatusCode, String);
+pub(super) struct ApiError(pub StatusCode, pub String);
 
 impl ApiError {
-    fn not_found() -> ApiError {
+    pub(super) fn not_found() -> ApiError {
         ApiError(StatusCode::NOT_FOUND, "Not Found".into())
     }
 }
@@ -113,7 +123,7 @@ impl IntoResponse for ApiError {
 
 type ApiResult = Result<Response, ApiError>;
 
-fn parse_query(q: &Option<String>) -> Vec<(String, String)> {
+pub(super) fn parse_query(q: &Option<String>) -> Vec<(String, String)> {
     url::form_urlencoded::parse(q.as_deref().unwrap_or("").as_bytes())
         .into_owned()
         .collect()
@@ -125,7 +135,7 @@ fn query_get<'a>(q: &'a [(String, String)], name: &str) -> Option<&'a str> {
 
 /// The token from `Authorization: Bearer` or else `?access_token=`; its scopes must include
 /// `scope` (if any).
-fn authorize(
+pub(super) fn authorize(
     s: &Shared,
     headers: &HeaderMap,
     q: &[(String, String)],
@@ -173,7 +183,7 @@ fn build_path(b: &FakeBuild) -> String {
     )
 }
 
-fn find_build<'a>(
+pub(super) fn find_build<'a>(
     w: &'a World,
     org: &str,
     pipeline: &str,

@@ -78,10 +78,12 @@
 
 mod api;
 mod demo;
+pub mod fakelog;
 pub mod graphql;
 mod graphql_api;
 #[cfg(test)]
 mod graphql_tests;
+mod logs;
 mod storage;
 #[cfg(test)]
 mod tests;
@@ -92,6 +94,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+use bytes::Bytes;
 
 pub use demo::{demo_build, DEMO_TOKEN};
 pub use graphql_api::{DEFAULT_PAGE as GRAPHQL_DEFAULT_PAGE, MAX_PAGE as GRAPHQL_MAX_PAGE};
@@ -114,6 +118,8 @@ pub(crate) struct Shared {
     knobs: Mutex<Knobs>,
     counts: Mutex<BTreeMap<String, u64>>,
     bytes_served: AtomicU64,
+    /// Raw log bytes sent in log bodies.
+    log_bytes: AtomicU64,
     rate: Mutex<RateWindow>,
     faults: Mutex<Faults>,
     /// Storage responses stalled right now (their task still alive).
@@ -131,6 +137,17 @@ pub(crate) struct Faults {
     corrupt: HashSet<String>,
     api_status: (u32, u16),
     graphql_status: (u32, u16),
+    /// (count, fault) for log text GETs.
+    log: (u32, Option<LogFault>),
+}
+
+/// What one job-log text `GET` with content suffers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LogFault {
+    /// Send this many bytes (at most all but one), then stall.
+    Stall(u64),
+    /// Send about half of the body, then reset the connection.
+    Reset,
 }
 
 /// What one storage `GET` suffers.
@@ -272,6 +289,24 @@ impl Shared {
         self.bytes_served.fetch_add(n, Ordering::Relaxed);
     }
 
+    pub fn add_log_bytes(&self, n: u64) {
+        self.log_bytes.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Uses up the next armed log fault, if any (counted as `log_faults_injected`).
+    pub fn take_log_fault(&self) -> Option<LogFault> {
+        let fault = {
+            let mut f = self.faults.lock().unwrap();
+            if f.log.0 == 0 {
+                return None;
+            }
+            f.log.0 -= 1;
+            f.log.1
+        };
+        self.count("log_faults_injected");
+        fault
+    }
+
     /// Uses up the next armed storage fault, if any (counted).
     pub fn take_storage_fault(&self) -> Option<StorageFault> {
         let fault = {
@@ -393,6 +428,7 @@ impl FakeServer {
             knobs: Mutex::new(Knobs::default()),
             counts: Mutex::new(BTreeMap::new()),
             bytes_served: AtomicU64::new(0),
+            log_bytes: AtomicU64::new(0),
             rate: Mutex::new(RateWindow {
                 start: Instant::now(),
                 used: 0,
@@ -523,6 +559,7 @@ impl FakeServer {
     pub fn reset_counts(&self) {
         self.shared.counts.lock().unwrap().clear();
         self.shared.bytes_served.store(0, Ordering::Relaxed);
+        self.shared.log_bytes.store(0, Ordering::Relaxed);
     }
 
     /// Body bytes the storage server has handed to its connections.
@@ -604,6 +641,67 @@ impl FakeServer {
     /// at most [`STALL_MAX`], after which the connection is aborted.
     pub fn stall_storage(&self, n: u32, after_bytes: u64) {
         self.shared.faults.lock().unwrap().storage_stall = (n, after_bytes);
+    }
+
+    /// The next `n` job-log text GETs that carry content send `after_bytes` bytes (at most
+    /// all but the last) and then stall until the client disconnects (or [`STALL_MAX`]).
+    pub fn stall_logs(&self, n: u32, after_bytes: u64) {
+        self.shared.faults.lock().unwrap().log = (n, Some(LogFault::Stall(after_bytes)));
+    }
+
+    /// The next `n` job-log text GETs that carry content send about half, then reset.
+    pub fn reset_logs(&self, n: u32) {
+        self.shared.faults.lock().unwrap().log = (n, Some(LogFault::Reset));
+    }
+
+    /// Raw log bytes sent in log bodies so far.
+    pub fn log_bytes_served(&self) -> u64 {
+        self.shared.log_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Sets a job's raw log (the job should exist in that build). False without the build.
+    pub fn set_log(&self, org: &str, pipeline: &str, number: u64, job: &str, raw: &[u8]) -> bool {
+        let raw = Bytes::copy_from_slice(raw);
+        self.update_build(org, pipeline, number, |b| {
+            b.logs.insert(job.to_string(), raw);
+        })
+    }
+
+    /// Appends to a job's raw log, as the agent uploads a chunk of a running job's output.
+    pub fn append_log(
+        &self,
+        org: &str,
+        pipeline: &str,
+        number: u64,
+        job: &str,
+        more: &[u8],
+    ) -> bool {
+        self.update_build(org, pipeline, number, |b| {
+            let mut v = b.logs.get(job).map(|l| l.to_vec()).unwrap_or_default();
+            v.extend_from_slice(more);
+            b.logs.insert(job.to_string(), Bytes::from(v));
+        })
+    }
+
+    /// Removes a job's log (retention): its endpoints answer 404 from then on.
+    pub fn remove_log(&self, org: &str, pipeline: &str, number: u64, job: &str) -> bool {
+        self.update_build(org, pipeline, number, |b| {
+            b.logs.remove(job);
+        })
+    }
+
+    /// Sets a job's state, as [`FakeBuild::set_job_state`] does. False without build or job.
+    pub fn set_job_state(
+        &self,
+        org: &str,
+        pipeline: &str,
+        number: u64,
+        job: &str,
+        state: &str,
+    ) -> bool {
+        let mut ok = false;
+        self.update_build(org, pipeline, number, |b| ok = b.set_job_state(job, state));
+        ok
     }
 
     /// While `on`, storage serves this artifact with every byte inverted (`b ^ 0xff`, see

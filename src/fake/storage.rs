@@ -326,7 +326,7 @@ fn injected_error(code: u16) -> Response {
 
 /// What happens once a body's bytes are sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Tail {
+pub(super) enum Tail {
     /// The body ends.
     End,
     /// The body ends short of its `Content-Length` once the bytes are on the wire, so hyper
@@ -340,7 +340,7 @@ enum Tail {
 
 /// The body in chunks, counted as they are handed over, paced to the bandwidth knob, then
 /// `tail`.
-fn paced_body(s: Arc<Shared>, data: Bytes, tail: Tail) -> Body {
+pub(super) fn paced_body(s: Arc<Shared>, data: Bytes, tail: Tail) -> Body {
     let bandwidth = s.knobs().storage_bandwidth;
     let chunk = if bandwidth == 0 {
         CHUNK

@@ -42,6 +42,8 @@ pub struct FakeBuild {
     pub build: Build,
     /// In upload order, which is also list order.
     pub artifacts: Vec<FakeArtifact>,
+    /// Raw job logs by job id (a job without an entry has no log: 404).
+    pub logs: std::collections::HashMap<String, Bytes>,
 }
 
 /// An artifact record and its stored content.
@@ -64,6 +66,7 @@ impl FakeBuild {
                 ..Build::default()
             },
             artifacts: Vec::new(),
+            logs: Default::default(),
         };
         b.build = Build {
             id: b.make_id(0),

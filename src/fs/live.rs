@@ -103,7 +103,7 @@ impl Fs {
 
     /// Puts a new listing of a loaded build in place and tells the kernel what changed.
     pub(super) fn apply(&self, s: usize, slot: &Slot, listing: Listing) {
-        let new = tree_of(&listing, slot.number);
+        let new = tree_of(&listing, slot.number, self.logs.as_deref());
         let changes = {
             let mut g = slot.tree.write().unwrap();
             match g.as_mut() {

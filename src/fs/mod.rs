@@ -35,8 +35,9 @@ use crate::api::ApiError;
 use crate::content::reader::WHOLE_FILE_MAX;
 use crate::content::remote::BoxFuture;
 use crate::content::{Handle, ReadError, Reader};
+use crate::joblog::{LogAttr, LogError, LogStore};
 use crate::source::Listing;
-use crate::tree::{parse_time, FileMeta, Ino, Node, NodeKind, Tree, TreeError, ROOT_INO};
+use crate::tree::{parse_time, FileMeta, Ino, LogMeta, Node, NodeKind, Tree, TreeError, ROOT_INO};
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum FsError {
@@ -101,6 +102,9 @@ pub struct Attr {
     pub uid: u32,
     pub gid: u32,
     pub mtime: SystemTime,
+    /// The size may still change (a job log not fetched yet, or a running job's): the kernel
+    /// must not cache the attributes, and reads must not stop at a size it remembers.
+    pub volatile: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -206,8 +210,17 @@ impl Slot {
 
 struct OpenFile {
     ino: Ino,
-    meta: Arc<FileMeta>,
-    handle: Arc<Handle>,
+    what: Opened,
+}
+
+enum Opened {
+    Artifact {
+        meta: Arc<FileMeta>,
+        handle: Arc<Handle>,
+    },
+    /// A job log (its metadata is taken from the tree at each read: it changes as the job
+    /// finishes).
+    Log { job_id: String },
 }
 
 pub struct Fs {
@@ -219,6 +232,8 @@ pub struct Fs {
     lister: Arc<dyn Lister>,
     kernel: OnceLock<Arc<dyn KernelCache>>,
     reader: Arc<Reader>,
+    /// Job logs as files; `None` when the token cannot read them.
+    logs: Option<Arc<LogStore>>,
     cfg: FsConfig,
     handles: Mutex<HashMap<u64, OpenFile>>,
     next_fh: AtomicU64,
@@ -233,14 +248,26 @@ pub struct Fs {
 /// Most small sibling files fetched ahead of a directory scan.
 const SIBLING_WINDOW_MAX: usize = 16;
 
-/// The tree of a listing, with the build number in every file's metadata.
-pub fn tree_of(listing: &Listing, number: u64) -> Tree {
-    let mut t = Tree::build(
+/// The tree of a listing, with the build number in every file's metadata, and job logs
+/// when `logs` is given (without the ones that turned out to be gone).
+pub fn tree_of(listing: &Listing, number: u64, logs: Option<&LogStore>) -> Tree {
+    let mut t = Tree::build_with(
         listing.build.as_ref(),
         &listing.artifacts,
         SystemTime::UNIX_EPOCH,
+        logs.is_some(),
     );
     t.set_build_number(number);
+    if let Some(store) = logs {
+        let gone: Vec<Ino> = t
+            .nodes()
+            .filter(|n| n.log().is_some_and(|l| store.is_gone(&l.job_id)))
+            .map(|n| n.ino)
+            .collect();
+        for ino in gone {
+            t.remove_file(ino);
+        }
+    }
     t
 }
 
@@ -257,6 +284,7 @@ impl Fs {
         slots: Vec<Arc<Slot>>,
         lister: Arc<dyn Lister>,
         reader: Arc<Reader>,
+        logs: Option<Arc<LogStore>>,
         cfg: FsConfig,
     ) -> Arc<Fs> {
         Arc::new(Fs {
@@ -266,6 +294,7 @@ impl Fs {
             lister,
             kernel: OnceLock::new(),
             reader,
+            logs,
             cfg,
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
@@ -281,14 +310,15 @@ impl Fs {
         listing: &Listing,
         lister: Arc<dyn Lister>,
         reader: Arc<Reader>,
+        logs: Option<Arc<LogStore>>,
         cfg: FsConfig,
     ) -> Arc<Fs> {
         let slot = Slot::new(
             number,
             listing.build.clone(),
-            Some(tree_of(listing, number)),
+            Some(tree_of(listing, number, logs.as_deref())),
         );
-        Fs::new(None, vec![slot], lister, reader, cfg)
+        Fs::new(None, vec![slot], lister, reader, logs, cfg)
     }
 
     /// A mount of a pipeline: `builds` newest first (their directories at the root), and the
@@ -302,6 +332,7 @@ impl Fs {
         branch: Option<String>,
         lister: Arc<dyn Lister>,
         reader: Arc<Reader>,
+        logs: Option<Arc<LogStore>>,
         cfg: FsConfig,
     ) -> Arc<Fs> {
         // Slot 0 is the root's own namespace.
@@ -320,7 +351,7 @@ impl Fs {
             root.slots.insert(b.number, slots.len());
             slots.push(Slot::new(b.number, Some(b), None));
         }
-        Fs::new(Some(root), slots, lister, reader, cfg)
+        Fs::new(Some(root), slots, lister, reader, logs, cfg)
     }
 
     /// Where kernel invalidations go (set once the session exists).
@@ -368,6 +399,7 @@ impl Fs {
             uid: self.cfg.uid,
             gid: self.cfg.gid,
             mtime,
+            volatile: false,
         }
     }
 
@@ -382,17 +414,33 @@ impl Fs {
                     .count();
                 self.dir_attr(global(s, n.ino), 2 + subdirs as u32, n.mtime)
             }
-            NodeKind::File(f) => Attr {
-                ino: global(s, n.ino),
-                kind: Kind::File,
-                size: f.size,
-                blocks: f.size.div_ceil(512),
-                perm: 0o444,
-                nlink: 1,
-                uid: self.cfg.uid,
-                gid: self.cfg.gid,
-                mtime: n.mtime,
-            },
+            NodeKind::File(f) => self.file_attr(global(s, n.ino), f.size, n.mtime, false),
+            NodeKind::Log(l) => {
+                let a = self
+                    .logs
+                    .as_ref()
+                    .map(|store| store.attr(l))
+                    .unwrap_or(LogAttr {
+                        size: 0,
+                        settled: false,
+                    });
+                self.file_attr(global(s, n.ino), a.size, n.mtime, !a.settled)
+            }
+        }
+    }
+
+    fn file_attr(&self, ino: Ino, size: u64, mtime: SystemTime, volatile: bool) -> Attr {
+        Attr {
+            ino,
+            kind: Kind::File,
+            size,
+            blocks: size.div_ceil(512),
+            perm: 0o444,
+            nlink: 1,
+            uid: self.cfg.uid,
+            gid: self.cfg.gid,
+            mtime,
+            volatile,
         }
     }
 
@@ -506,7 +554,7 @@ impl Fs {
             tracing::error!(build = slot.number, error = %e, "cannot list the build");
             api_error(e)
         })?;
-        let tree = tree_of(&listing, slot.number);
+        let tree = tree_of(&listing, slot.number, self.logs.as_deref());
         tracing::info!(
             build = slot.number,
             via = listing.via,
@@ -660,7 +708,80 @@ impl Fs {
         let tree = tree.as_ref().ok_or(FsError::NotFound)?;
         match &tree.get(local).ok_or(FsError::NotFound)?.kind {
             NodeKind::File(f) => Ok(Arc::new(f.clone())),
+            NodeKind::Log(_) => Err(FsError::Invalid),
             NodeKind::Dir { .. } => Err(FsError::IsDir),
+        }
+    }
+
+    /// The job log at `ino` as the tree has it now; `None` when `ino` is no log.
+    fn current_log(&self, ino: Ino) -> Option<LogMeta> {
+        if self.is_pipeline_ns(ino) {
+            return None;
+        }
+        let (s, local) = split(ino);
+        self.in_tree(s, |t| Ok(t.get(local).and_then(Node::log).cloned()))?
+            .ok()
+            .flatten()
+    }
+
+    /// Whether `ino` is a job log (its `open` needs [`Fs::open_log`]).
+    pub fn is_log(&self, ino: Ino) -> bool {
+        self.current_log(ino).is_some()
+    }
+
+    /// Opens a job log: fetches it first unless it is known (the kernel waits for this, so
+    /// that `fstat` after `open` shows its real size). The result's `volatile` says whether
+    /// the size may still change.
+    pub async fn open_log(&self, ino: Ino, flags: i32) -> Result<(u64, Attr)> {
+        if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
+            return Err(FsError::ReadOnly("files cannot be opened for writing"));
+        }
+        let (meta, store) = match (self.current_log(ino), self.logs.as_ref()) {
+            (Some(m), Some(s)) => (m, s),
+            _ => return Err(FsError::NotFound),
+        };
+        match store.open(&meta).await {
+            Ok(_) => {}
+            Err(e) => return Err(self.log_error(ino, &meta, e)),
+        }
+        let attr = self.getattr(ino)?;
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles.lock().unwrap().insert(
+            fh,
+            OpenFile {
+                ino,
+                what: Opened::Log {
+                    job_id: meta.job_id,
+                },
+            },
+        );
+        Ok((fh, attr))
+    }
+
+    /// Maps a log failure; a log that is gone leaves the tree (and the kernel's cache).
+    fn log_error(&self, ino: Ino, meta: &LogMeta, e: LogError) -> FsError {
+        match e {
+            LogError::NotFound => {
+                let (s, local) = split(ino);
+                let removed = self.slot(s).and_then(|slot| {
+                    let mut g = slot.tree.write().unwrap();
+                    let t = g.as_mut()?;
+                    let parent = t.get(local)?.parent;
+                    t.remove_file(local).map(|n| (parent, n.name))
+                });
+                if let (Some((parent, name)), Some(k)) = (removed, self.kernel.get()) {
+                    k.inval_entry(global(s, parent), &name);
+                }
+                FsError::NotFound
+            }
+            LogError::Access(m) => {
+                tracing::warn!(job = %meta.job_id, message = %m, "reading the job's log was refused");
+                FsError::Access(m)
+            }
+            LogError::Io(m) => {
+                tracing::error!(job = %meta.job_id, error = %m, "cannot read the job's log");
+                FsError::Io(m)
+            }
         }
     }
 
@@ -693,8 +814,10 @@ impl Fs {
             fh,
             OpenFile {
                 ino,
-                meta,
-                handle: Arc::new(Handle::default()),
+                what: Opened::Artifact {
+                    meta,
+                    handle: Arc::new(Handle::default()),
+                },
             },
         );
         Ok(fh)
@@ -758,13 +881,23 @@ impl Fs {
     }
 
     pub async fn read(&self, ino: Ino, fh: u64, offset: u64, size: u32) -> Result<Bytes> {
-        let open = self
+        let open = match self
             .handles
             .lock()
             .unwrap()
             .get(&fh)
             .filter(|o| o.ino == ino)
-            .map(|o| (o.meta.clone(), o.handle.clone()));
+            .map(|o| &o.what)
+        {
+            Some(Opened::Artifact { meta, handle }) => Some(Ok((meta.clone(), handle.clone()))),
+            Some(Opened::Log { job_id }) => Some(Err(job_id.clone())),
+            None => None,
+        };
+        let open = match open {
+            Some(Err(job_id)) => return self.read_log(ino, &job_id, offset, size).await,
+            Some(Ok(o)) => Some(o),
+            None => None,
+        };
         let (meta, handle) = match open {
             Some((m, h)) if self.still_holds(ino, &m.artifact_id) => (m, Some(h)),
             Some((m, _)) => {
@@ -803,6 +936,18 @@ impl Fs {
         }
     }
 
+    async fn read_log(&self, ino: Ino, job_id: &str, offset: u64, size: u32) -> Result<Bytes> {
+        let store = self.logs.as_ref().ok_or(FsError::NotFound)?;
+        let meta = self
+            .current_log(ino)
+            .filter(|m| m.job_id == job_id)
+            .ok_or(FsError::NotFound)?;
+        store
+            .read(&meta, offset, size)
+            .await
+            .map_err(|e| self.log_error(ino, &meta, e))
+    }
+
     /// `rm`: deletes the artifact through the API, only with `--allow-delete`.
     pub async fn unlink(&self, parent: Ino, name: &OsStr) -> Result<()> {
         if !self.cfg.allow_delete {
@@ -817,15 +962,20 @@ impl Fs {
         }
         let (s, local_parent) = split(parent);
         let slot = self.slot(s).ok_or(FsError::NotFound)?;
-        let (local, meta) = {
+        let (local, target) = {
             let tree = slot.tree.read().unwrap();
             let tree = tree.as_ref().ok_or(FsError::NotFound)?;
             let name = name.to_str().ok_or(FsError::NotFound)?;
             let n = tree.lookup(local_parent, name).ok_or(FsError::NotFound)?;
             match &n.kind {
-                NodeKind::File(f) => (n.ino, f.clone()),
+                NodeKind::File(f) => (n.ino, Ok(f.clone())),
+                NodeKind::Log(l) => (n.ino, Err(l.clone())),
                 NodeKind::Dir { .. } => return Err(FsError::IsDir),
             }
+        };
+        let meta = match target {
+            Ok(f) => f,
+            Err(l) => return self.unlink_log(&slot, local, l).await,
         };
         match self.reader.remote().delete(&meta).await {
             Ok(()) => {}
@@ -850,6 +1000,30 @@ impl Fs {
         }
         self.reader.forget(&meta);
         tracing::info!(path = %meta.original_path, artifact = %meta.artifact_id, "deleted");
+        Ok(())
+    }
+
+    /// `rm` of a job log: `DELETE .../log`.
+    async fn unlink_log(&self, slot: &Slot, local: Ino, meta: LogMeta) -> Result<()> {
+        let store = self.logs.as_ref().ok_or(FsError::NotFound)?;
+        match store.delete(&meta).await {
+            Ok(()) => {}
+            Err(ApiError::NotFound { .. }) => {
+                tracing::info!(job = %meta.job_id, "the log was already gone");
+            }
+            Err(ApiError::Forbidden { message }) | Err(ApiError::Unauthorized { message }) => {
+                tracing::warn!(job = %meta.job_id, %message, "log delete refused");
+                return Err(FsError::Access(message));
+            }
+            Err(e) => {
+                tracing::error!(job = %meta.job_id, error = %e, "log delete failed");
+                return Err(FsError::Io(e.to_string()));
+            }
+        }
+        if let Some(t) = slot.tree.write().unwrap().as_mut() {
+            t.remove_file(local);
+        }
+        tracing::info!(job = %meta.job_id, "deleted the job's log");
         Ok(())
     }
 
@@ -920,6 +1094,13 @@ impl Fs {
                 put("job_id", Some(&j.job_id));
                 put("job_label", j.label.as_deref());
                 put("web_url", j.web_url.as_deref());
+            }
+            NodeKind::Log(l) => {
+                put("job_id", Some(&l.job_id));
+                put("job_label", l.label.as_deref());
+                put("web_url", l.web_url.as_deref());
+                let raw = self.logs.as_ref().and_then(|s| s.raw_size(&l.job_id));
+                put("log_raw_size", raw.map(|n| n.to_string()).as_deref());
             }
             NodeKind::Dir { job: None, .. } => {}
         }

@@ -114,6 +114,7 @@ impl Fs {
             uid: self.cfg.uid,
             gid: self.cfg.gid,
             mtime: self.pipeline_attr(ROOT_INO)?.mtime,
+            volatile: false,
         })
     }
 

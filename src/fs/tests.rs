@@ -399,7 +399,14 @@ impl Env {
         for a in &l.artifacts {
             self.remote.put(&a.id, content(&a.id));
         }
-        let fs = Fs::single(number, l, self.lister.clone(), self.reader.clone(), fs_cfg);
+        let fs = Fs::single(
+            number,
+            l,
+            self.lister.clone(),
+            self.reader.clone(),
+            None,
+            fs_cfg,
+        );
         fs.set_kernel(self.kernel.clone());
         fs
     }
@@ -414,6 +421,7 @@ impl Env {
             None,
             self.lister.clone(),
             self.reader.clone(),
+            None,
             cfg(refresh, false),
         );
         fs.set_kernel(self.kernel.clone());

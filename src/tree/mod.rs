@@ -155,6 +155,18 @@ pub struct JobMeta {
     pub web_url: Option<String>,
 }
 
+/// What a job log file (`<job-dir>.log` at the build root) knows about its job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogMeta {
+    pub job_id: String,
+    pub label: Option<String>,
+    pub web_url: Option<String>,
+    /// The job has finished, so its log no longer changes.
+    pub finished: bool,
+    /// As in [`FileMeta::build_number`].
+    pub build_number: u64,
+}
+
 #[derive(Debug, Clone)]
 pub enum NodeKind {
     Dir {
@@ -163,6 +175,8 @@ pub enum NodeKind {
         job: Option<JobMeta>,
     },
     File(FileMeta),
+    /// A job's log, beside the job directories.
+    Log(LogMeta),
 }
 
 #[derive(Debug, Clone)]
@@ -184,7 +198,14 @@ impl Node {
     pub fn file(&self) -> Option<&FileMeta> {
         match &self.kind {
             NodeKind::File(f) => Some(f),
-            NodeKind::Dir { .. } => None,
+            _ => None,
+        }
+    }
+
+    pub fn log(&self) -> Option<&LogMeta> {
+        match &self.kind {
+            NodeKind::Log(l) => Some(l),
+            _ => None,
         }
     }
 }
@@ -328,6 +349,17 @@ impl Tree {
         artifacts: &[Artifact],
         fallback_mtime: SystemTime,
     ) -> Tree {
+        Tree::build_with(build, artifacts, fallback_mtime, false)
+    }
+
+    /// [`Tree::build`], with a `<job-dir>.log` file for every job that has a log when `logs`
+    /// is set (see "Job logs" in the module documentation).
+    pub fn build_with(
+        build: Option<&Build>,
+        artifacts: &[Artifact],
+        fallback_mtime: SystemTime,
+        logs: bool,
+    ) -> Tree {
         let mut finished: Vec<&Artifact> = artifacts.iter().filter(|a| a.is_finished()).collect();
         finished.sort_by(|a, b| {
             (job_key(a), a.path.as_deref(), artifact_key(a)).cmp(&(
@@ -434,7 +466,47 @@ impl Tree {
             tree.add(*dir, name, NodeKind::File(file_meta(a)), *mtime);
         }
 
+        if let (true, Some(b)) = (logs, build) {
+            tree.add_logs(b, &build_names, fallback_mtime);
+        }
+
         tree.renumber()
+    }
+
+    /// Adds the log files of `build`'s jobs at the root, named after their jobs
+    /// (`job_names`: job id → name). A name taken by a job directory gets the file collision
+    /// tag (`~<first 8 chars of the job id>`, then the full id) before `.log`.
+    fn add_logs(
+        &mut self,
+        build: &Build,
+        job_names: &HashMap<String, String>,
+        fallback_mtime: SystemTime,
+    ) {
+        let mut seen = BTreeSet::new();
+        let mut logs: Vec<(String, &Job)> = build
+            .jobs
+            .iter()
+            .filter(|j| has_log(j) && seen.insert(j.id.as_str()))
+            .filter_map(|j| Some((naming::fit(job_names.get(&j.id)?, ".log"), j)))
+            .collect();
+        logs.sort_by(|x, y| (&x.0, &x.1.id).cmp(&(&y.0, &y.1.id)));
+        for (wanted, job) in logs {
+            let mut name = wanted.clone();
+            let mut k = 0;
+            while self.children_mut(ROOT_INO).contains_key(&name) {
+                name = naming::with_tag(&wanted, &naming::rename_tag(&job.id, k));
+                k += 1;
+            }
+            let meta = LogMeta {
+                job_id: job.id.clone(),
+                label: job.name.clone(),
+                web_url: job.web_url.clone(),
+                finished: job.finished_at.is_some() || is_final_job_state(job.state.as_deref()),
+                build_number: 0,
+            };
+            let mtime = job_time(Some(job), Some(build), fallback_mtime);
+            self.add(ROOT_INO, name, NodeKind::Log(meta), mtime);
+        }
     }
 
     /// Renumbers inodes in depth-first pre-order with children in name order.
@@ -483,7 +555,7 @@ impl Tree {
     pub fn lookup(&self, parent: Ino, name: &str) -> Option<&Node> {
         match &self.get(parent)?.kind {
             NodeKind::Dir { children, .. } => self.get(*children.get(name)?),
-            NodeKind::File(_) => None,
+            _ => None,
         }
     }
 
@@ -498,15 +570,15 @@ impl Tree {
     pub fn children(&self, ino: Ino) -> Option<impl Iterator<Item = (&str, Ino)> + '_> {
         match &self.get(ino)?.kind {
             NodeKind::Dir { children, .. } => Some(children.iter().map(|(n, i)| (n.as_str(), *i))),
-            NodeKind::File(_) => None,
+            _ => None,
         }
     }
 
-    /// Removes a file node (after a successful DELETE) and returns it; `None` if `ino` is not a
-    /// file. Directories left empty stay.
+    /// Removes a file or log node (after a successful DELETE) and returns it; `None` if `ino`
+    /// is a directory. Directories left empty stay.
     pub fn remove_file(&mut self, ino: Ino) -> Option<Node> {
         let slot = self.nodes.get_mut(usize::try_from(ino).ok()?)?;
-        if !matches!(slot.as_ref()?.kind, NodeKind::File(_)) {
+        if slot.as_ref()?.is_dir() {
             return None;
         }
         let node = slot.take()?;
@@ -522,10 +594,10 @@ impl Tree {
     pub fn remove_dir(&mut self, parent: Ino, name: &str) -> Result<Node, TreeError> {
         let child = match &self.get(parent).ok_or(TreeError::NotFound)?.kind {
             NodeKind::Dir { children, .. } => *children.get(name).ok_or(TreeError::NotFound)?,
-            NodeKind::File(_) => return Err(TreeError::NotDir),
+            _ => return Err(TreeError::NotDir),
         };
         match &self.get(child).ok_or(TreeError::NotFound)?.kind {
-            NodeKind::File(_) => return Err(TreeError::NotDir),
+            NodeKind::File(_) | NodeKind::Log(_) => return Err(TreeError::NotDir),
             NodeKind::Dir { children, .. } if !children.is_empty() => {
                 return Err(TreeError::NotEmpty)
             }
@@ -596,14 +668,40 @@ impl Tree {
         self.nodes.len() as Ino - 1
     }
 
-    /// Sets [`FileMeta::build_number`] on every file.
+    /// Sets [`FileMeta::build_number`] on every file (and log).
     pub fn set_build_number(&mut self, n: u64) {
         for node in self.nodes.iter_mut().flatten() {
-            if let NodeKind::File(f) = &mut node.kind {
-                f.build_number = n;
+            match &mut node.kind {
+                NodeKind::File(f) => f.build_number = n,
+                NodeKind::Log(l) => l.build_number = n,
+                NodeKind::Dir { .. } => {}
             }
         }
     }
+}
+
+/// Whether a job has a log: a command job (REST type `script`) that has started. Wait, block
+/// and trigger jobs have none, and neither has a job that never ran.
+pub fn has_log(j: &Job) -> bool {
+    j.kind.as_deref() == Some("script") && j.started_at.is_some()
+}
+
+/// Job states after which a job (and its log) no longer changes.
+pub const FINAL_JOB_STATES: [&str; 10] = [
+    "passed",
+    "failed",
+    "canceled",
+    "skipped",
+    "broken",
+    "timed_out",
+    "expired",
+    "finished",
+    "soft_failed",
+    "not_run",
+];
+
+pub fn is_final_job_state(state: Option<&str>) -> bool {
+    state.is_some_and(|s| FINAL_JOB_STATES.contains(&s))
 }
 
 fn file_meta(a: &Artifact) -> FileMeta {

@@ -133,17 +133,23 @@ fn job() -> impl Strategy<Value = Job> {
             "2021-06-01T10:00:00.123+00:00",
             "junk",
         ])),
+        prop::sample::select(vec![None, Some("script"), Some("waiter")]),
+        any::<bool>(),
     )
-        .prop_map(|(id, name, key, idx, total, retried_in, finished)| Job {
-            id: id.to_string(),
-            name: name.map(str::to_string),
-            step_key: key.map(str::to_string),
-            parallel_group_index: idx,
-            parallel_group_total: total,
-            retried_in_job_id: retried_in.map(str::to_string),
-            finished_at: finished.map(str::to_string),
-            ..Default::default()
-        })
+        .prop_map(
+            |(id, name, key, idx, total, retried_in, finished, kind, started)| Job {
+                id: id.to_string(),
+                kind: kind.map(str::to_string),
+                started_at: started.then(|| "2020-01-01T00:00:00Z".to_string()),
+                name: name.map(str::to_string),
+                step_key: key.map(str::to_string),
+                parallel_group_index: idx,
+                parallel_group_total: total,
+                retried_in_job_id: retried_in.map(str::to_string),
+                finished_at: finished.map(str::to_string),
+                ..Default::default()
+            },
+        )
 }
 
 fn build() -> impl Strategy<Value = Option<Build>> {
@@ -233,6 +239,13 @@ fn check(tree: &Tree, artifacts: &[Artifact]) -> Result<(), TestCaseError> {
     }
     prop_assert_eq!(count, tree.len());
     prop_assert_eq!(total, tree.total_size());
+    for node in tree.nodes() {
+        if let NodeKind::Log(l) = &node.kind {
+            prop_assert_eq!(node.parent, ROOT_INO, "log below the root");
+            prop_assert!(node.name.ends_with(".log"), "{:?}", node.name);
+            prop_assert!(!l.job_id.is_empty());
+        }
+    }
     let mut want: BTreeMap<String, usize> = BTreeMap::new();
     for a in artifacts.iter().filter(|a| a.is_finished()) {
         *want.entry(a.id.clone()).or_default() += 1;
@@ -278,6 +291,7 @@ struct Shape {
     is_dir: bool,
     file: Option<FileMeta>,
     job: Option<JobMeta>,
+    log: Option<LogMeta>,
     mtime: SystemTime,
 }
 
@@ -286,11 +300,12 @@ fn shapes(t: &Tree) -> BTreeMap<String, Shape> {
         .map(|n| {
             let job = match &n.kind {
                 NodeKind::Dir { job, .. } => job.clone(),
-                NodeKind::File(_) => None,
+                _ => None,
             };
             let shape = Shape {
                 is_dir: n.is_dir(),
                 file: n.file().cloned(),
+                log: n.log().cloned(),
                 job,
                 mtime: n.mtime,
             };
@@ -337,6 +352,7 @@ fn check_reconcile(
             .is_some_and(|o| match (&o.kind, &n.kind) {
                 (NodeKind::Dir { .. }, NodeKind::Dir { .. }) => true,
                 (NodeKind::File(a), NodeKind::File(b)) => a.artifact_id == b.artifact_id,
+                (NodeKind::Log(a), NodeKind::Log(b)) => a.job_id == b.job_id,
                 _ => false,
             });
         if same {
@@ -399,6 +415,7 @@ fn check_reconcile(
         let attrs_changed = o.mtime != n.mtime
             || match (&o.kind, &n.kind) {
                 (NodeKind::File(a), NodeKind::File(b)) => a != b,
+                (NodeKind::Log(a), NodeKind::Log(b)) => a != b,
                 (NodeKind::Dir { job: a, .. }, NodeKind::Dir { job: b, .. }) => {
                     a != b || subdirs(old, o) != subdirs(got, n)
                 }
@@ -423,23 +440,23 @@ proptest! {
 
     #[test]
     fn reconcile_keeps_inodes_and_takes_the_new_shape((b1, a, b2, b) in live_input()) {
-        let mut t = Tree::build(b1.as_ref(), &a, UNIX_EPOCH);
+        let mut t = Tree::build_with(b1.as_ref(), &a, UNIX_EPOCH, true);
         t.set_build_number(1);
         // A → B.
         let old = t.clone();
-        let mut fresh = Tree::build(b2.as_ref(), &b, UNIX_EPOCH);
+        let mut fresh = Tree::build_with(b2.as_ref(), &b, UNIX_EPOCH, true);
         fresh.set_build_number(1);
         let changes = t.reconcile(fresh.clone());
         check_reconcile(&old, &fresh, &t, &changes, &b)?;
         // B → A: what comes back is new again, numbered above everything so far.
         let old = t.clone();
-        let mut fresh = Tree::build(b1.as_ref(), &a, UNIX_EPOCH);
+        let mut fresh = Tree::build_with(b1.as_ref(), &a, UNIX_EPOCH, true);
         fresh.set_build_number(1);
         let changes = t.reconcile(fresh.clone());
         check_reconcile(&old, &fresh, &t, &changes, &a)?;
         // A → A: nothing.
         let again = t.clone();
-        let mut fresh = Tree::build(b1.as_ref(), &a, UNIX_EPOCH);
+        let mut fresh = Tree::build_with(b1.as_ref(), &a, UNIX_EPOCH, true);
         fresh.set_build_number(1);
         let changes = t.reconcile(fresh);
         prop_assert!(changes.is_empty(), "{:?}", changes);
@@ -452,6 +469,20 @@ proptest! {
         check(&t, &arts)?;
         let t2 = Tree::build(b.as_ref(), &shuffled, UNIX_EPOCH);
         prop_assert_eq!(format!("{t:?}"), format!("{t2:?}"));
+        // With logs: the same artifacts, plus one log per started command job.
+        let t = Tree::build_with(b.as_ref(), &arts, UNIX_EPOCH, true);
+        check(&t, &arts)?;
+        let t2 = Tree::build_with(b.as_ref(), &shuffled, UNIX_EPOCH, true);
+        prop_assert_eq!(format!("{t:?}"), format!("{t2:?}"));
+        let want: HashSet<&str> = b
+            .iter()
+            .flat_map(|b| &b.jobs)
+            .filter(|j| has_log(j) && !j.id.is_empty())
+            .map(|j| j.id.as_str())
+            .collect();
+        let got: Vec<&str> = t.nodes().filter_map(|n| n.log()).map(|l| l.job_id.as_str()).collect();
+        prop_assert_eq!(got.len(), want.len(), "one log per job");
+        prop_assert_eq!(got.into_iter().collect::<HashSet<_>>(), want);
     }
 
     #[test]

@@ -102,7 +102,7 @@ impl Tree {
                         merged.insert(name, o);
                         match node.kind {
                             NodeKind::Dir { .. } => subdirs.push(self.update_dir(o, node)),
-                            NodeKind::File(_) => {
+                            NodeKind::File(_) | NodeKind::Log(_) => {
                                 if self.update_file(o, node) {
                                     changes.changed_attrs.push(o);
                                 }
@@ -153,6 +153,7 @@ impl Tree {
         match (&self.get(old).expect("old child exists").kind, &node.kind) {
             (NodeKind::Dir { .. }, NodeKind::Dir { .. }) => true,
             (NodeKind::File(a), NodeKind::File(b)) => a.artifact_id == b.artifact_id,
+            (NodeKind::Log(a), NodeKind::Log(b)) => a.job_id == b.job_id,
             _ => false,
         }
     }
@@ -178,26 +179,31 @@ impl Tree {
         }
     }
 
-    /// Gives the surviving file `ino` the metadata of its new counterpart `node`; true if
-    /// anything changed.
+    /// Gives the surviving file or log `ino` the metadata of its new counterpart `node` (of
+    /// the same kind); true if anything changed.
     fn update_file(&mut self, ino: Ino, node: Node) -> bool {
-        let NodeKind::File(meta) = node.kind else {
-            unreachable!("update_file on a directory");
-        };
         let old = self.nodes[ino as usize]
             .as_mut()
             .expect("surviving file exists");
-        let NodeKind::File(old_meta) = &mut old.kind else {
-            unreachable!("surviving file is a file");
-        };
-        if *old_meta == meta && old.mtime == node.mtime {
-            return false;
+        match (&mut old.kind, node.kind) {
+            (NodeKind::File(old_meta), NodeKind::File(meta)) => {
+                if *old_meta == meta && old.mtime == node.mtime {
+                    return false;
+                }
+                self.total_size = self
+                    .total_size
+                    .saturating_sub(old_meta.size)
+                    .saturating_add(meta.size);
+                *old_meta = meta;
+            }
+            (NodeKind::Log(old_meta), NodeKind::Log(meta)) => {
+                if *old_meta == meta && old.mtime == node.mtime {
+                    return false;
+                }
+                *old_meta = meta;
+            }
+            _ => unreachable!("update_file on nodes of different kinds"),
         }
-        self.total_size = self
-            .total_size
-            .saturating_sub(old_meta.size)
-            .saturating_add(meta.size);
-        *old_meta = meta;
         old.mtime = node.mtime;
         true
     }
@@ -246,6 +252,7 @@ impl Tree {
                     }
                 }
                 NodeKind::File(f) => self.total_size = self.total_size.saturating_add(f.size),
+                NodeKind::Log(_) => {}
             }
             changes.added.push((parent, name.clone()));
             if ino != top {

@@ -1,0 +1,360 @@
+//! The log store against an in-memory [`LogSource`] that follows the endpoint's rules (whole
+//! log, or suffix ranges only; HEAD for the size) and can break bodies.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+use futures_util::stream;
+
+use super::*;
+
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    /// The body breaks after this many bytes.
+    Break(usize),
+    /// The body stalls after this many bytes.
+    Stall(usize),
+    /// The request fails with a 503.
+    Unavailable,
+}
+
+#[derive(Default)]
+struct MockLogs {
+    logs: Mutex<HashMap<String, Vec<u8>>>,
+    calls: Mutex<Vec<String>>,
+    faults: Mutex<VecDeque<Fault>>,
+}
+
+impl MockLogs {
+    fn set(&self, job: &str, raw: &[u8]) {
+        self.logs.lock().unwrap().insert(job.into(), raw.to_vec());
+    }
+    fn append(&self, job: &str, raw: &[u8]) {
+        self.logs
+            .lock()
+            .unwrap()
+            .entry(job.into())
+            .or_default()
+            .extend_from_slice(raw);
+    }
+    fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+    fn not_found() -> ApiError {
+        ApiError::NotFound {
+            url: "log".into(),
+            message: "Not Found".into(),
+        }
+    }
+}
+
+impl LogSource for MockLogs {
+    fn log_size<'a>(&'a self, _build: u64, job: &'a str) -> BoxFuture<'a, Result<u64, ApiError>> {
+        Box::pin(async move {
+            self.calls.lock().unwrap().push("head".into());
+            let logs = self.logs.lock().unwrap();
+            logs.get(job)
+                .map(|l| l.len() as u64)
+                .ok_or_else(Self::not_found)
+        })
+    }
+
+    fn log_fetch<'a>(
+        &'a self,
+        _build: u64,
+        job: &'a str,
+        suffix: Option<u64>,
+    ) -> BoxFuture<'a, Result<LogStream, ApiError>> {
+        Box::pin(async move {
+            self.calls.lock().unwrap().push(match suffix {
+                Some(n) => format!("get -{n}"),
+                None => "get".into(),
+            });
+            let log = self
+                .logs
+                .lock()
+                .unwrap()
+                .get(job)
+                .cloned()
+                .ok_or_else(Self::not_found)?;
+            let total = log.len() as u64;
+            let start = suffix.map_or(0, |n| total - n.min(total));
+            let part = Bytes::from(log).slice(start as usize..);
+            let body: BoxStream<'static, Result<Bytes, String>> =
+                match self.faults.lock().unwrap().pop_front() {
+                    None => stream::iter(
+                        part.chunks(7)
+                            .map(|c| Ok(Bytes::copy_from_slice(c)))
+                            .collect::<Vec<_>>(),
+                    )
+                    .boxed(),
+                    Some(Fault::Break(n)) => stream::iter(vec![
+                        Ok(part.slice(..n.min(part.len()))),
+                        Err("connection reset".to_string()),
+                    ])
+                    .boxed(),
+                    Some(Fault::Stall(n)) => {
+                        stream::iter(vec![Ok(part.slice(..n.min(part.len())))])
+                            .chain(stream::pending())
+                            .boxed()
+                    }
+                    Some(Fault::Unavailable) => {
+                        return Err(ApiError::Status {
+                            status: 503,
+                            url: "log".into(),
+                            message: "Service Unavailable".into(),
+                        })
+                    }
+                };
+            Ok(LogStream {
+                start,
+                total: Some(total),
+                body,
+            })
+        })
+    }
+
+    fn log_delete<'a>(&'a self, _build: u64, job: &'a str) -> BoxFuture<'a, Result<(), ApiError>> {
+        Box::pin(async move {
+            self.calls.lock().unwrap().push("delete".into());
+            self.logs
+                .lock()
+                .unwrap()
+                .remove(job)
+                .map(|_| ())
+                .ok_or_else(Self::not_found)
+        })
+    }
+}
+
+fn meta(job: &str, finished: bool) -> LogMeta {
+    LogMeta {
+        job_id: job.into(),
+        label: Some("test".into()),
+        web_url: None,
+        finished,
+        build_number: 1,
+    }
+}
+
+fn store(src: &Arc<MockLogs>, disk: Option<Arc<DiskCache>>, format: LogFormat) -> Arc<LogStore> {
+    LogStore::new(
+        src.clone(),
+        disk,
+        LogConfig {
+            format,
+            refresh: Duration::from_millis(50),
+            read_timeout: Duration::from_secs(2),
+        },
+        tokio::runtime::Handle::current(),
+    )
+}
+
+async fn read_all(s: &LogStore, m: &LogMeta) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let b = s.read(m, out.len() as u64, 1000).await.unwrap();
+        if b.is_empty() {
+            return out;
+        }
+        out.extend_from_slice(&b);
+    }
+}
+
+#[tokio::test]
+async fn stat_is_free_and_open_fetches_once() {
+    let src = Arc::new(MockLogs::default());
+    src.set("j1", b"line one\nline two\n");
+    let s = store(&src, None, LogFormat::Plain);
+    let m = meta("j1", true);
+    assert_eq!(
+        s.attr(&m),
+        LogAttr {
+            size: 0,
+            settled: false
+        }
+    );
+    assert!(src.calls().is_empty(), "stat made a request");
+    let a = s.open(&m).await.unwrap();
+    assert_eq!(
+        a,
+        LogAttr {
+            size: 18,
+            settled: true
+        }
+    );
+    assert_eq!(read_all(&s, &m).await, b"line one\nline two\n");
+    s.open(&m).await.unwrap();
+    assert_eq!(src.calls(), ["get"], "a finished log is fetched once");
+    assert_eq!(s.raw_size("j1"), Some(18));
+}
+
+#[tokio::test]
+async fn a_running_log_fetches_only_its_growth() {
+    let src = Arc::new(MockLogs::default());
+    src.set("j", b"first\n");
+    let s = store(&src, None, LogFormat::Raw);
+    let running = meta("j", false);
+    s.open(&running).await.unwrap();
+    assert_eq!(read_all(&s, &running).await, b"first\n");
+    src.append("j", b"second\n");
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    // A read at the end checks for growth once the refresh interval has passed.
+    assert_eq!(read_all(&s, &running).await, b"first\nsecond\n");
+    assert_eq!(src.calls(), ["get", "head", "get -7"]);
+    // Nothing new: HEAD only.
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert_eq!(read_all(&s, &running).await, b"first\nsecond\n");
+    assert_eq!(src.calls().len(), 4);
+    // The job finishes: one last check, then the log is settled.
+    src.append("j", b"third\n");
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let done = meta("j", true);
+    assert_eq!(read_all(&s, &done).await, b"first\nsecond\nthird\n");
+    assert!(s.attr(&done).settled);
+    let n = src.calls().len();
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    read_all(&s, &done).await;
+    s.attr(&done);
+    assert_eq!(src.calls().len(), n, "a settled log makes no request");
+}
+
+#[tokio::test]
+async fn a_broken_body_resumes_where_it_stopped() {
+    let src = Arc::new(MockLogs::default());
+    let raw: Vec<u8> = (0..200)
+        .flat_map(|i| format!("line {i}\n").into_bytes())
+        .collect();
+    src.set("j", &raw);
+    src.faults.lock().unwrap().push_back(Fault::Break(500));
+    src.faults.lock().unwrap().push_back(Fault::Stall(100));
+    let s = store(&src, None, LogFormat::Raw);
+    let m = meta("j", true);
+    s.open(&m).await.unwrap();
+    assert_eq!(read_all(&s, &m).await, raw);
+    let calls = src.calls();
+    assert_eq!(calls[0], "get");
+    assert_eq!(calls[1], "head");
+    assert_eq!(calls[2], format!("get -{}", raw.len() - 500));
+    assert_eq!(calls[3], "head");
+    assert_eq!(calls[4], format!("get -{}", raw.len() - 600));
+}
+
+#[tokio::test(start_paused = true)]
+async fn endless_failures_end_in_eio_within_bounds() {
+    let src = Arc::new(MockLogs::default());
+    src.set("j", b"some text that never arrives\n");
+    for _ in 0..20 {
+        src.faults.lock().unwrap().push_back(Fault::Stall(0));
+    }
+    let s = store(&src, None, LogFormat::Raw);
+    let m = meta("j", true);
+    let t0 = tokio::time::Instant::now();
+    let r = s.open(&m).await;
+    assert!(matches!(r, Err(LogError::Io(_))), "{r:?}");
+    assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
+    assert!(src.calls().len() <= 2 * ATTEMPTS as usize);
+
+    let src = Arc::new(MockLogs::default());
+    src.set("j", b"x\n");
+    for _ in 0..20 {
+        src.faults.lock().unwrap().push_back(Fault::Unavailable);
+    }
+    let s = store(&src, None, LogFormat::Raw);
+    assert!(matches!(s.open(&m).await, Err(LogError::Io(_))));
+    assert_eq!(src.calls().len(), ATTEMPTS as usize);
+}
+
+#[tokio::test]
+async fn a_missing_log_is_gone_without_retries() {
+    let src = Arc::new(MockLogs::default());
+    let s = store(&src, None, LogFormat::Plain);
+    let m = meta("nope", true);
+    assert_eq!(s.open(&m).await, Err(LogError::NotFound));
+    assert!(s.is_gone("nope"));
+    assert_eq!(src.calls(), ["get"]);
+}
+
+#[tokio::test]
+async fn a_finished_log_is_kept_on_disk_for_the_next_mount() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = || Some(Arc::new(DiskCache::open(dir.path(), 64 << 20).unwrap()));
+    let src = Arc::new(MockLogs::default());
+    let raw: Vec<u8> = (0..500_000)
+        .flat_map(|i| format!("{i}\n").into_bytes())
+        .collect();
+    assert!(raw.len() as u64 > 2 * BLOCK);
+    src.set("j", &raw);
+    let m = meta("j", true);
+    {
+        let s = store(&src, disk(), LogFormat::Raw);
+        s.open(&m).await.unwrap();
+        assert_eq!(read_all(&s, &m).await, raw);
+    }
+    let before = src.calls().len();
+    let s = store(&src, disk(), LogFormat::Raw);
+    assert_eq!(
+        s.attr(&m),
+        LogAttr {
+            size: raw.len() as u64,
+            settled: true
+        },
+        "stat knows the size from the disk cache"
+    );
+    s.open(&m).await.unwrap();
+    let got = {
+        let mut out = Vec::new();
+        loop {
+            let b = s.read(&m, out.len() as u64, 300_000).await.unwrap();
+            if b.is_empty() {
+                break out;
+            }
+            out.extend_from_slice(&b);
+        }
+    };
+    assert_eq!(got, raw);
+    assert_eq!(src.calls().len(), before, "the second mount made a request");
+    // Another format is another entry.
+    let plain = store(&src, disk(), LogFormat::Plain);
+    assert_eq!(plain.attr(&m).size, 0);
+}
+
+#[tokio::test]
+async fn a_damaged_stored_log_is_fetched_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = || Some(Arc::new(DiskCache::open(dir.path(), 64 << 20).unwrap()));
+    let src = Arc::new(MockLogs::default());
+    let raw = b"alpha\nbeta\n".repeat(200_000);
+    src.set("j", &raw);
+    let m = meta("j", true);
+    {
+        let s = store(&src, disk(), LogFormat::Raw);
+        s.open(&m).await.unwrap();
+    }
+    // Lose one block (as eviction or a damaged file would).
+    let key_dir = std::fs::read_dir(dir.path().join("v1"))
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with("l1-"))
+        .unwrap()
+        .path();
+    std::fs::remove_file(key_dir.join("1")).unwrap();
+    let s = store(&src, disk(), LogFormat::Raw);
+    s.open(&m).await.unwrap();
+    assert_eq!(read_all(&s, &m).await, raw);
+    assert_eq!(src.calls(), ["get", "get"]);
+}
+
+#[tokio::test]
+async fn delete_forgets_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Arc::new(DiskCache::open(dir.path(), 64 << 20).unwrap());
+    let src = Arc::new(MockLogs::default());
+    src.set("j", b"bye\n");
+    let s = store(&src, Some(disk.clone()), LogFormat::Plain);
+    let m = meta("j", true);
+    s.open(&m).await.unwrap();
+    s.delete(&m).await.unwrap();
+    assert!(s.is_gone("j"));
+    assert_eq!(disk.bytes(), 0);
+}
