@@ -147,7 +147,66 @@ pub fn demo_build() -> FakeBuild {
             a.state = Some("new".into());
         },
     );
+    add_logs(&mut fb);
     fb
+}
+
+/// A console log for every command job, what its agent would have streamed: markers,
+/// colours, progress bars, group headers, and a few lines that say what the job did.
+fn add_logs(fb: &mut FakeBuild) {
+    let jobs: Vec<(String, String, String, bool)> = fb
+        .build
+        .jobs
+        .iter()
+        .filter(|j| j.kind.as_deref() == Some("script"))
+        .map(|j| {
+            let label = j.name.clone().unwrap_or_default();
+            let key = j.step_key.clone().unwrap_or_default();
+            let failed = j.state.as_deref() == Some("failed");
+            let shard = j.parallel_group_index.map(|i| i + 1).unwrap_or(0);
+            (j.id.clone(), label, format!("{key}{shard}"), failed)
+        })
+        .collect();
+    for (n, (id, label, key, failed)) in jobs.into_iter().enumerate() {
+        let mut body: Vec<String> = match key.as_str() {
+            "lint0" => vec![
+                "$ npx eslint src/ --format junit --output-file junit.xml".into(),
+                "40 files checked, 0 problems".into(),
+            ],
+            k if k.starts_with("rspec") => vec![
+                format!("$ bundle exec rspec --seed 4242 --shard {}", &k[5..]),
+                "Randomized with seed 4242".into(),
+                "120 examples, see junit.xml".into(),
+            ],
+            "docker0" => vec![
+                "$ docker build -t webapp:1.4.2 .".into(),
+                "Step 1/9 : FROM ruby:3.3-slim".into(),
+                "Successfully tagged webapp:1.4.2".into(),
+            ],
+            "cucumber0" => vec!["$ bundle exec cucumber --format junit".into()],
+            _ if label.contains("Upload pipeline") => vec![
+                "$ buildkite-agent pipeline upload .buildkite/pipeline.yml".into(),
+                "Pipeline upload complete: 7 steps".into(),
+            ],
+            _ => vec![
+                "$ make package".into(),
+                "dpkg-deb: building package 'webapp'".into(),
+            ],
+        };
+        if failed {
+            body.push("ERROR: 2 examples FAILED".into());
+            body.push(
+                "Gem::RemoteFetcher::FetchError: bad response Service Unavailable 503".into(),
+            );
+            body.push("FAILED".into());
+        } else {
+            body.push("OK: all checks passed".into());
+        }
+        let lines: Vec<&str> = body.iter().map(String::as_str).collect();
+        let start = 1_767_323_060_000 + n as u64 * 60_000;
+        let log = super::fakelog::generate(&crate::tree::slugify(&label), &lines, start);
+        fb.logs.insert(id, log.raw.into());
+    }
 }
 
 /// Pushes a command job finished at `03:..` on the build's day.

@@ -124,7 +124,7 @@ pub struct LogAttr {
 const BLOCK: u64 = 1 << 20;
 /// Index of the meta block (rendered size, raw size) of a stored log.
 pub const META: u64 = u64::MAX;
-/// Attempts of one fetch that make no progress before it fails.
+/// Failed attempts (errors, breaks, stalls) of one fetch before it fails.
 const ATTEMPTS: u32 = 6;
 /// Logs fetched at once.
 const CONCURRENT_FETCHES: usize = 4;
@@ -443,8 +443,9 @@ impl LogStore {
     }
 
     /// Fetches the raw bytes after `st.raw_len` and renders them, resuming after stalls and
-    /// breaks; fails after [`ATTEMPTS`] attempts in a row without progress, or when no
-    /// progress was made for `read_timeout`.
+    /// breaks; fails after [`ATTEMPTS`] failed attempts (progress or not: a server that
+    /// drips a few bytes per attempt must not hold a reader forever), or once a failure
+    /// comes `read_timeout` after the last progress.
     async fn fetch_new(&self, meta: &LogMeta, st: &mut State) -> Result<(), LogError> {
         let stall =
             (self.cfg.read_timeout / 4).clamp(Duration::from_secs(1), Duration::from_secs(10));
@@ -549,7 +550,6 @@ impl LogStore {
                 progressed = true;
             }
             if progressed {
-                failures = 0;
                 last_progress = Instant::now();
             }
             if done {
