@@ -23,6 +23,8 @@ struct Opts {
     gql_logs: usize,
     /// Its rate-limit window in seconds (50 requests per window; Buildkite's is 60 s).
     gql_window: u64,
+    /// Job logs (2 MiB each) of the grep-across-job-logs row (0: skip it).
+    job_logs: usize,
 }
 
 fn parse_opts() -> Opts {
@@ -46,6 +48,20 @@ fn parse_opts() -> Opts {
             huge: 0,
             gql_logs: value("--logs").unwrap_or(1000) as usize,
             gql_window,
+            job_logs: 0,
+        };
+    }
+    // --job-logs N: only the grep across N cold 2 MiB job logs.
+    if let Some(n) = value("--job-logs") {
+        return Opts {
+            runs,
+            big: 0,
+            many: 0,
+            logs: 0,
+            huge: 0,
+            gql_logs: 0,
+            gql_window,
+            job_logs: n as usize,
         };
     }
     // --big-mib N: only the big-file measurements, with an N MiB artifact.
@@ -63,6 +79,7 @@ fn parse_opts() -> Opts {
             huge: 0,
             gql_logs: 0,
             gql_window,
+            job_logs: 0,
         };
     }
     if quick {
@@ -74,6 +91,7 @@ fn parse_opts() -> Opts {
             huge: 0,
             gql_logs: 200,
             gql_window,
+            job_logs: 20,
         }
     } else {
         Opts {
@@ -84,6 +102,7 @@ fn parse_opts() -> Opts {
             huge: 100_000,
             gql_logs: 1_000,
             gql_window,
+            job_logs: 50,
         }
     }
 }
@@ -231,7 +250,7 @@ fn main() {
         .unwrap();
     let w = work.path().to_path_buf();
     let server = FakeServer::start();
-    server.add_token(TOKEN, &["read_artifacts", "read_builds"]);
+    server.add_token(TOKEN, &["read_artifacts", "read_builds", "read_build_logs"]);
     // The API's rate limit is not what is measured here (the curl baseline ignores it too):
     // advertise a budget large enough that bkfs's pacing never waits.
     server.set_rate_limit(1_000_000, Duration::from_secs(60), false);
@@ -242,9 +261,14 @@ fn main() {
         o.runs
     );
 
-    if o.big == 0 && o.gql_logs > 0 {
+    if o.big == 0 && (o.gql_logs > 0 || o.job_logs > 0) {
         let mut rows = Vec::new();
-        graphql_compare(&w, o.gql_logs, o.gql_window, &mut rows);
+        if o.gql_logs > 0 {
+            graphql_compare(&w, o.gql_logs, o.gql_window, &mut rows);
+        }
+        if o.job_logs > 0 {
+            job_logs_grep(&server, &w, o.job_logs, o.runs, &mut rows);
+        }
         print_rows(&rows, &cores, &mem);
         return;
     }
@@ -575,7 +599,69 @@ fn main() {
     if o.gql_logs > 0 {
         graphql_compare(&w, o.gql_logs, o.gql_window, &mut rows);
     }
+    if o.job_logs > 0 {
+        job_logs_grep(&server, &w, o.job_logs, o.runs, &mut rows);
+    }
     print_rows(&rows, &cores, &mem);
+}
+
+/// `grep -l` across `n` cold job logs of 2 MiB each (raw: markers, colours, progress bars;
+/// one holds the needle), API latency 20 ms: bkfs (mount + grep over `*.log`) against a
+/// script that fetches each log with curl as text/plain and greps the downloads. The
+/// script greps raw logs, where escape codes could split a word; the needle has none.
+fn job_logs_grep(server: &FakeServer, w: &Path, n: usize, runs: usize, rows: &mut Vec<Row>) {
+    use bkfs::fake::fakelog;
+    eprintln!("preparing {n} job logs of 2 MiB ...");
+    let mut b = FakeBuild::new("bench", "joblogs", 5);
+    let mut urls = Vec::new();
+    for i in 0..n {
+        let id = b.add_job(&format!("Shard {i}"));
+        let mut log = fakelog::filler(i as u64 + 1, 2 << 20, 1_767_323_060_000);
+        if i == n / 2 {
+            log.raw
+                .extend_from_slice(&fakelog::marker(1_767_323_999_000));
+            log.raw
+                .extend_from_slice(b"\x1b[31mERROR needle-9e2b found\x1b[0m\n");
+        }
+        b.logs.insert(id.clone(), log.raw.into());
+        urls.push(format!(
+            "{}/v2/organizations/bench/pipelines/joblogs/builds/5/jobs/{id}/log",
+            server.api_url()
+        ));
+    }
+    server.add_build(b);
+    let list = w.join("job-logs.txt");
+    std::fs::write(&list, urls.join("\n") + "\n").unwrap();
+    server.set_api_latency(Duration::from_millis(20));
+    let script = format!(
+        "set -e; d=$(mktemp -d); n=0; while read -r u; do n=$((n+1)); curl -sf -H 'Authorization: Bearer {TOKEN}' -H 'Accept: text/plain' -o \"$d/$n.log\" \"$u\"; done < {}; grep -l needle-9e2b \"$d\"/*.log | wc -l; rm -rf \"$d\"",
+        list.display()
+    );
+    let (mut base, mut ours) = (Vec::new(), Vec::new());
+    for r in 0..runs.min(3) {
+        base.push(time(|| assert_eq!(sh(&script).trim(), "1")));
+        let cache = w.join(format!("cache-joblogs-{r}"));
+        let mnt = w.join("mnt-joblogs");
+        ours.push(time(|| {
+            let m = mount(server, "bench/joblogs/5", &mnt, &cache, &[]);
+            let out = sh(&format!(
+                "grep -l needle-9e2b {}/*.log | wc -l",
+                m.mnt.display()
+            ));
+            assert_eq!(out.trim(), "1");
+        }));
+        let _ = std::fs::remove_dir_all(&cache);
+    }
+    server.set_api_latency(Duration::ZERO);
+    let (bb, oo) = (median(base), median(ours));
+    rows.push(Row {
+        name: format!("mount + grep -l over {n} cold 2 MiB job logs vs curl-each (text/plain)-then-grep script"),
+        bkfs: format!("{oo:.2} s"),
+        baseline: format!("script {bb:.2} s"),
+        ratio: bb / oo,
+        target: "> 1x (faster)".into(),
+        ok: bb / oo > 1.0,
+    });
 }
 
 /// `grep -r` over `logs` cold logs under an enforced limit of 50 API requests per

@@ -740,6 +740,7 @@ impl Fs {
             (Some(m), Some(s)) => (m, s),
             _ => return Err(FsError::NotFound),
         };
+        self.prefetch_siblings(ino);
         match store.open(&meta).await {
             Ok(_) => {}
             Err(e) => return Err(self.log_error(ino, &meta, e)),
@@ -824,9 +825,9 @@ impl Fs {
     }
 
     /// Directory-sequential prefetch: when files of one directory are opened in name order
-    /// (as `grep -r`, `cp -r` and `find -exec` do), fetch the next few small files ahead, in a
-    /// window that starts at the second in-order open and doubles up to
-    /// [`SIBLING_WINDOW_MAX`]. An open out of order resets it.
+    /// (as `grep -r`, `cp -r`, `grep PATTERN *.log` and `find -exec` do), fetch the next few
+    /// small files (and job logs) ahead, in a window that starts at the second in-order open
+    /// and doubles up to [`SIBLING_WINDOW_MAX`]. An open out of order resets it.
     /// Must be called within the tokio runtime (the adapter enters it).
     fn prefetch_siblings(&self, ino: Ino) {
         let (s, local) = split(ino);
@@ -860,19 +861,31 @@ impl Fs {
             return;
         };
         use std::ops::Bound::{Excluded, Unbounded};
-        let next: Vec<Arc<FileMeta>> = children
+        enum Next {
+            File(Arc<FileMeta>),
+            Log(LogMeta),
+        }
+        let next: Vec<Next> = children
             .range::<String, _>((Excluded(&name), Unbounded))
             .filter_map(|(_, i)| match tree.get(*i).map(|n| &n.kind) {
                 Some(NodeKind::File(f)) if f.size > 0 && f.size <= WHOLE_FILE_MAX => {
-                    Some(Arc::new(f.clone()))
+                    Some(Next::File(Arc::new(f.clone())))
                 }
+                Some(NodeKind::Log(l)) if self.logs.is_some() => Some(Next::Log(l.clone())),
                 _ => None,
             })
             .take(window)
             .collect();
         drop(guard);
-        for m in next {
-            self.reader.prefetch_whole(&m);
+        for n in next {
+            match n {
+                Next::File(m) => self.reader.prefetch_whole(&m),
+                Next::Log(m) => {
+                    if let Some(store) = &self.logs {
+                        store.prefetch(&m);
+                    }
+                }
+            }
         }
     }
 

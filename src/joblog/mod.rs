@@ -120,8 +120,8 @@ pub struct LogAttr {
     pub settled: bool,
 }
 
-/// Disk-cache block of the rendered text.
-const BLOCK: u64 = 1 << 20;
+/// Disk-cache block of the rendered text (the size of a typical FUSE read).
+const BLOCK: u64 = 128 << 10;
 /// Index of the meta block (rendered size, raw size) of a stored log.
 pub const META: u64 = u64::MAX;
 /// Failed attempts (errors, breaks, stalls) of one fetch before it fails.
@@ -308,6 +308,26 @@ impl LogStore {
         });
     }
 
+    /// Fetches a finished job's log in the background, unless it is known or being fetched
+    /// (a directory scan is about to open it: see the filesystem's sibling prefetch).
+    pub fn prefetch(self: &Arc<Self>, meta: &LogMeta) {
+        let e = self.entry(&meta.job_id);
+        if !meta.finished
+            || e.known.load(Ordering::Acquire)
+            || e.gone.load(Ordering::Acquire)
+            || e.checking.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let (me, meta) = (self.clone(), meta.clone());
+        self.rt.spawn(async move {
+            if let Err(err) = me.update(&meta, &e).await {
+                tracing::debug!(job = %meta.job_id, error = %err, "log prefetch failed");
+            }
+            e.checking.store(false, Ordering::Release);
+        });
+    }
+
     /// Makes the log readable: fetched (or found on disk) and, for a running job, checked for
     /// growth if due. What `open` waits for.
     pub async fn open(&self, meta: &LogMeta) -> Result<LogAttr, LogError> {
@@ -435,7 +455,7 @@ impl LogStore {
                 e.size.store(st.text_len, Ordering::Release);
             }
             e.settled.store(true, Ordering::Release);
-            self.store(meta, &st);
+            self.store(meta, &mut st).await;
         }
         e.raw_size.store(st.raw_len, Ordering::Release);
         e.known.store(true, Ordering::Release);
@@ -583,27 +603,37 @@ impl LogStore {
         Ok(())
     }
 
-    /// Stores a settled log in the disk cache (blocks first, the meta block last).
-    fn store(&self, meta: &LogMeta, st: &State) {
-        let (Some(disk), Data::Local(f)) = (self.disk.as_ref(), &st.data) else {
+    /// Stores a settled log in the disk cache (blocks first, the meta block last, off the
+    /// async workers); once stored, reads come from there and the temporary file is closed.
+    async fn store(&self, meta: &LogMeta, st: &mut State) {
+        let (Some(disk), Data::Local(f)) = (self.disk.clone(), &st.data) else {
+            return;
+        };
+        let Ok(f) = f.try_clone() else {
             return;
         };
         let key = self.key(&meta.job_id);
-        let len = st.text_len;
-        let mut idx = 0;
-        let mut buf = vec![0u8; BLOCK as usize];
-        while idx * BLOCK < len {
-            let n = BLOCK.min(len - idx * BLOCK) as usize;
-            if f.read_exact_at(&mut buf[..n], idx * BLOCK).is_err() {
-                return;
+        let (len, raw_len) = (st.text_len, st.raw_len);
+        let stored = tokio::task::spawn_blocking(move || {
+            let mut idx = 0;
+            let mut buf = vec![0u8; BLOCK as usize];
+            while idx * BLOCK < len {
+                let n = BLOCK.min(len - idx * BLOCK) as usize;
+                f.read_exact_at(&mut buf[..n], idx * BLOCK).ok()?;
+                disk.put(&key, idx, &buf[..n]);
+                idx += 1;
             }
-            disk.put(&key, idx, &buf[..n]);
-            idx += 1;
+            let mut m = Vec::with_capacity(16);
+            m.extend_from_slice(&len.to_le_bytes());
+            m.extend_from_slice(&raw_len.to_le_bytes());
+            disk.put(&key, META, &m);
+            // A cache too small for the log (or a failed write) keeps the temporary file.
+            disk.get(&key, META, 16).map(|_| ())
+        })
+        .await;
+        if let Ok(Some(())) = stored {
+            st.data = Data::Disk;
         }
-        let mut m = Vec::with_capacity(16);
-        m.extend_from_slice(&len.to_le_bytes());
-        m.extend_from_slice(&st.raw_len.to_le_bytes());
-        disk.put(&key, META, &m);
     }
 
     /// `rm` of a log file.
