@@ -39,12 +39,30 @@ fn demo_mounts_lists_and_sigint_unmounts() {
         let (code, out, err) = sh(&format!("grep -r ERROR {}", m.display()));
         assert_eq!(code, 0, "grep -r ERROR found nothing: {err}");
         assert!(out.lines().all(|l| l.contains("ERROR")) && !out.is_empty());
+        // Every artifact (the files inside job directories) carries its sha1.
         let (code, out, err) = sh(&format!(
             "getfattr -R -d {} | grep -c user.buildkite.sha1sum",
             m.display()
         ));
         assert_eq!(code, 0, "{err}");
-        assert!(out.trim().parse::<usize>().unwrap() >= files, "{out}");
+        let (_, artifacts, _) = sh(&format!("find {} -mindepth 2 -type f | wc -l", m.display()));
+        let artifacts: usize = artifacts.trim().parse().unwrap();
+        assert!(artifacts >= 5, "{artifacts} artifacts");
+        assert!(out.trim().parse::<usize>().unwrap() >= artifacts, "{out}");
+        // Every command job has its log beside the job directories, the job that uploaded
+        // no artifact included, as plain text.
+        let logs: Vec<String> = ls(&m).into_iter().filter(|n| n.ends_with(".log")).collect();
+        assert!(logs.len() >= 8, "{logs:?}");
+        assert!(
+            logs.contains(&"upload-pipeline.log".to_string()),
+            "{logs:?}"
+        );
+        assert!(!m.join("upload-pipeline").exists());
+        let (code, out, _) = sh(&format!("grep -l FAILED {}/*.log", m.display()));
+        assert_eq!(code, 0);
+        assert!(out.contains("rspec-2.log"), "{out}");
+        let (code, _, _) = sh(&format!("cat {}/*.log | grep -q $'\\x1b'", m.display()));
+        assert_eq!(code, 1, "escape codes in the demo's logs");
     });
     demo.signal(libc::SIGINT);
     let st = demo.wait_exit(Duration::from_secs(10));

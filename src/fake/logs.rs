@@ -230,7 +230,143 @@ pub(super) async fn delete_log(
 
 #[cfg(test)]
 mod tests {
+    use super::super::{FakeBuild, FakeServer};
     use super::*;
+
+    const TOKEN: &str = "logs";
+
+    /// Build acme/app/3 with job "Build" logging `raw`, job "Empty" with an empty log, and
+    /// job "Wait" (a waiter, no log).
+    fn setup(raw: &[u8]) -> (FakeServer, String, String, String) {
+        let s = FakeServer::start();
+        s.add_token(
+            TOKEN,
+            &["read_builds", "read_build_logs", "write_build_logs"],
+        );
+        s.add_token("nologs", &["read_builds"]);
+        let mut b = FakeBuild::new("acme", "app", 3);
+        let build = b.add_job("Build");
+        let empty = b.add_job("Empty");
+        let wait = b.add_job_of_type("waiter", "");
+        b.logs.insert(build.clone(), Bytes::copy_from_slice(raw));
+        b.logs.insert(empty.clone(), Bytes::new());
+        s.add_build(b);
+        (s, build, empty, wait)
+    }
+
+    fn url(s: &FakeServer, job: &str) -> String {
+        format!(
+            "{}/v2/organizations/acme/pipelines/app/builds/3/jobs/{job}/log",
+            s.api_url()
+        )
+    }
+
+    async fn req(
+        method: reqwest::Method,
+        url: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+        let mut r = reqwest::Client::new()
+            .request(method, url)
+            .bearer_auth(TOKEN);
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        let r = r.send().await.unwrap();
+        let (status, h) = (r.status().as_u16(), r.headers().clone());
+        (status, h, r.bytes().await.unwrap().to_vec())
+    }
+
+    #[tokio::test]
+    async fn json_text_head_and_suffix_ranges() {
+        let raw = b"\x1b_bk;t=1\x07one\n\x1b_bk;t=2\x07two\n";
+        let (s, job, empty, wait) = setup(raw);
+        let u = url(&s, &job);
+        let get = reqwest::Method::GET;
+        // JSON by default.
+        let (st, _, body) = req(get.clone(), &u, &[]).await;
+        assert_eq!(st, 200);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["size"], raw.len());
+        assert_eq!(v["content"].as_str().unwrap().as_bytes(), raw);
+        assert!(v["url"].as_str().unwrap().ends_with("/log"));
+        // Text with Accept or the .txt suffix.
+        let text = [("accept", "text/plain")];
+        let (st, h, body) = req(get.clone(), &u, &text).await;
+        assert_eq!((st, body.as_slice()), (200, &raw[..]));
+        assert_eq!(h["accept-ranges"], "bytes");
+        let (st, _, body) = req(get.clone(), &format!("{u}.txt"), &[]).await;
+        assert_eq!((st, body.as_slice()), (200, &raw[..]));
+        // HEAD: the raw size, no body.
+        let (st, h, body) = req(reqwest::Method::HEAD, &u, &text).await;
+        assert_eq!((st, body.len()), (200, 0));
+        assert_eq!(h["content-length"], raw.len().to_string());
+        // Suffix ranges only.
+        let (st, h, body) = req(get.clone(), &u, &[text[0], ("range", "bytes=-4")]).await;
+        assert_eq!((st, body.as_slice()), (206, &b"two\n"[..]));
+        let total = raw.len();
+        assert_eq!(
+            h["content-range"],
+            format!("bytes {}-{}/{total}", total - 4, total - 1)
+        );
+        let (st, _, body) = req(get.clone(), &u, &[text[0], ("range", "bytes=-9999")]).await;
+        assert_eq!((st, body.as_slice()), (206, &raw[..]));
+        for bad in ["bytes=0-3", "bytes=-0", "bytes=-1,-2", "bytes=3-"] {
+            let (st, _, _) = req(get.clone(), &u, &[text[0], ("range", bad)]).await;
+            assert_eq!(st, 400, "{bad}");
+        }
+        // Ranges are for text only; an empty log has none to give.
+        let (st, _, _) = req(get.clone(), &u, &[("range", "bytes=-4")]).await;
+        assert_eq!(st, 400);
+        let (st, _, _) = req(
+            get.clone(),
+            &url(&s, &empty),
+            &[text[0], ("range", "bytes=-4")],
+        )
+        .await;
+        assert_eq!(st, 416);
+        let (st, _, body) = req(get.clone(), &url(&s, &empty), &text).await;
+        assert_eq!((st, body.len()), (200, 0));
+        // No log: 404; no scope: 403.
+        let (st, _, _) = req(get.clone(), &url(&s, &wait), &text).await;
+        assert_eq!(st, 404);
+        let r = reqwest::Client::new()
+            .get(&u)
+            .bearer_auth("nologs")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 403);
+        assert_eq!(s.count("log"), 14);
+        assert_eq!(s.count("log_head"), 1);
+    }
+
+    #[tokio::test]
+    async fn growth_delete_and_faults() {
+        let (s, job, _, _) = setup(b"first\n");
+        let u = url(&s, &job);
+        let text = [("accept", "text/plain")];
+        assert!(s.append_log("acme", "app", 3, &job, b"second\n"));
+        let (_, _, body) = req(reqwest::Method::GET, &u, &[text[0], ("range", "bytes=-7")]).await;
+        assert_eq!(body, b"second\n");
+        // A reset body sends about half, then the connection breaks.
+        s.reset_logs(1);
+        let r = reqwest::Client::new()
+            .get(&u)
+            .bearer_auth(TOKEN)
+            .header("accept", "text/plain")
+            .send()
+            .await
+            .unwrap();
+        assert!(r.bytes().await.is_err());
+        assert_eq!(s.count("log_faults_injected"), 1);
+        // Delete needs write_build_logs, then the log is gone.
+        let (st, _, _) = req(reqwest::Method::DELETE, &u, &[]).await;
+        assert_eq!(st, 204);
+        let (st, _, _) = req(reqwest::Method::GET, &u, &text).await;
+        assert_eq!(st, 404);
+        assert_eq!(s.count("log_delete"), 1);
+    }
 
     #[test]
     fn only_suffix_ranges() {
