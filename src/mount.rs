@@ -122,6 +122,26 @@ pub fn is_mount_point(abs: &Path) -> bool {
     })
 }
 
+/// True when a bkfs filesystem is mounted at `abs` (type `fuse.bkfs`, or a `bkfs:` source
+/// from a version without the subtype).
+pub fn is_bkfs_mount(abs: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    info.lines().any(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        let at = f
+            .get(4)
+            .is_some_and(|m| Path::new(&unescape_mountinfo(m)) == abs);
+        // After the optional fields: "- TYPE SOURCE OPTIONS".
+        let tail = f.iter().position(|x| *x == "-").map(|i| &f[i + 1..]);
+        let bkfs = tail.is_some_and(|t| {
+            t.first() == Some(&"fuse.bkfs") || t.get(1).is_some_and(|s| s.starts_with("bkfs:"))
+        });
+        at && bkfs
+    })
+}
+
 fn unescape_mountinfo(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
@@ -238,7 +258,8 @@ fn explain(e: &ApiError, plan: &MountPlan, what: &str) -> String {
     match e {
         ApiError::Unauthorized { .. } => e.to_string(),
         ApiError::Forbidden { message } => format!(
-            "the token may not {what} (403): {message} Create a token with the read_artifacts scope (and read_builds for job names)."
+            "the token may not {what} (403): {}. Create a token with the read_artifacts scope (and read_builds for job names).",
+            crate::api::client::sentence(message)
         ),
         ApiError::NotFound { message, .. } => match &plan.target {
             Target::Build(b) => format!(
@@ -541,6 +562,14 @@ pub fn lazy_unmount(p: &Path) {
 /// `bkfs unmount`: `fusermount3 -u` (falling back to umount(2) as root).
 pub fn unmount(p: &Path) -> i32 {
     let abs = std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    if !is_bkfs_mount(&abs) {
+        let _ = writeln!(
+            std::io::stderr(),
+            "bkfs: error: {} is not a bkfs mount (nothing to unmount; `findmnt -t fuse.bkfs` lists them)",
+            p.display()
+        );
+        return 1;
+    }
     let out = std::process::Command::new("fusermount3")
         .arg("-u")
         .arg(&abs)
