@@ -258,7 +258,7 @@ fn explain(e: &ApiError, plan: &MountPlan, what: &str) -> String {
     match e {
         ApiError::Unauthorized { .. } => e.to_string(),
         ApiError::Forbidden { message } => format!(
-            "the token may not {what} (403): {}. Create a token with the read_artifacts scope (and read_builds for job names).",
+            "the token may not {what} (403: {}). Create a token with the read_artifacts scope (and read_builds for job names).",
             crate::api::client::sentence(message)
         ),
         ApiError::NotFound { message, .. } => match &plan.target {

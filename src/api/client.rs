@@ -30,7 +30,7 @@ const ATTEMPTS: u32 = 4;
 /// Longest total wait for a rate limit window before the call fails.
 pub const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(120);
 
-/// A server's message as the first sentence of ours: trimmed, without its final period.
+/// A server's message inside ours, in parentheses: trimmed, without its final period.
 pub fn sentence(m: &str) -> &str {
     m.trim().trim_end_matches('.')
 }
@@ -38,7 +38,7 @@ pub fn sentence(m: &str) -> &str {
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
     #[error(
-        "the API token was rejected (401): {}. Check BUILDKITE_API_TOKEN or --token-file.",
+        "the API token was rejected (401: {}). Check BUILDKITE_API_TOKEN or --token-file.",
         sentence(.message)
     )]
     Unauthorized { message: String },
