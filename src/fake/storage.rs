@@ -217,7 +217,7 @@ async fn object(
     let part = content.slice(start as usize..end as usize);
     let len = part.len();
     let fault = if method == Method::GET {
-        s.take_storage_fault()
+        s.take_storage_fault(start, end)
     } else {
         None
     };
