@@ -156,3 +156,34 @@ fn many_opens_and_a_clean_unmount_log_no_warning() {
     );
     assert!(log.contains("unmounted; exiting"), "{log}");
 }
+
+/// Artifacts whose uploaded path has dot segments (`..`, `a/../b`, `./c`): the storage URL
+/// ends in that path, the fake storage signs it exactly (a client that normalizes it away
+/// is refused), and each reads back right through the mount, small (whole) and big (ranged).
+#[test]
+fn dot_segment_paths_are_read_through_the_mount() {
+    use common::builds::{Builder, ORG, PIPELINE};
+    let mut b = Builder::new(ORG, PIPELINE, 95);
+    let t = b.simple_job(
+        "c0000001-0000-4000-8000-000000000195",
+        "Dots",
+        "2024-04-02T08:00:00.000Z",
+        "dots",
+    );
+    b.file(&t, "dots", "..", "%2E%2E", 5000);
+    b.file(&t, "dots", "a/../b.txt", "a/%2E%2E/b.txt", 3000);
+    b.file(&t, "dots", "./c/./d.bin", "c/d.bin", 300_000);
+    b.file(&t, "dots", "x/../big.bin", "x/%2E%2E/big.bin", 5 << 20);
+    let (fb, exp) = b.finish();
+    let env = Env::new(fb, &["--read-timeout", "10"]);
+    let (mnt, server) = (env.mnt(), env.server.clone());
+    bounded(LIMIT, move || {
+        for (rel, f) in &exp.files {
+            let got = std::fs::read(mnt.join(rel))
+                .unwrap_or_else(|e| panic!("read {rel}: {e}; {:?}", server.counts()));
+            assert!(got == f.content, "{rel}: wrong bytes");
+        }
+        assert_eq!(server.count("storage_403"), 0, "{:?}", server.counts());
+        assert_eq!(server.count("storage_404"), 0, "{:?}", server.counts());
+    });
+}

@@ -620,6 +620,11 @@ impl ApiClient {
                 url: shown.clone(),
                 detail: format!("bad Location header: {e}"),
             })?;
+            // An absolute Location is kept exactly: `Url` would remove dot segments from its
+            // path (an artifact uploaded as `..`), naming another object.
+            if Url::parse(loc).is_ok() {
+                return Ok(loc.to_string());
+            }
             return Ok(abs.to_string());
         }
         let body = r.bytes().await.map_err(|e| ApiError::Network {
