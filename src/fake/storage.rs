@@ -443,9 +443,21 @@ mod tests {
         assert_eq!(parse_range(Some("items=0-1"), 10), Full);
     }
 
+    /// Dot segments are issued as uploaded (and signed: a normalized request is refused);
+    /// the key and path of a request are read percent-decoded, as S3 reads them.
     #[test]
-    fn paths_cannot_climb() {
-        assert_eq!(encode_path("../../etc/passwd"), "_/_/etc/passwd");
+    fn paths_are_issued_as_uploaded_and_read_decoded() {
+        assert_eq!(encode_path("../../etc/passwd"), "../../etc/passwd");
+        assert_eq!(encode_path("a//b"), "a/_/b");
         assert_eq!(encode_path("a b/ü.txt"), "a%20b/%C3%BC.txt");
+        assert_eq!(
+            key_and_path("/artifacts/id%2D1/%2E%2E/a%20b"),
+            ("id-1".to_string(), "../a b".to_string())
+        );
+        assert_eq!(
+            key_and_path("/artifacts/k"),
+            ("k".to_string(), String::new())
+        );
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
     }
 }
