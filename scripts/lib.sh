@@ -4,6 +4,7 @@ need_pkgs() {
   command -v fusermount3 >/dev/null 2>&1 || missing+=(fuse3)
   command -v getfattr >/dev/null 2>&1 || missing+=(attr)
   command -v curl >/dev/null 2>&1 || missing+=(curl)
+  command -v rsync >/dev/null 2>&1 || missing+=(rsync)
   if [ ${#missing[@]} -gt 0 ]; then
     local sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -18,5 +19,26 @@ need_pkgs() {
   if [ ! -e /dev/fuse ]; then
     echo "/dev/fuse is missing: load the fuse module (modprobe fuse) or run where FUSE is available" >&2
     exit 1
+  fi
+}
+
+# Points HOME and XDG_CACHE_HOME at the empty directory $1 (no test may touch the user's
+# home), keeping cargo and rustup where they were. Pair it with check_home_untouched.
+isolate_home() {
+  export CARGO_HOME="${CARGO_HOME:-$HOME/.cargo}"
+  export RUSTUP_HOME="${RUSTUP_HOME:-$HOME/.rustup}"
+  export PYENV_ROOT="${PYENV_ROOT:-$HOME/.pyenv}"
+  mkdir -p "$1"
+  export HOME="$1" XDG_CACHE_HOME="$1/.cache"
+}
+
+# Fails when anything was created under the isolated HOME.
+check_home_untouched() {
+  local leaks
+  leaks="$(find "$HOME" -mindepth 1 | head -n 5)"
+  if [ -n "$leaks" ]; then
+    echo "tests wrote into HOME/XDG_CACHE_HOME ($HOME):" >&2
+    echo "$leaks" >&2
+    return 1
   fi
 }

@@ -28,9 +28,13 @@ pub enum Cmd {
     /// (ORG/PIPELINE or a pasted pipeline URL).
     Mount(Box<MountArgs>),
     /// Unmount a bkfs mount (same as `fusermount3 -u MOUNTPOINT`).
-    Unmount { mountpoint: PathBuf },
+    Unmount {
+        /// The directory a bkfs filesystem is mounted on.
+        mountpoint: PathBuf,
+    },
     /// Mount a built-in sample build served by a local fake Buildkite (no token, no network).
     Demo {
+        /// An existing directory to mount on (foreground; Ctrl-C unmounts).
         mountpoint: PathBuf,
         /// More logging (-v debug, -vv trace).
         #[arg(short, long, action = clap::ArgAction::Count)]
@@ -44,6 +48,7 @@ pub struct MountArgs {
     /// one build; ORG/PIPELINE or https://buildkite.com/ORG/PIPELINE for the pipeline's builds.
     #[arg(value_name = "BUILD_OR_PIPELINE")]
     pub target: String,
+    /// An existing directory to mount on (not already a mount point).
     pub mountpoint: PathBuf,
     /// API root; the client appends /v2/... to it.
     #[arg(long, env = "BUILDKITE_API_URL", default_value = DEFAULT_API_URL)]
@@ -206,6 +211,8 @@ fn plan(a: MountArgs) -> Result<MountPlan, String> {
     let target: Target = a.target.parse()?;
     check_api_url(&a.api_url, a.insecure_http)?;
     let graphql_url = graphql_url(&a)?;
+    // Local problems first, then credentials; the network comes last (in mount::run).
+    crate::mount::check_mountpoint(&a.mountpoint)?;
     let token = read_token(&a)?;
     let cache_dir = absolute(a.cache_dir.unwrap_or_else(default_cache_dir));
     let log_file = absolute(a.log_file.unwrap_or_else(|| cache_dir.join("bkfs.log")));

@@ -9,6 +9,11 @@ use crate::mount::MountPlan;
 use crate::secret::Token;
 
 pub fn run(mountpoint: PathBuf, verbose: u8) -> i32 {
+    // A bad mountpoint is reported before the banner that tells what to do with the mount.
+    if let Err(m) = crate::mount::check_mountpoint(&mountpoint) {
+        eprintln!("bkfs: error: {m}");
+        return 1;
+    }
     let server = FakeServer::start();
     server.add_token(
         DEMO_TOKEN,

@@ -36,11 +36,24 @@ fn ttl(a: &Attr) -> Duration {
 pub struct FuseFs {
     fs: Arc<Fs>,
     rt: tokio::runtime::Handle,
+    /// Dropped with the adapter, i.e. when the session has ended (fuser drops the filesystem
+    /// then): tells the mounter without joining fuser's thread (see `mount::serve`).
+    _ended: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl FuseFs {
     pub fn new(fs: Arc<Fs>, rt: tokio::runtime::Handle) -> FuseFs {
-        FuseFs { fs, rt }
+        FuseFs {
+            fs,
+            rt,
+            _ended: None,
+        }
+    }
+
+    /// `ended` is dropped (its receiver wakes up) when the session ends.
+    pub fn signal_end(mut self, ended: tokio::sync::oneshot::Sender<()>) -> FuseFs {
+        self._ended = Some(ended);
+        self
     }
 
     /// Answers at once when the core could answer from memory (`now`); otherwise (a build
@@ -527,19 +540,56 @@ impl Filesystem for FuseFs {
         reply.error(EROFS);
     }
 
-    fn access(&self, _req: &Request, ino: INodeNo, mask: fuser::AccessFlags, reply: ReplyEmpty) {
+    fn access(&self, req: &Request, ino: INodeNo, mask: fuser::AccessFlags, reply: ReplyEmpty) {
         match self.fs.getattr(ino.0) {
-            // Writing is never possible; a directory is "writable" only in the sense that
-            // entries can be deleted from it, with --allow-delete.
-            Ok(a)
-                if mask.bits() & libc::W_OK != 0
-                    && (a.kind == Kind::File || !self.fs.deletes_allowed()) =>
-            {
-                reply.error(EROFS)
+            Ok(a) => {
+                let node = crate::access::Node {
+                    perm: a.perm,
+                    uid: a.uid,
+                    gid: a.gid,
+                    dir: a.kind == Kind::Dir,
+                };
+                let who = crate::access::Caller {
+                    uid: req.uid(),
+                    gid: req.gid(),
+                };
+                match crate::access::check(&node, who, mask.bits(), self.fs.deletes_allowed()) {
+                    Ok(()) => reply.ok(),
+                    Err(e) => reply.error(Errno::from_i32(e)),
+                }
             }
-            Ok(_) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
         }
+    }
+
+    /// No ioctls: "not a terminal" (what every `isatty` probe wants to hear), no log line.
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        reply.error(Errno::ENOTTY);
+    }
+
+    /// Files are always readable, never writable, as for a regular file on a local disk.
+    fn poll(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _ph: fuser::PollNotifier,
+        events: fuser::PollEvents,
+        _flags: fuser::PollFlags,
+        reply: fuser::ReplyPoll,
+    ) {
+        let ready = fuser::PollEvents::POLLIN | fuser::PollEvents::POLLRDNORM;
+        reply.poll(events & ready);
     }
 
     fn create(

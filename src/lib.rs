@@ -1,6 +1,7 @@
 //! bkfs: mount a Buildkite build's artifacts as a read-only FUSE filesystem.
 //!
 //! See `docs/DESIGN.md` for how the modules fit together.
+pub mod access;
 pub mod api;
 pub mod build_ref;
 pub mod cli;

@@ -65,13 +65,16 @@ impl Ready {
             let _ = f.write_all(b"OK\n");
         }
     }
+    /// Once: in the log and on the pipe in the background, on stderr in the foreground.
     fn fail(&mut self, msg: &str) {
-        tracing::error!("{msg}");
         match self.0.take() {
             Some(mut f) => {
+                tracing::error!("{msg}");
                 let _ = f.write_all(format!("ERR {msg}\n").as_bytes());
             }
-            None => eprintln!("bkfs: error: {msg}"),
+            None => {
+                let _ = writeln!(std::io::stderr(), "bkfs: error: {msg}");
+            }
         }
     }
 }
@@ -119,6 +122,26 @@ pub fn is_mount_point(abs: &Path) -> bool {
             .nth(4)
             .map(unescape_mountinfo)
             .is_some_and(|m| Path::new(&m) == abs)
+    })
+}
+
+/// True when a bkfs filesystem is mounted at `abs` (type `fuse.bkfs`, or a `bkfs:` source
+/// from a version without the subtype).
+pub fn is_bkfs_mount(abs: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    info.lines().any(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        let at = f
+            .get(4)
+            .is_some_and(|m| Path::new(&unescape_mountinfo(m)) == abs);
+        // After the optional fields: "- TYPE SOURCE OPTIONS".
+        let tail = f.iter().position(|x| *x == "-").map(|i| &f[i + 1..]);
+        let bkfs = tail.is_some_and(|t| {
+            t.first() == Some(&"fuse.bkfs") || t.get(1).is_some_and(|s| s.starts_with("bkfs:"))
+        });
+        at && bkfs
     })
 }
 
@@ -238,7 +261,8 @@ fn explain(e: &ApiError, plan: &MountPlan, what: &str) -> String {
     match e {
         ApiError::Unauthorized { .. } => e.to_string(),
         ApiError::Forbidden { message } => format!(
-            "the token may not {what} (403): {message} Create a token with the read_artifacts scope (and read_builds for job names)."
+            "the token may not {what} (403: {}). Create a token with the read_artifacts scope (and read_builds for job names).",
+            crate::api::client::sentence(message)
         ),
         ApiError::NotFound { message, .. } => match &plan.target {
             Target::Build(b) => format!(
@@ -429,21 +453,16 @@ fn serve(plan: MountPlan, mountpoint: PathBuf, mut ready: Ready) -> i32 {
         ),
     };
     let mut cfg = Config::default();
-    cfg.mount_options = vec![
-        MountOption::FSName(format!("bkfs:{}", plan.target)),
-        MountOption::Subtype("bkfs".into()),
-        MountOption::NoDev,
-        MountOption::NoSuid,
-        MountOption::NoAtime,
-    ];
+    cfg.mount_options = mount_options(&plan);
     cfg.acl = if plan.allow_other {
         SessionACL::All
     } else {
         SessionACL::Owner
     };
     cfg.n_threads = Some(2);
+    let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<()>();
     let session = match fuser::Session::new(
-        FuseFs::new(fs.clone(), rt.handle().clone()),
+        FuseFs::new(fs.clone(), rt.handle().clone()).signal_end(ended_tx),
         &mountpoint,
         &cfg,
     ) {
@@ -481,11 +500,11 @@ fn serve(plan: MountPlan, mountpoint: PathBuf, mut ready: Ready) -> i32 {
     tracing::info!(mountpoint = %mountpoint.display(), target = %plan.target, "mounted");
     ready.ok();
 
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        let r = bg.join();
-        let _ = done_tx.send(r);
-    });
+    // `bg` is never dropped or joined: its Drop unmounts the path once more with umount(2),
+    // after fusermount3 already did (the false "Unmount failed: Invalid argument" warning; fuser
+    // takes a dead connection for a live mount), and by then the path could be another mount.
+    // The session's end is seen through `ended_rx` instead; exiting ends fuser's thread.
+    let done_rx = ended_rx;
     let signalled = rt.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
@@ -501,6 +520,11 @@ fn serve(plan: MountPlan, mountpoint: PathBuf, mut ready: Ready) -> i32 {
     });
     let code = match signalled {
         Ok(_) => {
+            if is_mount_point(&mountpoint) {
+                // The session ended by itself (an error): don't leave a dead mount behind.
+                tracing::warn!("the FUSE session ended; detaching the mount");
+                lazy_unmount(&mountpoint);
+            }
             tracing::info!("unmounted; exiting");
             0
         }
@@ -536,7 +560,30 @@ fn serve(plan: MountPlan, mountpoint: PathBuf, mut ready: Ready) -> i32 {
     };
     rt.block_on(reader_for_exit.flush(Duration::from_secs(5)));
     rt.shutdown_timeout(Duration::from_secs(1));
+    crate::logging::report_dropped();
+    crate::logging::flush(Duration::from_millis(500));
+    std::mem::forget(bg);
     code
+}
+
+/// `ro` unless deletes are allowed (the kernel refuses every write on a `ro` mount itself,
+/// unlink included, so `--allow-delete` needs `rw`; bkfs then refuses the other writes with
+/// EROFS). `subtype=bkfs` as a plain option: the kernel takes it on a direct mount(2), and
+/// fusermount3 turns it into the type `fuse.bkfs` (fuser's `Subtype` is dropped on the
+/// direct path).
+fn mount_options(plan: &MountPlan) -> Vec<MountOption> {
+    vec![
+        MountOption::FSName(format!("bkfs:{}", plan.target)),
+        MountOption::CUSTOM("subtype=bkfs".into()),
+        if plan.allow_delete {
+            MountOption::RW
+        } else {
+            MountOption::RO
+        },
+        MountOption::NoDev,
+        MountOption::NoSuid,
+        MountOption::NoAtime,
+    ]
 }
 
 /// `umount2(MNT_DETACH)`, then `fusermount3 -u -z`.
@@ -557,6 +604,14 @@ pub fn lazy_unmount(p: &Path) {
 /// `bkfs unmount`: `fusermount3 -u` (falling back to umount(2) as root).
 pub fn unmount(p: &Path) -> i32 {
     let abs = std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    if !is_bkfs_mount(&abs) {
+        let _ = writeln!(
+            std::io::stderr(),
+            "bkfs: error: {} is not a bkfs mount (nothing to unmount; `findmnt -t fuse.bkfs` lists them)",
+            p.display()
+        );
+        return 1;
+    }
     let out = std::process::Command::new("fusermount3")
         .arg("-u")
         .arg(&abs)

@@ -211,6 +211,8 @@ fn mountpoint_already_mounted() {
             .arg(server.api_url())
             .arg("--log-file")
             .arg(&other_log)
+            .arg("--cache-dir")
+            .arg(other_scratch.cache())
             .arg("acme/web-app/41")
             .arg(&mnt)
             .env("BUILDKITE_API_TOKEN", TOKEN));
@@ -286,5 +288,109 @@ fn pipeline_mount_errors() {
             &["--graphql-url", "http://graphql.example.com/v1"],
         );
         assert_failed(r, &scratch, &["--graphql-url", "plain http"]);
+    });
+}
+
+/// One line for `cmd`'s stderr, exit non-zero; returns the line.
+fn one_error_line(o: &std::process::Output) -> String {
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(!o.status.success(), "succeeded: {err}");
+    assert_eq!(err.lines().count(), 1, "expected one line: {err:?}");
+    assert!(err.starts_with("bkfs: error: "), "{err:?}");
+    err
+}
+
+/// `bkfs unmount DIR` on a directory with nothing mounted says so, in one line.
+#[test]
+fn unmount_of_a_plain_directory() {
+    let scratch = Scratch::new();
+    bounded(LIMIT, move || {
+        let o = run(std::process::Command::new(BIN)
+            .arg("unmount")
+            .arg(scratch.mnt()));
+        let err = one_error_line(&o);
+        assert!(err.contains("is not a bkfs mount"), "{err}");
+        assert!(err.contains(scratch.mnt().to_str().unwrap()), "{err}");
+        assert!(!err.contains("Invalid argument"), "{err}");
+    });
+}
+
+/// The server's 401 text and bkfs's advice are separated.
+#[test]
+fn bad_token_message_is_separated_from_the_advice() {
+    let server = served();
+    let scratch = Scratch::new();
+    bounded(LIMIT, move || {
+        let r = try_mount(&server, &scratch, "acme/web-app/40", Some("nope"), &[]);
+        let err = assert_failed(r, &scratch, &["401", "Check BUILDKITE_API_TOKEN"]);
+        let at = err.find("Check BUILDKITE_API_TOKEN").unwrap();
+        assert!(
+            err[..at].ends_with("). "),
+            "no separator before the advice: {err}"
+        );
+    });
+}
+
+/// With `-f`, a start-up error is printed once (not also as a log line).
+#[test]
+fn foreground_startup_error_is_printed_once() {
+    let server = served();
+    let scratch = Scratch::new();
+    bounded(LIMIT, move || {
+        let o = run(std::process::Command::new(BIN)
+            .args(["mount", "-f", "--api-url", &server.api_url(), "--cache-dir"])
+            .arg(scratch.cache())
+            .arg("acme/web-app/40")
+            .arg(scratch.mnt())
+            .env("BUILDKITE_API_TOKEN", "nope")
+            .env("HOME", scratch.dir.path())
+            .env_remove("RUST_LOG"));
+        let err = one_error_line(&o);
+        assert!(err.contains("401"), "{err}");
+        assert!(!is_mounted(&scratch.mnt()));
+    });
+}
+
+/// Local problems come before a missing token: a missing mountpoint, a file, a busy one.
+#[test]
+fn local_problems_are_reported_before_the_token() {
+    let env = Env::new(small_build(42).0, &[]);
+    let busy = env.mnt();
+    let scratch = Scratch::new();
+    bounded(LIMIT, move || {
+        let missing = scratch.dir.path().join("missing");
+        let file = scratch.dir.path().join("file");
+        std::fs::write(&file, b"x").unwrap();
+        for (mnt, want) in [
+            (&missing, "does not exist"),
+            (&file, "not a directory"),
+            (&busy, "already a mount point"),
+        ] {
+            let o = run(std::process::Command::new(BIN)
+                .args(["mount", "--api-url", "http://127.0.0.1:1", "--cache-dir"])
+                .arg(scratch.cache())
+                .arg("acme/web-app/42")
+                .arg(mnt)
+                .env_remove("BUILDKITE_API_TOKEN")
+                .env("HOME", scratch.dir.path()));
+            let err = one_error_line(&o);
+            assert!(err.contains(want), "{mnt:?}: {err}");
+            assert!(!err.contains("BUILDKITE_API_TOKEN"), "{mnt:?}: {err}");
+        }
+    });
+}
+
+/// `bkfs demo /nonexistent` fails before printing its "try this" banner.
+#[test]
+fn demo_on_a_missing_directory_fails_before_its_banner() {
+    let scratch = Scratch::new();
+    bounded(LIMIT, move || {
+        let o = run(std::process::Command::new(BIN)
+            .arg("demo")
+            .arg(scratch.dir.path().join("nonexistent")));
+        let err = one_error_line(&o);
+        assert!(err.contains("does not exist"), "{err}");
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(out.is_empty(), "banner printed before the error: {out}");
     });
 }

@@ -160,10 +160,13 @@ fn foreground_mount_exits_zero_on_sigint() {
     let mut fg = {
         let out = std::fs::File::create(scratch.dir.path().join("fg.out")).unwrap();
         let child = std::process::Command::new(BIN)
-            .args(["mount", "-f", "--api-url", &api])
+            .args(["mount", "-f", "--api-url", &api, "--cache-dir"])
+            .arg(scratch.cache())
             .arg("acme/web-app/56")
             .arg(&mnt)
             .env("BUILDKITE_API_TOKEN", TOKEN)
+            .env("HOME", scratch.dir.path())
+            .env_remove("XDG_CACHE_HOME")
             .env_remove("RUST_LOG")
             .env_remove("BUILDKITE_API_URL")
             .stdin(std::process::Stdio::null())
@@ -193,4 +196,107 @@ fn foreground_mount_exits_zero_on_sigint() {
     assert!(st.success(), "exit {st:?}:\n{out}");
     assert!(!is_mounted(&mnt));
     assert!(!out.contains(TOKEN), "the token is in the output");
+    // A file is not a terminal: no colour codes; a clean unmount warns about nothing.
+    assert!(
+        !out.contains('\x1b'),
+        "colour codes in redirected logs:\n{out}"
+    );
+    assert!(
+        !out.contains("WARN"),
+        "a warning on a clean unmount:\n{out}"
+    );
+}
+
+/// A foreground mount whose stderr is a pipe nobody reads (it fills up), then a pipe whose
+/// reader has gone (EPIPE): reads keep being served, and SIGINT still unmounts and exits 0.
+#[test]
+fn closed_or_full_stderr_does_not_stop_the_daemon() {
+    use std::process::{Command, Stdio};
+    let server = server();
+    server.add_build(small_build(57).0);
+    let scratch = Scratch::new();
+    let mnt = scratch.mnt();
+    let mut child = Command::new(BIN)
+        .args(["mount", "-f", "--api-url", &server.api_url(), "--cache-dir"])
+        .arg(scratch.cache())
+        .arg("acme/web-app/57")
+        .arg(&mnt)
+        .env("BUILDKITE_API_TOKEN", TOKEN)
+        .env("HOME", scratch.dir.path())
+        // Every FUSE request is logged (fuser at trace): the pipe fills in no time.
+        .env("RUST_LOG", "trace")
+        .env_remove("BUILDKITE_API_URL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pipe = child.stderr.take().unwrap();
+    let mut fg = Foreground {
+        child,
+        mnt: mnt.clone(),
+        output: scratch.dir.path().join("none"),
+    };
+    let m = mnt.clone();
+    assert!(
+        wait_until(Duration::from_secs(30), || is_mounted(&m)),
+        "not mounted"
+    );
+    let busy = |m: &std::path::Path| {
+        for _ in 0..20 {
+            let (code, out, err) = sh(&format!(
+                "ls -lR {0} >/dev/null && cat {0}/build/log/build.log {0}/test-suite/junit.xml | wc -c",
+                m.display()
+            ));
+            assert_eq!(code, 0, "{err}");
+            assert!(out.trim().parse::<u64>().unwrap() > 1500, "{out}");
+        }
+    };
+    let m = mnt.clone();
+    bounded(LIMIT, move || busy(&m));
+    drop(pipe);
+    let m = mnt.clone();
+    bounded(LIMIT, move || busy(&m));
+    fg.signal(libc::SIGINT);
+    let st = fg.wait_exit(Duration::from_secs(10));
+    let st = st.unwrap_or_else(|| panic!("still running 10 s after SIGINT"));
+    assert!(st.success(), "exit {st:?} with stderr closed");
+    assert!(!is_mounted(&mnt), "still mounted after exit");
+}
+
+/// Logs are coloured on a terminal (a pty from `script`), and not with `NO_COLOR` set.
+#[test]
+fn colour_only_on_a_terminal_without_no_color() {
+    let server = server();
+    server.add_build(small_build(58).0);
+    // A token without read_builds: one WARN line, then the pipeline mount fails.
+    server.add_token("no-builds", &["read_artifacts"]);
+    let scratch = Scratch::new();
+    let line = format!(
+        "{BIN} mount -f --api-url {} --cache-dir {} acme/web-app {}",
+        server.api_url(),
+        scratch.cache().display(),
+        scratch.mnt().display()
+    );
+    let run_tty = move |no_color: Option<&str>| {
+        let mut c = std::process::Command::new("script");
+        c.args(["-q", "-e", "-c", &line, "/dev/null"])
+            .env("BUILDKITE_API_TOKEN", "no-builds")
+            .env("HOME", "/nonexistent")
+            .env_remove("RUST_LOG")
+            .env_remove("NO_COLOR");
+        if let Some(v) = no_color {
+            c.env("NO_COLOR", v);
+        }
+        let o = run(&mut c);
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    bounded(LIMIT, move || {
+        let out = run_tty(None);
+        assert!(out.contains("lacks read_builds"), "{out}");
+        assert!(out.contains('\x1b'), "no colour on a terminal:\n{out}");
+        let out = run_tty(Some("1"));
+        assert!(out.contains("lacks read_builds"), "{out}");
+        assert!(!out.contains('\x1b'), "colour despite NO_COLOR:\n{out:?}");
+    });
 }

@@ -30,10 +30,16 @@ const ATTEMPTS: u32 = 4;
 /// Longest total wait for a rate limit window before the call fails.
 pub const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(120);
 
+/// A server's message inside ours, in parentheses: trimmed, without its final period.
+pub fn sentence(m: &str) -> &str {
+    m.trim().trim_end_matches('.')
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
     #[error(
-        "the API token was rejected (401): {message} Check BUILDKITE_API_TOKEN or --token-file."
+        "the API token was rejected (401: {}). Check BUILDKITE_API_TOKEN or --token-file.",
+        sentence(.message)
     )]
     Unauthorized { message: String },
     #[error("the API refused access (403): {message}")]
@@ -633,6 +639,11 @@ impl ApiClient {
                 url: shown.clone(),
                 detail: format!("bad Location header: {e}"),
             })?;
+            // An absolute Location is kept exactly: `Url` would remove dot segments from its
+            // path (an artifact uploaded as `..`), naming another object.
+            if Url::parse(loc).is_ok() {
+                return Ok(loc.to_string());
+            }
             return Ok(abs.to_string());
         }
         let body = r.bytes().await.map_err(|e| ApiError::Network {

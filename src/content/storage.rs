@@ -61,13 +61,21 @@ impl StorageClient {
             "bad range {start}..{end} of {total}"
         );
         let want = (end - start) as usize;
-        let r = self
-            .http
-            .get(url)
-            .header(header::RANGE, format!("bytes={}-{}", start, end - 1))
-            .send()
-            .await
-            .map_err(|e| StorageError::Transient(reqwest_detail(e)))?;
+        let range = format!("bytes={}-{}", start, end - 1);
+        let r = if crate::content::raw_path::has_dot_segments(url) {
+            // reqwest would drop the dot segments and ask for another object.
+            let ua = concat!("bkfs/", env!("CARGO_PKG_VERSION")).to_string();
+            crate::content::raw_path::get(url, &[("range", range), ("user-agent", ua)])
+                .await
+                .map_err(StorageError::Transient)?
+        } else {
+            self.http
+                .get(url)
+                .header(header::RANGE, range)
+                .send()
+                .await
+                .map_err(|e| StorageError::Transient(reqwest_detail(e)))?
+        };
         let status = r.status();
         let skip = match status {
             StatusCode::PARTIAL_CONTENT => {

@@ -130,6 +130,8 @@ pub(crate) struct Shared {
 #[derive(Debug, Default)]
 pub(crate) struct Faults {
     storage_status: (u32, u16),
+    /// (count, status, byte offset): only GETs whose range holds that byte.
+    storage_status_at: (u32, u16, u64),
     storage_reset: u32,
     storage_truncate: u32,
     /// (count, bytes sent before the stall)
@@ -307,11 +309,15 @@ impl Shared {
         fault
     }
 
-    /// Uses up the next armed storage fault, if any (counted).
-    pub fn take_storage_fault(&self) -> Option<StorageFault> {
+    /// Uses up the next armed storage fault for a GET of bytes `[start, end)`, if any (counted).
+    pub fn take_storage_fault(&self, start: u64, end: u64) -> Option<StorageFault> {
         let fault = {
             let mut f = self.faults.lock().unwrap();
-            if f.storage_status.0 > 0 {
+            let (n, code, at) = f.storage_status_at;
+            if n > 0 && (start..end).contains(&at) {
+                f.storage_status_at.0 -= 1;
+                Some(StorageFault::Status(code))
+            } else if f.storage_status.0 > 0 {
                 f.storage_status.0 -= 1;
                 Some(StorageFault::Status(f.storage_status.1))
             } else if f.storage_reset > 0 {
@@ -614,6 +620,13 @@ impl FakeServer {
         r.used = 0;
     }
 
+    /// Like [`FakeServer::fail_storage`], for the next `n` `GET`s whose range holds byte
+    /// `offset` only: a fault for one read, not for whatever else is in flight (readahead).
+    pub fn fail_storage_at(&self, offset: u64, n: u32, status: u16) {
+        assert!(axum::http::StatusCode::from_u16(status).is_ok());
+        self.shared.faults.lock().unwrap().storage_status_at = (n, status, offset);
+    }
+
     /// The next `n` storage `GET`s that would serve content answer `status` (e.g. 500, 503)
     /// with an S3 XML error body instead. Replaces any count still armed.
     pub fn fail_storage(&self, n: u32, status: u16) {
@@ -730,7 +743,11 @@ impl FakeServer {
     /// Storage faults still armed (status, reset, truncate, stall), for checks.
     pub fn storage_faults_pending(&self) -> u32 {
         let f = self.shared.faults.lock().unwrap();
-        f.storage_status.0 + f.storage_reset + f.storage_truncate + f.storage_stall.0
+        f.storage_status.0
+            + f.storage_status_at.0
+            + f.storage_reset
+            + f.storage_truncate
+            + f.storage_stall.0
     }
 
     /// The next `n` GraphQL requests answer `status` (e.g. 500, 502, 503) with

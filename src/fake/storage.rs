@@ -1,9 +1,12 @@
 //! The fake artifact storage: an S3-like server for the signed URLs the download endpoint
 //! hands out, `GET`/`HEAD /artifacts/<artifact id>/<path>?AWSAccessKeyId=..&Expires=..&Signature=..`.
 //!
-//! The signature is the sha1 of a per-server secret, the artifact id (the object key) and
-//! `Expires` (unix seconds); the path after the key is cosmetic (URL normalisation must not
-//! change which object is meant). `Expires` is rounded up to a whole second, so a URL lives
+//! The signature is the sha1 of a per-server secret, the artifact id (the object key), the
+//! path after it and `Expires` (unix seconds). The path is signed exactly as issued, dot
+//! segments included (an artifact uploaded as `..` gets `/artifacts/<id>/..`), and checked
+//! percent-decoded, as S3 does (it decodes the key and signs it unnormalized): `%2E%2E` is
+//! the same path, while a client that normalized `..` away is refused (403
+//! `SignatureDoesNotMatch`). `Expires` is rounded up to a whole second, so a URL lives
 //! at least the configured TTL and less than a second more. Checks, in order: signature
 //! present and matching (403 `AccessDenied` / `SignatureDoesNotMatch`), not expired (403
 //! `AccessDenied`, "Request has expired"), object exists, is not deleted and is in state
@@ -20,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, Request, State};
+use axum::extract::{RawQuery, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -63,30 +66,57 @@ pub(super) fn signed_url_for(s: &Shared, artifact: &Artifact, ttl: Duration) -> 
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0))
         .unwrap_or(0);
-    let path = artifact.path.as_deref().unwrap_or("artifact");
+    let path = encode_path(artifact.path.as_deref().unwrap_or("artifact"));
     format!(
-        "http://{}/artifacts/{}/{}?AWSAccessKeyId=FAKEBKFSACCESSKEY&Expires={expires}&Signature={}",
+        "http://{}/artifacts/{}/{path}?AWSAccessKeyId=FAKEBKFSACCESSKEY&Expires={expires}&Signature={}",
         s.storage_addr,
         encode_segment(&artifact.id),
-        encode_path(path),
-        signature(s, &artifact.id, expires)
+        signature(s, &artifact.id, &percent_decode(&path), expires)
     )
 }
 
-fn signature(s: &Shared, key: &str, expires: u64) -> String {
-    sha1_hex(format!("{}\n{key}\n{expires}", s.secret).as_bytes())
+fn signature(s: &Shared, key: &str, path: &str, expires: u64) -> String {
+    sha1_hex(format!("{}\n{key}\n{path}\n{expires}", s.secret).as_bytes())
 }
 
-/// Percent-encodes a path segment by segment; empty and dot segments become `_` so that URL
-/// normalisation cannot climb above the object key.
+/// Percent-encodes a path segment by segment; empty segments become `_`, dot segments stay
+/// as they are (signed: see the module docs).
 fn encode_path(path: &str) -> String {
     path.split('/')
         .map(|seg| match seg {
-            "" | "." | ".." => "_".to_string(),
+            "" => "_".to_string(),
+            "." | ".." => seg.to_string(),
             _ => encode_segment(seg),
         })
         .collect::<Vec<_>>()
         .join("/")
+}
+
+/// `%XX` escapes decoded (bytes; invalid UTF-8 kept lossily); anything else as is.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = |c: u8| (c as char).to_digit(16);
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The object key and the path after it, percent-decoded, of a request path as received.
+fn key_and_path(raw: &str) -> (String, String) {
+    let rest = raw.strip_prefix("/artifacts/").unwrap_or("");
+    let (key, path) = rest.split_once('/').unwrap_or((rest, ""));
+    (percent_decode(key), percent_decode(path))
 }
 
 fn encode_segment(seg: &str) -> String {
@@ -145,18 +175,15 @@ async fn object(
     method: Method,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
-    Path(params): Path<Vec<(String, String)>>,
+    uri: axum::http::Uri,
 ) -> Response {
     s.count(if method == Method::HEAD {
         "storage_head"
     } else {
         "storage_get"
     });
-    let key = params
-        .iter()
-        .find(|(k, _)| k == "key")
-        .map(|(_, v)| v.clone())
-        .unwrap_or_default();
+    // The path as the client sent it (not normalized, not decoded by a router).
+    let (key, path) = key_and_path(uri.path());
     let q: Vec<(String, String)> =
         url::form_urlencoded::parse(q.as_deref().unwrap_or("").as_bytes())
             .into_owned()
@@ -168,7 +195,7 @@ async fn object(
         return s3_error(StatusCode::FORBIDDEN, "AccessDenied", "Access Denied");
     };
     let expires_ok = expires.parse::<u64>().ok();
-    if expires_ok.map(|e| signature(&s, &key, e)).as_deref() != Some(sig) {
+    if expires_ok.map(|e| signature(&s, &key, &path, e)).as_deref() != Some(sig) {
         return s3_error(
             StatusCode::FORBIDDEN,
             "SignatureDoesNotMatch",
@@ -217,7 +244,7 @@ async fn object(
     let part = content.slice(start as usize..end as usize);
     let len = part.len();
     let fault = if method == Method::GET {
-        s.take_storage_fault()
+        s.take_storage_fault(start, end)
     } else {
         None
     };
@@ -416,9 +443,21 @@ mod tests {
         assert_eq!(parse_range(Some("items=0-1"), 10), Full);
     }
 
+    /// Dot segments are issued as uploaded (and signed: a normalized request is refused);
+    /// the key and path of a request are read percent-decoded, as S3 reads them.
     #[test]
-    fn paths_cannot_climb() {
-        assert_eq!(encode_path("../../etc/passwd"), "_/_/etc/passwd");
+    fn paths_are_issued_as_uploaded_and_read_decoded() {
+        assert_eq!(encode_path("../../etc/passwd"), "../../etc/passwd");
+        assert_eq!(encode_path("a//b"), "a/_/b");
         assert_eq!(encode_path("a b/ü.txt"), "a%20b/%C3%BC.txt");
+        assert_eq!(
+            key_and_path("/artifacts/id%2D1/%2E%2E/a%20b"),
+            ("id-1".to_string(), "../a b".to_string())
+        );
+        assert_eq!(
+            key_and_path("/artifacts/k"),
+            ("k".to_string(), String::new())
+        );
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
     }
 }

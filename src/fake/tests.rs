@@ -1142,3 +1142,34 @@ fn rfc3339_dates() {
     assert!(b.add_job("after").len() == 36);
     assert_eq!(b.build.jobs[1].state.as_deref(), Some("passed"));
 }
+
+/// Storage signs the path exactly as issued: `..` (or `%2E%2E`, decoded) is served, the
+/// same URL normalized by reqwest (`..` removed) is refused.
+#[tokio::test]
+async fn storage_signs_dot_segments_exactly() {
+    let s = FakeServer::start();
+    s.add_token(TOKEN, &["read_builds", "read_artifacts"]);
+    let mut b = FakeBuild::new("acme", "app", 7);
+    let one = b.add_job("One");
+    b.add_artifact(&one, "..", "dot dot\n");
+    b.add_artifact(&one, "a/./b/../c", "abc\n");
+    s.add_build(b.clone());
+    for fa in &b.artifacts {
+        let a = &fa.artifact;
+        let r = get(
+            &format!("{}/jobs/{one}/artifacts/{}/download", build_url(&s), a.id),
+            Some(TOKEN),
+        )
+        .await;
+        let loc = r.headers()[LOCATION].to_str().unwrap().to_string();
+        assert!(
+            crate::content::raw_path::has_dot_segments(&loc),
+            "{loc}: the path as uploaded"
+        );
+        let r = crate::content::raw_path::get(&loc, &[]).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{loc}");
+        assert_eq!(r.bytes().await.unwrap(), fa.content);
+        let r = get(&loc, None).await;
+        assert_eq!(r.status().as_u16() / 100, 4, "normalized {loc} was served");
+    }
+}
