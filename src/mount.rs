@@ -317,13 +317,13 @@ async fn prepare(plan: &MountPlan) -> Result<Prepared, String> {
         ) {
             (true, true) => true,
             (false, _) => {
-                tracing::warn!(
+                tracing::info!(
                     "no job logs are shown: the token lacks read_builds (jobs are unknown)"
                 );
                 false
             }
             (true, false) => {
-                tracing::warn!("no job logs are shown: the token lacks the read_build_logs scope");
+                tracing::info!("no job logs are shown: the token lacks the read_build_logs scope");
                 false
             }
         };

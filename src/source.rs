@@ -399,14 +399,6 @@ impl Remote for Source {
 }
 
 impl LogSource for Source {
-    fn log_size<'a>(&'a self, build: u64, job: &'a str) -> BoxFuture<'a, Result<u64, ApiError>> {
-        Box::pin(async move {
-            self.api
-                .job_log_size(&self.pipeline.build(build), job)
-                .await
-        })
-    }
-
     fn log_fetch<'a>(
         &'a self,
         build: u64,

@@ -665,28 +665,6 @@ impl ApiClient {
         format!("{}/jobs/{}/log", Self::build_path(b), enc(job_id))
     }
 
-    /// `HEAD .../jobs/{job}/log`: the raw log's size in bytes (scope `read_build_logs`).
-    pub async fn job_log_size(&self, b: &BuildRef, job_id: &str) -> Result<u64, ApiError> {
-        let u = self.url(&Self::log_url(b, job_id));
-        let opts = ReqOpts {
-            accept: "text/plain",
-            ..ReqOpts::JSON
-        };
-        let r = Self::check(
-            self.send_with(&self.rest_budget, Method::HEAD, &u, None, &opts)
-                .await?,
-        )
-        .await?;
-        r.headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse().ok())
-            .ok_or_else(|| ApiError::Malformed {
-                url: redact_url(u.as_str()),
-                detail: "HEAD of the log has no Content-Length".into(),
-            })
-    }
-
     /// `GET .../jobs/{job}/log` as `text/plain`: the whole raw log, or with `suffix` its last
     /// that many bytes (the only kind of range the endpoint takes). An empty log answers its
     /// suffix with 416: that is an empty body here.

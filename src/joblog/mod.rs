@@ -2,8 +2,10 @@
 //! following it while the job runs.
 //!
 //! - **Fetching.** A log is fetched the first time something opens it (never for `stat`), as
-//!   `text/plain`: the whole log once, then only its growth: `HEAD` gives the raw size and a
-//!   suffix range (`bytes=-N`, the only range the endpoint takes) the new bytes. A body that
+//!   `text/plain`: the whole log once, then only its growth, with one suffix range
+//!   (`bytes=-N`, the only range the endpoint takes) that covers what is new: its
+//!   `Content-Range` tells where it starts and how big the log is, the overlap is skipped, and
+//!   a gap is asked for exactly. A body that
 //!   stalls or breaks is resumed where it stopped, within the same attempt and time bounds as
 //!   artifact reads; then `EIO`. A 404 means the log is gone (retention): `ENOENT`, no retry.
 //! - **Rendering** ([`render`]) is streaming and emits complete lines only, so a growing log
@@ -68,8 +70,6 @@ pub struct LogStream {
 
 /// Where raw logs come from ([`crate::source::Source`] over the network; tests drive their own).
 pub trait LogSource: Send + Sync + 'static {
-    /// The raw size of a job's log (`HEAD`).
-    fn log_size<'a>(&'a self, build: u64, job: &'a str) -> BoxFuture<'a, Result<u64, ApiError>>;
     /// The whole raw log (`suffix` None), or its last `suffix` bytes.
     fn log_fetch<'a>(
         &'a self,
@@ -126,6 +126,11 @@ const BLOCK: u64 = 128 << 10;
 pub const META: u64 = u64::MAX;
 /// Failed attempts (errors, breaks, stalls) of one fetch before it fails.
 const ATTEMPTS: u32 = 6;
+/// Bounds of the suffix a growth check asks for (see [`State::suffix_guess`]).
+const MIN_SUFFIX: u64 = 64 << 10;
+const MAX_SUFFIX: u64 = 8 << 20;
+/// Times one fetch asks again for a gap (the log grew by more than the suffix asked).
+const MAX_GAPS: u32 = 3;
 /// Logs fetched at once.
 const CONCURRENT_FETCHES: usize = 4;
 
@@ -148,6 +153,16 @@ struct State {
     raw_len: u64,
     /// Rendered bytes written so far.
     text_len: u64,
+    /// Raw bytes the last fetch brought.
+    last_growth: u64,
+}
+
+impl State {
+    /// The suffix to ask for in a growth check: at least [`MIN_SUFFIX`], twice the last
+    /// growth, at most [`MAX_SUFFIX`].
+    fn suffix_guess(&self) -> u64 {
+        (self.last_growth.saturating_mul(2)).clamp(MIN_SUFFIX, MAX_SUFFIX)
+    }
 }
 
 struct Entry {
@@ -242,6 +257,7 @@ impl LogStore {
                 renderer: self.new_renderer(),
                 raw_len: stored.map_or(0, |s| s.1),
                 text_len: stored.map_or(0, |s| s.0),
+                last_growth: 0,
             }),
             size: AtomicU64::new(stored.map_or(0, |s| s.0)),
             raw_size: AtomicU64::new(stored.map_or(u64::MAX, |s| s.1)),
@@ -411,6 +427,7 @@ impl LogStore {
         st.renderer = self.new_renderer();
         st.raw_len = 0;
         st.text_len = 0;
+        st.last_growth = 0;
         e.size.store(0, Ordering::Release);
         e.known.store(false, Ordering::Release);
         e.settled.store(false, Ordering::Release);
@@ -470,6 +487,7 @@ impl LogStore {
         let stall =
             (self.cfg.read_timeout / 4).clamp(Duration::from_secs(1), Duration::from_secs(10));
         let mut failures = 0u32;
+        let (mut gaps, mut exact) = (0u32, None::<u64>);
         let mut last_progress = Instant::now();
         let mut last_err = String::new();
         loop {
@@ -483,43 +501,12 @@ impl LogStore {
                 crate::api::client::backoff(failures).await;
             }
             let (build, job) = (meta.build_number, meta.job_id.as_str());
-            let stream = if st.raw_len == 0 {
-                self.src.log_fetch(build, job, None).await
-            } else {
-                let total = match self.src.log_size(build, job).await {
-                    Ok(t) => t,
-                    Err(
-                        err @ (ApiError::NotFound { .. }
-                        | ApiError::Forbidden { .. }
-                        | ApiError::Unauthorized { .. }),
-                    ) => return Err(err.into()),
-                    Err(err) => {
-                        failures += 1;
-                        last_err = err.to_string();
-                        continue;
-                    }
-                };
-                if total == st.raw_len {
-                    return Ok(());
-                }
-                if total < st.raw_len {
-                    // The log was replaced by a shorter one: start over.
-                    tracing::warn!(
-                        job,
-                        was = st.raw_len,
-                        now = total,
-                        "the job's log shrank; fetching it again"
-                    );
-                    st.data = Data::None;
-                    st.renderer = self.new_renderer();
-                    st.raw_len = 0;
-                    st.text_len = 0;
-                    continue;
-                }
-                self.src
-                    .log_fetch(build, job, Some(total - st.raw_len))
-                    .await
-            };
+            // The whole log first. Then one suffix range that most likely covers what is new
+            // (its Content-Range says where it starts; the overlap is skipped), so a check
+            // costs one request; a gap (the log grew by more) is then asked for exactly.
+            let suffix =
+                (st.raw_len > 0).then(|| exact.take().unwrap_or_else(|| st.suffix_guess()));
+            let stream = self.src.log_fetch(build, job, suffix).await;
             let mut stream = match stream {
                 Ok(s) => s,
                 Err(
@@ -533,10 +520,39 @@ impl LogStore {
                     continue;
                 }
             };
+            match stream.total {
+                Some(t) if t == st.raw_len => return Ok(()),
+                Some(t) if t < st.raw_len => {
+                    // The log was replaced by a shorter one: start over.
+                    tracing::warn!(
+                        job,
+                        was = st.raw_len,
+                        now = t,
+                        "the job's log shrank; fetching it again"
+                    );
+                    st.data = Data::None;
+                    st.renderer = self.new_renderer();
+                    st.raw_len = 0;
+                    st.text_len = 0;
+                    continue;
+                }
+                _ => {}
+            }
             if stream.start > st.raw_len {
-                // It grew between HEAD and GET: ask again for everything after what we have.
+                gaps += 1;
+                match stream.total {
+                    Some(t) if gaps <= MAX_GAPS => exact = Some(t - st.raw_len),
+                    _ => {
+                        failures += 1;
+                        last_err = format!(
+                            "the log's suffix starts at {} past the {} bytes we have",
+                            stream.start, st.raw_len
+                        );
+                    }
+                }
                 continue;
             }
+            let before = st.raw_len;
             let mut skip = st.raw_len - stream.start;
             let mut out = Vec::new();
             let mut progressed = false;
@@ -571,6 +587,7 @@ impl LogStore {
             }
             if progressed {
                 last_progress = Instant::now();
+                st.last_growth = st.raw_len - before;
             }
             if done {
                 if let Some(t) = stream.total {

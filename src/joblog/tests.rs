@@ -49,16 +49,6 @@ impl MockLogs {
 }
 
 impl LogSource for MockLogs {
-    fn log_size<'a>(&'a self, _build: u64, job: &'a str) -> BoxFuture<'a, Result<u64, ApiError>> {
-        Box::pin(async move {
-            self.calls.lock().unwrap().push("head".into());
-            let logs = self.logs.lock().unwrap();
-            logs.get(job)
-                .map(|l| l.len() as u64)
-                .ok_or_else(Self::not_found)
-        })
-    }
-
     fn log_fetch<'a>(
         &'a self,
         _build: u64,
@@ -201,11 +191,12 @@ async fn a_running_log_fetches_only_its_growth() {
     tokio::time::sleep(Duration::from_millis(60)).await;
     // A read at the end checks for growth once the refresh interval has passed.
     assert_eq!(read_all(&s, &running).await, b"first\nsecond\n");
-    assert_eq!(src.calls(), ["get", "head", "get -7"]);
-    // Nothing new: HEAD only.
+    // One request per check: a suffix range that covers the growth (the overlap is skipped).
+    assert_eq!(src.calls(), ["get", "get -65536"]);
+    // Nothing new: one request, nothing added.
     tokio::time::sleep(Duration::from_millis(60)).await;
     assert_eq!(read_all(&s, &running).await, b"first\nsecond\n");
-    assert_eq!(src.calls().len(), 4);
+    assert_eq!(src.calls().len(), 3);
     // The job finishes: one last check, then the log is settled.
     src.append("j", b"third\n");
     tokio::time::sleep(Duration::from_millis(60)).await;
@@ -232,12 +223,42 @@ async fn a_broken_body_resumes_where_it_stopped() {
     let m = meta("j", true);
     s.open(&m).await.unwrap();
     assert_eq!(read_all(&s, &m).await, raw);
-    let calls = src.calls();
-    assert_eq!(calls[0], "get");
-    assert_eq!(calls[1], "head");
-    assert_eq!(calls[2], format!("get -{}", raw.len() - 500));
-    assert_eq!(calls[3], "head");
-    assert_eq!(calls[4], format!("get -{}", raw.len() - 600));
+    // The first GET broke, the second (a suffix) stalled before anything new, the third
+    // brought the rest.
+    assert_eq!(src.calls(), ["get", "get -65536", "get -65536"]);
+}
+
+#[tokio::test]
+async fn growth_beyond_the_guess_is_asked_for_exactly() {
+    let src = Arc::new(MockLogs::default());
+    src.set("j", b"a\n");
+    let s = store(&src, None, LogFormat::Raw);
+    let m = meta("j", false);
+    s.open(&m).await.unwrap();
+    let more: Vec<u8> = (0..100_000u32)
+        .flat_map(|i| format!("{i}\n").into_bytes())
+        .collect();
+    src.append("j", &more);
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let mut want = b"a\n".to_vec();
+    want.extend_from_slice(&more);
+    assert_eq!(read_all(&s, &m).await, want);
+    assert_eq!(
+        src.calls(),
+        [
+            "get".to_string(),
+            "get -65536".into(),
+            format!("get -{}", more.len())
+        ]
+    );
+    // The next guess is twice that growth.
+    src.append("j", b"b\n");
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    read_all(&s, &m).await;
+    assert_eq!(
+        src.calls()[3],
+        format!("get -{}", (2 * more.len() as u64).min(MAX_SUFFIX))
+    );
 }
 
 #[tokio::test(start_paused = true)]
