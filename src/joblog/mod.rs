@@ -12,7 +12,7 @@
 //!   never shows half an escape sequence. `--raw-logs` serves the bytes as stored.
 //! - **Where the text lives.** While mounted, in an anonymous temporary file per log (so a
 //!   1 GiB log costs disk, not memory). A finished job's log is also stored in the disk cache
-//!   under `l1-<job id>-<format>`: 1 MiB blocks with the cache's CRC and temp-file-and-rename
+//!   under `l1-<job id>-<format>`: 128 KiB blocks with the cache's CRC and temp-file-and-rename
 //!   crash safety, plus a meta block (index [`META`]) with the rendered and raw sizes, written
 //!   last. A later mount finds it there with no request at all, even for `stat`.
 //! - **Sizes.** Until a log is fetched its size is unknown and `stat` shows 0 with attributes
