@@ -218,9 +218,10 @@ enum Opened {
         meta: Arc<FileMeta>,
         handle: Arc<Handle>,
     },
-    /// A job log (its metadata is taken from the tree at each read: it changes as the job
-    /// finishes).
-    Log { job_id: String },
+    /// A job log. Reads take its metadata from the tree (it changes as the job finishes),
+    /// or this copy once the tree no longer has it (a retry renamed it, the job vanished):
+    /// an open file keeps reading its log.
+    Log(LogMeta),
 }
 
 pub struct Fs {
@@ -751,9 +752,7 @@ impl Fs {
             fh,
             OpenFile {
                 ino,
-                what: Opened::Log {
-                    job_id: meta.job_id,
-                },
+                what: Opened::Log(meta),
             },
         );
         Ok((fh, attr))
@@ -903,11 +902,11 @@ impl Fs {
             .map(|o| &o.what)
         {
             Some(Opened::Artifact { meta, handle }) => Some(Ok((meta.clone(), handle.clone()))),
-            Some(Opened::Log { job_id }) => Some(Err(job_id.clone())),
+            Some(Opened::Log(meta)) => Some(Err(meta.clone())),
             None => None,
         };
         let open = match open {
-            Some(Err(job_id)) => return self.read_log(ino, &job_id, offset, size).await,
+            Some(Err(meta)) => return self.read_log(ino, meta, offset, size).await,
             Some(Ok(o)) => Some(o),
             None => None,
         };
@@ -949,12 +948,12 @@ impl Fs {
         }
     }
 
-    async fn read_log(&self, ino: Ino, job_id: &str, offset: u64, size: u32) -> Result<Bytes> {
+    async fn read_log(&self, ino: Ino, opened: LogMeta, offset: u64, size: u32) -> Result<Bytes> {
         let store = self.logs.as_ref().ok_or(FsError::NotFound)?;
         let meta = self
             .current_log(ino)
-            .filter(|m| m.job_id == job_id)
-            .ok_or(FsError::NotFound)?;
+            .filter(|m| m.job_id == opened.job_id)
+            .unwrap_or(opened);
         store
             .read(&meta, offset, size)
             .await

@@ -14,7 +14,8 @@
 //!   1 GiB log costs disk, not memory). A finished job's log is also stored in the disk cache
 //!   under `l1-<job id>-<format>`: 128 KiB blocks with the cache's CRC and temp-file-and-rename
 //!   crash safety, plus a meta block (index [`META`]) with the rendered and raw sizes, written
-//!   last. A later mount finds it there with no request at all, even for `stat`.
+//!   last; from then on reads come from there and the temporary file is closed. A later mount
+//!   finds it there with no request at all, even for `stat`.
 //! - **Sizes.** Until a log is fetched its size is unknown and `stat` shows 0 with attributes
 //!   the kernel must not cache; the adapter opens such logs (and running jobs' logs) with
 //!   direct I/O, so reads are never cut at a stale size. Once fetched, `st_size` is exactly
