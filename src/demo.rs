@@ -50,6 +50,7 @@ pub fn run(mountpoint: PathBuf, verbose: u8) -> i32 {
         log_file: cache_dir.join("bkfs.log"),
         verbose,
         read_timeout: Duration::from_secs(30),
+        progress: false,
     };
     let code = crate::mount::run(plan);
     let _ = std::fs::remove_dir_all(&cache_dir);

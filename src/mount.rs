@@ -7,7 +7,7 @@
 //! The parent prints the verdict and exits with it, so `bkfs mount ... && ls MOUNT` works.
 
 use std::ffi::CString;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -51,6 +51,8 @@ pub struct MountPlan {
     pub log_file: PathBuf,
     pub verbose: u8,
     pub read_timeout: Duration,
+    /// Show listing progress on stderr (a terminal) until the mount is ready.
+    pub progress: bool,
 }
 
 /// Where start-up reports its verdict: nowhere in the foreground, the pipe in the background.
@@ -191,9 +193,10 @@ pub fn run(plan: MountPlan) -> i32 {
         }
         _child => {
             drop(wr);
-            let mut verdict = String::new();
-            let _ = std::fs::File::from(rd).read_to_string(&mut verdict);
-            match verdict.lines().next() {
+            let pipe = std::fs::File::from(rd);
+            let verdict =
+                crate::progress::read_verdict(pipe, plan.progress, &mut std::io::stderr());
+            match verdict.as_deref() {
                 Some("OK") => 0,
                 Some(l) if l.starts_with("ERR ") => {
                     eprintln!("bkfs: error: {}", &l[4..]);
@@ -336,7 +339,11 @@ fn serve(plan: MountPlan, mountpoint: PathBuf, mut ready: Ready) -> i32 {
             return 1;
         }
     };
-    let prepared = match rt.block_on(prepare(&plan)) {
+    let progress =
+        crate::progress::begin(plan.progress, &plan.target, ready.0.as_ref(), rt.handle());
+    let prepared = rt.block_on(prepare(&plan));
+    progress.map(crate::progress::Running::finish);
+    let prepared = match prepared {
         Ok(p) => p,
         Err(m) => {
             ready.fail(&m);
@@ -366,6 +373,7 @@ fn serve(plan: MountPlan, mountpoint: PathBuf, mut ready: Ready) -> i32 {
         disk,
     );
     let reader_for_exit = reader.clone();
+    let source_for_status = prepared.source.clone();
     // SAFETY: getuid/getgid cannot fail.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     let fs_cfg = FsConfig {
@@ -437,6 +445,8 @@ fn serve(plan: MountPlan, mountpoint: PathBuf, mut ready: Ready) -> i32 {
         fs.start();
     }
     tracing::info!(mountpoint = %mountpoint.display(), target = %plan.target, "mounted");
+    let graphql_on = move || source_for_status.graphql_enabled();
+    let _control = crate::control::start(&plan, &mountpoint, graphql_on, rt.handle());
     ready.ok();
 
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
