@@ -466,3 +466,54 @@ fn man_page_and_completions() {
     assert_eq!(code, 0);
     assert_eq!(stdout.trim(), "status");
 }
+
+/// The shipped systemd units pass `systemd-analyze verify` without a complaint: the user
+/// service (with /usr/bin/bkfs pointed at the built binary, which verify requires to exist)
+/// in a throwaway user runtime dir, and the system .mount unit as shipped.
+#[test]
+fn systemd_units_verify() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("dist");
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        // Only where systemd truly is absent (Debian installs systemd-analyze with systemd).
+        eprintln!("systemd-analyze is not installed: skipping the unit checks");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = dir.path().join("runtime");
+    std::fs::create_dir(&runtime).unwrap();
+    std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let service = std::fs::read_to_string(root.join("bkfs-ci.service")).unwrap();
+    assert!(service.contains("ExecStart=/usr/bin/bkfs mount "));
+    let unit = dir.path().join("bkfs-ci.service");
+    std::fs::write(&unit, service.replace("/usr/bin/bkfs", BIN)).unwrap();
+    let o = run(Command::new("systemd-analyze")
+        .arg("--user")
+        .arg("verify")
+        .arg("--man=no")
+        .arg(&unit)
+        .env("XDG_RUNTIME_DIR", &runtime));
+    assert!(o.status.success() && o.stderr.is_empty(), "{}", out(&o));
+    let o = run(Command::new("systemd-analyze")
+        .arg("verify")
+        .arg("--man=no")
+        .arg(root.join("mnt-ci.mount")));
+    assert!(o.status.success() && o.stderr.is_empty(), "{}", out(&o));
+    // The .mount's options are ones the helper accepts.
+    let m = std::fs::read_to_string(root.join("mnt-ci.mount")).unwrap();
+    let opts = m
+        .lines()
+        .find_map(|l| l.strip_prefix("Options="))
+        .unwrap()
+        .to_string();
+    let o = run(Command::new(BIN)
+        .arg("acme/web-app")
+        .arg("/mnt/ci")
+        .arg("-f")
+        .arg("-o")
+        .arg(&opts));
+    assert!(o.status.success(), "{}", out(&o));
+}
