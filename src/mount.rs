@@ -415,7 +415,9 @@ fn serve(plan: MountPlan, mountpoint: PathBuf, mut ready: Ready) -> i32 {
     ) {
         Ok(s) => s,
         Err(e) => {
-            let hint = if plan.allow_other {
+            let hint = if !Path::new("/dev/fuse").exists() {
+                " (/dev/fuse is missing: load the module with `modprobe fuse`; in a container, pass the device, e.g. `--device /dev/fuse`)"
+            } else if plan.allow_other {
                 " (--allow-other needs user_allow_other in /etc/fuse.conf)"
             } else {
                 ""
