@@ -342,7 +342,9 @@ fn serve(plan: MountPlan, mountpoint: PathBuf, mut ready: Ready) -> i32 {
     let progress =
         crate::progress::begin(plan.progress, &plan.target, ready.0.as_ref(), rt.handle());
     let prepared = rt.block_on(prepare(&plan));
-    progress.map(crate::progress::Running::finish);
+    if let Some(p) = progress {
+        p.finish();
+    }
     let prepared = match prepared {
         Ok(p) => p,
         Err(m) => {

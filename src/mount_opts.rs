@@ -78,7 +78,7 @@ const IGNORED: &[&str] = &[
 pub fn is_helper_call(argv: &[OsString], subcommands: &[String]) -> bool {
     let name = argv
         .first()
-        .map(|a| std::path::Path::new(a))
+        .map(std::path::Path::new)
         .and_then(|p| p.file_name())
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();

@@ -109,7 +109,7 @@ pub fn render_one(s: &Status, now_unix: u64) -> String {
     };
     let hits_total = c.cache_hits + c.cache_misses;
     let mut out = String::new();
-    let mut line = |k: &str, v: String| out.push_str(&format!("{k:<16}{v}\n"));
+    let mut line = |k: &str, v: String| out.push_str(&format!("{k:<17}{v}\n"));
     line("mountpoint:", s.mountpoint.clone());
     line("target:", s.target.clone());
     line("daemon:", format!("pid {} (bkfs {})", s.pid, s.version));
@@ -136,11 +136,9 @@ pub fn render_one(s: &Status, now_unix: u64) -> String {
             "{} hits, {} misses{}",
             c.cache_hits,
             c.cache_misses,
-            if hits_total > 0 {
-                format!(" ({}% hits)", c.cache_hits * 100 / hits_total)
-            } else {
-                String::new()
-            }
+            (c.cache_hits * 100)
+                .checked_div(hits_total)
+                .map_or(String::new(), |p| format!(" ({p}% hits)"))
         ),
     );
     line(
@@ -276,13 +274,13 @@ mod tests {
             },
         };
         let r = render_one(&s, 160);
-        assert!(r.contains("API requests:   4 REST, 0 GraphQL"), "{r}");
+        assert!(r.contains("API requests:    4 REST, 0 GraphQL"), "{r}");
         assert!(r.contains("REST 196 of 200 left"), "{r}");
         assert!(r.contains("1 hits, 3 misses (25% hits)"), "{r}");
         assert!(
-            r.contains("(10 / 20)") && r.contains("up:             1m 0s"),
+            r.contains("(10 / 20)") && r.contains("up:              1m 0s"),
             "{r}"
         );
-        assert!(r.contains("last error:     none"), "{r}");
+        assert!(r.contains("last error:      none"), "{r}");
     }
 }
