@@ -517,3 +517,39 @@ fn systemd_units_verify() {
         .arg(&opts));
     assert!(o.status.success(), "{}", out(&o));
 }
+
+/// With GraphQL on, `bkfs status` says so and counts GraphQL requests apart from REST ones,
+/// each equal to what the fake received.
+#[test]
+fn status_counts_graphql_apart() {
+    let (fb, exp) = small_build(67);
+    let server = std::sync::Arc::new(server());
+    server.add_build(fb);
+    let scratch = Scratch::new();
+    let m = mount(
+        &server,
+        &scratch,
+        "acme/web-app/67",
+        &["--graphql-url", &server.graphql_url()],
+    );
+    let mnt = m.mnt.clone();
+    let s2 = server.clone();
+    bounded(LIMIT, move || {
+        let rel = "test-suite/junit.xml";
+        assert_eq!(
+            std::fs::read(mnt.join(rel)).unwrap(),
+            exp.files[rel].content
+        );
+        let o = run(Command::new(BIN).arg("status").arg(&mnt));
+        assert!(o.status.success(), "{}", out(&o));
+        let report = String::from_utf8(o.stdout).unwrap();
+        assert!(field(&report, "API:").ends_with("via GraphQL"), "{report}");
+        assert!(s2.count("graphql") >= 1);
+        assert_eq!(
+            field(&report, "API requests:"),
+            format!("{} REST, {} GraphQL", s2.count("api"), s2.count("graphql")),
+            "{report}"
+        );
+    });
+    drop(m);
+}
