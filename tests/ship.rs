@@ -258,9 +258,28 @@ fn status_of_a_real_mount() {
             assert_eq!(got, exp.files[rel].content, "{rel}");
             read += got.len() as u64;
         }
-        let o = run(Command::new(BIN).arg("status").arg(&mnt));
-        assert!(o.status.success(), "{}", out(&o));
-        let report = String::from_utf8(o.stdout).unwrap();
+        let status = || {
+            let o = run(Command::new(BIN).arg("status").arg(&mnt));
+            assert!(o.status.success(), "{}", out(&o));
+            String::from_utf8(o.stdout).unwrap()
+        };
+        let bytes_of = |report: &str| -> (u64, u64) {
+            let bytes = field(report, "bytes:");
+            let nums = bytes.rsplit_once('(').unwrap().1.trim_end_matches(')');
+            let (f, s) = nums.split_once(" / ").unwrap();
+            (f.parse().unwrap(), s.parse().unwrap())
+        };
+        // Storage counts bytes as it sends them, the daemon as they arrive: settle first.
+        let mut report = status();
+        let settled = wait_until(std::time::Duration::from_secs(10), || {
+            report = status();
+            bytes_of(&report).0 == server.storage_bytes_served()
+        });
+        assert!(
+            settled,
+            "bytes fetched never matched storage's {}: {report}",
+            server.storage_bytes_served()
+        );
         assert!(
             !report.contains(TOKEN),
             "the token is in the status: {report}"
@@ -277,11 +296,7 @@ fn status_of_a_real_mount() {
             format!("{rest} REST, 0 GraphQL"),
             "{report}"
         );
-        let bytes = field(&report, "bytes:");
-        let nums = bytes.rsplit_once('(').unwrap().1.trim_end_matches(')');
-        let (fetched, served) = nums.split_once(" / ").unwrap();
-        let (fetched, served): (u64, u64) = (fetched.parse().unwrap(), served.parse().unwrap());
-        assert_eq!(fetched, server.storage_bytes_served(), "{report}");
+        let (fetched, served) = bytes_of(&report);
         assert!(
             served >= read && served <= fetched.max(read) * 2,
             "{report}"
