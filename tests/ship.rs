@@ -568,3 +568,30 @@ fn status_counts_graphql_apart() {
     });
     drop(m);
 }
+
+/// `cargo install --path .` installs bkfs and nothing else: every other binary target needs a
+/// feature that install does not turn on.
+#[test]
+fn cargo_install_ships_only_bkfs() {
+    let o = run(Command::new(env!("CARGO"))
+        .arg("metadata")
+        .arg("--no-deps")
+        .arg("--offline")
+        .arg("--format-version")
+        .arg("1")
+        .arg("--manifest-path")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")));
+    assert!(o.status.success(), "{}", out(&o));
+    let meta: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let mut installed = Vec::new();
+    for t in meta["packages"][0]["targets"].as_array().unwrap() {
+        let is_bin = t["kind"].as_array().unwrap().iter().any(|k| k == "bin");
+        let needs = t["required-features"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty());
+        if is_bin && !needs {
+            installed.push(t["name"].as_str().unwrap().to_string());
+        }
+    }
+    assert_eq!(installed, ["bkfs"]);
+}
