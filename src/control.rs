@@ -138,6 +138,7 @@ pub fn bind(mountpoint: &Path) -> Result<Listener, String> {
     let uid = unsafe { libc::getuid() };
     let dir = socket_dirs(uid).remove(0);
     private_dir(&dir, uid)?;
+    sweep(&dir);
     let path = dir.join(socket_name(mountpoint));
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(&path).is_ok() {
@@ -150,6 +151,29 @@ pub fn bind(mountpoint: &Path) -> Result<Listener, String> {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| format!("cannot chmod {}: {e}", path.display()))?;
     Ok(Listener { path, listener })
+}
+
+/// Removes sockets nobody listens on any more (daemons that were killed cannot remove
+/// their own). Only `*.sock` files in our own 0700 directory; a live socket is left alone.
+pub fn sweep(dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        // A socket bound a moment ago may not be listening yet: leave young ones alone.
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(30));
+        if old && p.extension().is_some_and(|x| x == "sock") {
+            if let Err(err) = std::os::unix::net::UnixStream::connect(&p) {
+                if err.kind() == std::io::ErrorKind::ConnectionRefused {
+                    let _ = std::fs::remove_file(&p);
+                }
+            }
+        }
+    }
 }
 
 /// Answers every connection with `status()` as JSON until the task is dropped.
@@ -203,6 +227,34 @@ mod tests {
         assert_eq!(a, socket_name(Path::new("/mnt/a")));
         assert_ne!(a, socket_name(Path::new("/mnt/b")));
         assert!(a.ends_with(".sock") && a.len() == 29);
+    }
+
+    #[test]
+    fn sweep_removes_only_dead_sockets() {
+        let t = tempfile::tempdir().unwrap();
+        let dead = t.path().join("dead.sock");
+        drop(std::os::unix::net::UnixListener::bind(&dead).unwrap());
+        let young = t.path().join("young.sock");
+        drop(std::os::unix::net::UnixListener::bind(&young).unwrap());
+        // An hour ago (a socket cannot be opened for set_modified).
+        let c = std::ffi::CString::new(dead.to_str().unwrap()).unwrap();
+        let then = crate::stats::unix_now() as libc::time_t - 3600;
+        let ts = [libc::timespec {
+            tv_sec: then,
+            tv_nsec: 0,
+        }; 2];
+        // SAFETY: a valid C string and two timespecs.
+        assert_eq!(
+            unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), ts.as_ptr(), 0) },
+            0
+        );
+        let live = t.path().join("live.sock");
+        let _l = std::os::unix::net::UnixListener::bind(&live).unwrap();
+        let other = t.path().join("notes.txt");
+        std::fs::write(&other, b"x").unwrap();
+        assert!(dead.exists());
+        sweep(t.path());
+        assert!(!dead.exists() && live.exists() && other.exists() && young.exists());
     }
 
     #[test]
