@@ -40,6 +40,18 @@ pub enum Cmd {
         #[arg(short, long, action = clap::ArgAction::Count)]
         verbose: u8,
     },
+    /// List the bkfs mounts, or show what one mount's daemon is doing.
+    Status {
+        /// A bkfs mountpoint: show its requests, rate limit, cache, bytes and last error.
+        mountpoint: Option<PathBuf>,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `bkfs man | man -l -`.
+    Man,
 }
 
 #[derive(Debug, Args)]
@@ -100,6 +112,9 @@ pub struct MountArgs {
     /// Allow a plain-http API URL that is not on localhost (the token would travel in clear).
     #[arg(long)]
     pub insecure_http: bool,
+    /// No progress line on a terminal while the build is listed.
+    #[arg(short, long)]
+    pub quiet: bool,
     /// Job logs (<job>.log): prefix each line with its UTC time from the log's markers.
     #[arg(long, conflicts_with = "raw_logs")]
     pub log_timestamps: bool,
@@ -234,11 +249,32 @@ fn plan(a: MountArgs) -> Result<MountPlan, String> {
         verbose: a.verbose,
         read_timeout: Duration::from_secs(a.read_timeout.max(1)),
         log_format: logs,
+        progress: !a.quiet && crate::progress::stderr_is_tty(),
     })
 }
 
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = if crate::mount_opts::is_helper_call(&argv, &crate::docs::subcommand_names()) {
+        match crate::mount_opts::helper_args(&argv[1..], &crate::docs::mount_longs()) {
+            Ok(crate::mount_opts::Helper::Mount(args)) => match Cli::try_parse_from(args) {
+                Ok(c) => c,
+                Err(e) => {
+                    let msg = e.render().to_string();
+                    let first = msg.lines().next().unwrap_or("invalid options");
+                    eprintln!("bkfs: error: -o: {}", first.trim_start_matches("error: "));
+                    return 2;
+                }
+            },
+            Ok(crate::mount_opts::Helper::Fake) => return 0,
+            Err(m) => {
+                eprintln!("bkfs: error: {m}");
+                return 2;
+            }
+        }
+    } else {
+        Cli::parse()
+    };
     match cli.cmd {
         Cmd::Mount(a) => match plan(*a) {
             Ok(p) => crate::mount::run(p),
@@ -252,6 +288,16 @@ pub fn main() -> i32 {
             mountpoint,
             verbose,
         } => crate::demo::run(mountpoint, verbose),
+        Cmd::Status { mountpoint } => crate::status::run(mountpoint.as_deref()),
+        Cmd::Completions { shell } => {
+            use std::io::Write;
+            let _ = std::io::stdout().write_all(&crate::docs::completions(shell));
+            0
+        }
+        Cmd::Man => {
+            print!("{}", crate::docs::man_page());
+            0
+        }
     }
 }
 

@@ -62,6 +62,7 @@ pub fn run(mountpoint: PathBuf, verbose: u8) -> i32 {
         verbose,
         read_timeout: Duration::from_secs(30),
         log_format: Some(crate::joblog::LogFormat::Plain),
+        progress: false,
     };
     let code = crate::mount::run(plan);
     let _ = std::fs::remove_dir_all(&cache_dir);

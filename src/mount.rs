@@ -8,7 +8,7 @@
 
 use crate::joblog::{LogConfig, LogFormat, LogStore};
 use std::ffi::CString;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -54,6 +54,8 @@ pub struct MountPlan {
     pub read_timeout: Duration,
     /// How job logs are shown; `None`: not at all.
     pub log_format: Option<LogFormat>,
+    /// Show listing progress on stderr (a terminal) until the mount is ready.
+    pub progress: bool,
 }
 
 /// Where start-up reports its verdict: nowhere in the foreground, the pipe in the background.
@@ -217,9 +219,10 @@ pub fn run(plan: MountPlan) -> i32 {
         }
         _child => {
             drop(wr);
-            let mut verdict = String::new();
-            let _ = std::fs::File::from(rd).read_to_string(&mut verdict);
-            match verdict.lines().next() {
+            let pipe = std::fs::File::from(rd);
+            let verdict =
+                crate::progress::read_verdict(pipe, plan.progress, &mut std::io::stderr());
+            match verdict.as_deref() {
                 Some("OK") => 0,
                 Some(l) if l.starts_with("ERR ") => {
                     eprintln!("bkfs: error: {}", &l[4..]);
@@ -386,7 +389,13 @@ fn serve(plan: MountPlan, mountpoint: PathBuf, mut ready: Ready) -> i32 {
             return 1;
         }
     };
-    let prepared = match rt.block_on(prepare(&plan)) {
+    let progress =
+        crate::progress::begin(plan.progress, &plan.target, ready.0.as_ref(), rt.handle());
+    let prepared = rt.block_on(prepare(&plan));
+    if let Some(p) = progress {
+        p.finish();
+    }
+    let prepared = match prepared {
         Ok(p) => p,
         Err(m) => {
             ready.fail(&m);
@@ -429,6 +438,7 @@ fn serve(plan: MountPlan, mountpoint: PathBuf, mut ready: Ready) -> i32 {
         disk,
     );
     let reader_for_exit = reader.clone();
+    let source_for_status = prepared.source.clone();
     // SAFETY: getuid/getgid cannot fail.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     let fs_cfg = FsConfig {
@@ -468,7 +478,9 @@ fn serve(plan: MountPlan, mountpoint: PathBuf, mut ready: Ready) -> i32 {
     ) {
         Ok(s) => s,
         Err(e) => {
-            let hint = if plan.allow_other {
+            let hint = if !Path::new("/dev/fuse").exists() {
+                " (/dev/fuse is missing: load the module with `modprobe fuse`; in a container, pass the device, e.g. `--device /dev/fuse`)"
+            } else if plan.allow_other {
                 " (--allow-other needs user_allow_other in /etc/fuse.conf)"
             } else {
                 ""
@@ -498,6 +510,8 @@ fn serve(plan: MountPlan, mountpoint: PathBuf, mut ready: Ready) -> i32 {
         fs.start();
     }
     tracing::info!(mountpoint = %mountpoint.display(), target = %plan.target, "mounted");
+    let graphql_on = move || source_for_status.graphql_enabled();
+    let _control = crate::control::start(&plan, &mountpoint, graphql_on, rt.handle());
     ready.ok();
 
     // `bg` is never dropped or joined: its Drop unmounts the path once more with umount(2),

@@ -180,6 +180,7 @@ impl RateBudget {
         } else {
             remaining.or(b.remaining)
         };
+        crate::stats::STATS.budget(self.what, b.remaining, b.limit);
     }
 }
 
@@ -337,6 +338,7 @@ impl ApiClient {
                     .header(header::CONTENT_TYPE, "application/json")
                     .body(b.clone());
             }
+            crate::stats::STATS.request(budget.what);
             let res = req.send().await;
             if let Ok(r) = &res {
                 budget.observe(r.headers(), r.status() == StatusCode::TOO_MANY_REQUESTS);
@@ -380,7 +382,8 @@ impl ApiClient {
 
     /// A REST request (no body) on the REST budget.
     async fn send_rest(&self, method: Method, url: &Url) -> Result<reqwest::Response, ApiError> {
-        self.send(&self.rest_budget, method, url, None).await
+        let r = self.send(&self.rest_budget, method, url, None).await;
+        r.inspect_err(|e| crate::stats::STATS.error(e))
     }
 
     /// POSTs a JSON body to the GraphQL endpoint on the GraphQL budget, with the same retries
@@ -530,12 +533,15 @@ impl ApiClient {
         let enough = |n: usize| limit.is_some_and(|l| n >= l);
         let (mut all, headers): (Vec<T>, _) = self.get_json(&first).await?;
         let link = link_header(&headers);
+        let stats = &crate::stats::STATS;
         // Fast path: the last page is known and numbered, so fetch the rest at once.
         if limit.is_none() {
             if let Some(pages) = self.remaining_pages(&first, &link) {
+                stats.listed_page(all.len(), Some(pages.len() + 1));
                 let rest: Vec<Vec<T>> = stream::iter(pages)
                     .map(|u| async move { self.get_json::<Vec<T>>(&u).await.map(|r| r.0) })
                     .buffered(LIST_CONCURRENCY)
+                    .inspect(|p| stats.listed_page(p.as_ref().map_or(0, Vec::len), None))
                     .try_collect()
                     .await?;
                 all.extend(rest.into_iter().flatten());
@@ -544,6 +550,7 @@ impl ApiClient {
         }
         // Otherwise follow rel="next" as opaque URLs (relative ones against the page that
         // carried them), refusing to visit a page twice.
+        stats.listed_page(all.len(), None);
         let mut seen = std::collections::HashSet::from([first.clone()]);
         let mut cur = first;
         let mut next = find_rel(&link, "next");
@@ -556,6 +563,7 @@ impl ApiClient {
                 });
             }
             let (page, headers): (Vec<T>, _) = self.get_json(&u).await?;
+            stats.listed_page(page.len(), None);
             all.extend(page);
             next = find_rel(&link_header(&headers), "next");
             cur = u;

@@ -9,6 +9,7 @@
 //! be checked against the whole-file sha1.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -170,6 +171,25 @@ impl Reader {
 
     /// Reads up to `size` bytes at `offset`; short only at end of file.
     pub async fn read(
+        self: &Arc<Self>,
+        meta: &Arc<FileMeta>,
+        offset: u64,
+        size: u32,
+        handle: Option<&Handle>,
+    ) -> Result<Bytes, ReadError> {
+        let stats = &crate::stats::STATS;
+        let _in_flight = stats.read_started();
+        let r = self.read_inner(meta, offset, size, handle).await;
+        match &r {
+            Ok(b) => {
+                stats.bytes_served.fetch_add(b.len() as u64, Relaxed);
+            }
+            Err(e) => stats.error(format_args!("reading {}: {e}", meta.original_path)),
+        }
+        r
+    }
+
+    async fn read_inner(
         self: &Arc<Self>,
         meta: &Arc<FileMeta>,
         offset: u64,
@@ -348,14 +368,24 @@ impl Reader {
         }
         let mut inflight = self.inflight.lock().unwrap();
         let mut run: Vec<u64> = Vec::new();
+        // Hits and misses count the blocks a read asked for (`u64::MAX`), not prefetches.
+        let count = |c: &std::sync::atomic::AtomicU64| {
+            if max_part == u64::MAX {
+                c.fetch_add(1, Relaxed);
+            }
+        };
+        let stats = &crate::stats::STATS;
         for idx in first..=last {
             let key = (ckey.clone(), idx);
             let slot = &mut out[(idx - first) as usize];
             if let Some(b) = self.mem_get(&key) {
+                count(&stats.cache_hits);
                 *slot = Some(ready(b));
             } else if let Some(f) = inflight.get(&key) {
+                count(&stats.cache_hits);
                 *slot = Some(f.clone());
             } else {
+                count(&stats.cache_misses);
                 if run.last().is_some_and(|l| l + 1 != idx) || run.len() as u64 >= max_part {
                     self.start_part(meta, &ckey, &run, &mut inflight, &mut out, first);
                     run.clear();
@@ -637,6 +667,9 @@ impl Reader {
             drop(permit);
             let err = match res {
                 Ok(b) => {
+                    crate::stats::STATS
+                        .bytes_fetched
+                        .fetch_add(b.len() as u64, Relaxed);
                     buf.extend_from_slice(&b);
                     let b = std::mem::take(&mut buf).freeze();
                     if whole {
@@ -665,6 +698,9 @@ impl Reader {
                     continue;
                 }
                 Err(StorageError::Partial { got, reason }) => {
+                    crate::stats::STATS
+                        .bytes_fetched
+                        .fetch_add(got.len() as u64, Relaxed);
                     buf.extend_from_slice(&got);
                     StorageError::Transient(format!("{reason} after {} bytes", got.len()))
                 }
