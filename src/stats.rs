@@ -36,6 +36,11 @@ pub struct Stats {
     pub list_pages: AtomicU64,
     pub list_items: AtomicU64,
     pub list_total_pages: AtomicU64,
+    /// Job-log fetches done (whole logs and growth checks), raw bytes they brought, and
+    /// fetches running now.
+    pub log_fetches: AtomicU64,
+    pub log_bytes: AtomicU64,
+    pub logs_fetching: AtomicI64,
     last_error: Mutex<Option<(u64, String)>>,
 }
 
@@ -62,6 +67,9 @@ impl Stats {
             list_pages: AtomicU64::new(0),
             list_items: AtomicU64::new(0),
             list_total_pages: AtomicU64::new(0),
+            log_fetches: AtomicU64::new(0),
+            log_bytes: AtomicU64::new(0),
+            logs_fetching: AtomicI64::new(0),
             last_error: Mutex::new(None),
         }
     }
@@ -100,6 +108,12 @@ impl Stats {
         *self.last_error.lock().unwrap() = Some((now, msg.to_string()));
     }
 
+    /// Counts a job-log fetch in flight until the guard drops (then as done).
+    pub fn log_fetch_started(&'static self) -> LogFetch {
+        self.logs_fetching.fetch_add(1, Relaxed);
+        LogFetch(self)
+    }
+
     /// Counts a read in flight until the guard drops.
     pub fn read_started(&'static self) -> InFlight {
         self.reads_in_flight.fetch_add(1, Relaxed);
@@ -125,8 +139,21 @@ impl Stats {
             list_pages: g(&self.list_pages),
             list_items: g(&self.list_items),
             list_total_pages: Some(g(&self.list_total_pages)).filter(|&n| n > 0),
+            log_fetches: g(&self.log_fetches),
+            log_bytes: g(&self.log_bytes),
+            logs_fetching: self.logs_fetching.load(Relaxed).max(0) as u64,
             last_error: self.last_error.lock().unwrap().clone(),
         }
+    }
+}
+
+/// See [`Stats::log_fetch_started`].
+pub struct LogFetch(&'static Stats);
+
+impl Drop for LogFetch {
+    fn drop(&mut self) {
+        self.0.logs_fetching.fetch_sub(1, Relaxed);
+        self.0.log_fetches.fetch_add(1, Relaxed);
     }
 }
 
@@ -157,6 +184,12 @@ pub struct Snapshot {
     pub list_pages: u64,
     pub list_items: u64,
     pub list_total_pages: Option<u64>,
+    #[serde(default)]
+    pub log_fetches: u64,
+    #[serde(default)]
+    pub log_bytes: u64,
+    #[serde(default)]
+    pub logs_fetching: u64,
     /// (unix seconds, message) of the last failure.
     pub last_error: Option<(u64, String)>,
 }

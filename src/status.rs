@@ -157,6 +157,15 @@ pub fn render_one(s: &Status, now_unix: u64) -> String {
         format!("{} pages, {} entries", c.list_pages, c.list_items),
     );
     line(
+        "job logs:",
+        format!(
+            "{} fetches, {} raw, {} running",
+            c.log_fetches,
+            human_bytes(c.log_bytes),
+            c.logs_fetching
+        ),
+    );
+    line(
         "last error:",
         match &c.last_error {
             Some((t, m)) => format!("{} ago: {m}", human_duration(now_unix.saturating_sub(*t))),

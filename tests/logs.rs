@@ -163,8 +163,19 @@ fn stat_is_free_then_size_and_content_agree() {
             mnt.display()
         ));
         assert_eq!(code, 0, "{err}");
-        // Each log was fetched once.
+        // Each log was fetched once, and `bkfs status` says so.
         assert_eq!(s.count("log"), want.len() as u64);
+        let o = run(std::process::Command::new(BIN).arg("status").arg(&mnt));
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{text}");
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("job logs:"))
+            .unwrap_or("");
+        assert!(
+            line.contains(&format!("{} fetches", want.len())) && line.ends_with("0 running"),
+            "{text}"
+        );
         // The raw size is an attribute once known.
         let raw = xattr(&mnt.join("lint.log"), "user.buildkite.log_raw_size").unwrap();
         let raw: u64 = String::from_utf8(raw).unwrap().parse().unwrap();

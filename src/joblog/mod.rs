@@ -132,6 +132,8 @@ const MIN_SUFFIX: u64 = 64 << 10;
 const MAX_SUFFIX: u64 = 8 << 20;
 /// Times one fetch asks again for a gap (the log grew by more than the suffix asked).
 const MAX_GAPS: u32 = 3;
+/// How often a long log fetch says how far it got.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// Logs fetched at once.
 const CONCURRENT_FETCHES: usize = 4;
 
@@ -451,7 +453,12 @@ impl LogStore {
             .acquire()
             .await
             .expect("semaphore never closed");
+        let counted = crate::stats::STATS.log_fetch_started();
         let r = self.fetch_new(meta, &mut st).await;
+        drop(counted);
+        if let Err(err) = &r {
+            crate::stats::STATS.error(format!("job log {}: {err}", meta.job_id));
+        }
         *e.checked.lock().unwrap() = Some(Instant::now());
         e.size.store(st.text_len, Ordering::Release);
         match r {
@@ -490,6 +497,7 @@ impl LogStore {
         let mut failures = 0u32;
         let (mut gaps, mut exact) = (0u32, None::<u64>);
         let mut last_progress = Instant::now();
+        let mut reported = Instant::now();
         let mut last_err = String::new();
         loop {
             if failures >= ATTEMPTS
@@ -585,6 +593,10 @@ impl LogStore {
                 }
                 self.consume(st, c, &mut out)?;
                 progressed = true;
+                if reported.elapsed() >= PROGRESS_EVERY {
+                    reported = Instant::now();
+                    tracing::info!(job = %meta.job_id, raw_bytes = st.raw_len, total = ?stream.total, "fetching a big job log");
+                }
             }
             if progressed {
                 last_progress = Instant::now();
@@ -608,6 +620,9 @@ impl LogStore {
     /// Renders raw bytes onto the log's text.
     fn consume(&self, st: &mut State, raw: &[u8], out: &mut Vec<u8>) -> Result<(), LogError> {
         st.raw_len += raw.len() as u64;
+        crate::stats::STATS
+            .log_bytes
+            .fetch_add(raw.len() as u64, Ordering::Relaxed);
         let text: &[u8] = match st.renderer.as_mut() {
             Some(r) => {
                 out.clear();
