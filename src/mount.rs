@@ -75,6 +75,8 @@ impl Ready {
                 let _ = f.write_all(format!("ERR {msg}\n").as_bytes());
             }
             None => {
+                // After the log lines already queued for stderr, not before or instead.
+                crate::logging::flush(Duration::from_millis(500));
                 let _ = writeln!(std::io::stderr(), "bkfs: error: {msg}");
             }
         }
@@ -177,7 +179,9 @@ pub fn run(plan: MountPlan) -> i32 {
     };
     if plan.foreground {
         crate::logging::init(plan.verbose, None);
-        return serve(plan, mountpoint, Ready(None));
+        let code = serve(plan, mountpoint, Ready(None));
+        crate::logging::flush(Duration::from_millis(500));
+        return code;
     }
     if let Some(dir) = plan.log_file.parent() {
         let _ = std::fs::create_dir_all(dir);
@@ -575,7 +579,6 @@ fn serve(plan: MountPlan, mountpoint: PathBuf, mut ready: Ready) -> i32 {
     rt.block_on(reader_for_exit.flush(Duration::from_secs(5)));
     rt.shutdown_timeout(Duration::from_secs(1));
     crate::logging::report_dropped();
-    crate::logging::flush(Duration::from_millis(500));
     std::mem::forget(bg);
     code
 }
