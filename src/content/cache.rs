@@ -48,21 +48,23 @@ pub fn content_key(sha1sum: Option<&str>, artifact_id: &str) -> String {
         Some(s) if s.len() == 40 && s.bytes().all(|c| c.is_ascii_hexdigit()) => {
             format!("s-{}", s.to_ascii_lowercase())
         }
-        _ => {
-            let safe: String = artifact_id
-                .chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() || c == '-' {
-                        c
-                    } else {
-                        '_'
-                    }
-                })
-                .take(100)
-                .collect();
-            format!("a-{safe}")
-        }
+        _ => format!("a-{}", key_part(artifact_id)),
     }
+}
+
+/// An id as part of a cache key (a directory name): ASCII letters, digits and `-` kept,
+/// anything else `_`, at most 100 characters.
+pub fn key_part(id: &str) -> String {
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(100)
+        .collect()
 }
 
 impl DiskCache {

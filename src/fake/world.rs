@@ -20,19 +20,6 @@ pub const FINISHED_AT: &str = "2026-01-02T03:14:05.000Z";
 /// Build states after which a build no longer changes (REST spelling).
 pub const FINAL_BUILD_STATES: [&str; 5] = ["passed", "failed", "canceled", "skipped", "not_run"];
 
-/// Job states after which a job no longer changes (REST spelling).
-const FINAL_JOB_STATES: [&str; 9] = [
-    "passed",
-    "failed",
-    "canceled",
-    "skipped",
-    "broken",
-    "timed_out",
-    "expired",
-    "finished",
-    "soft_failed",
-];
-
 /// One build of one pipeline, with everything its artifacts hold.
 #[derive(Debug, Clone)]
 pub struct FakeBuild {
@@ -122,7 +109,7 @@ impl FakeBuild {
             return false;
         };
         j.state = Some(state.to_string());
-        j.finished_at = FINAL_JOB_STATES.contains(&state).then(now_rfc3339);
+        j.finished_at = crate::tree::is_final_job_state(Some(state)).then(now_rfc3339);
         true
     }
 

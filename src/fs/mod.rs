@@ -272,6 +272,26 @@ pub fn tree_of(listing: &Listing, number: u64, logs: Option<&LogStore>) -> Tree 
     t
 }
 
+/// What `rm` answers for the API's answer to a DELETE of `what`: done (or already gone),
+/// `EACCES` when refused, else `EIO`; logged.
+fn delete_outcome(r: std::result::Result<(), ApiError>, what: &str) -> Result<()> {
+    match r {
+        Ok(()) => Ok(()),
+        Err(ApiError::NotFound { .. }) => {
+            tracing::info!(what, "already gone");
+            Ok(())
+        }
+        Err(ApiError::Forbidden { message }) | Err(ApiError::Unauthorized { message }) => {
+            tracing::warn!(what, %message, "delete refused");
+            Err(FsError::Access(message))
+        }
+        Err(e) => {
+            tracing::error!(what, error = %e, "delete failed");
+            Err(FsError::Io(e.to_string()))
+        }
+    }
+}
+
 fn api_error(e: ApiError) -> FsError {
     match e {
         ApiError::NotFound { .. } => FsError::NotFound,
@@ -989,20 +1009,10 @@ impl Fs {
             Ok(f) => f,
             Err(l) => return self.unlink_log(&slot, local, l).await,
         };
-        match self.reader.remote().delete(&meta).await {
-            Ok(()) => {}
-            Err(ApiError::NotFound { .. }) => {
-                tracing::info!(path = %meta.original_path, "artifact was already gone");
-            }
-            Err(ApiError::Forbidden { message }) | Err(ApiError::Unauthorized { message }) => {
-                tracing::warn!(path = %meta.original_path, %message, "delete refused");
-                return Err(FsError::Access(message));
-            }
-            Err(e) => {
-                tracing::error!(path = %meta.original_path, error = %e, "delete failed");
-                return Err(FsError::Io(e.to_string()));
-            }
-        }
+        delete_outcome(
+            self.reader.remote().delete(&meta).await,
+            &meta.original_path,
+        )?;
         self.deleted
             .lock()
             .unwrap()
@@ -1018,20 +1028,10 @@ impl Fs {
     /// `rm` of a job log: `DELETE .../log`.
     async fn unlink_log(&self, slot: &Slot, local: Ino, meta: LogMeta) -> Result<()> {
         let store = self.logs.as_ref().ok_or(FsError::NotFound)?;
-        match store.delete(&meta).await {
-            Ok(()) => {}
-            Err(ApiError::NotFound { .. }) => {
-                tracing::info!(job = %meta.job_id, "the log was already gone");
-            }
-            Err(ApiError::Forbidden { message }) | Err(ApiError::Unauthorized { message }) => {
-                tracing::warn!(job = %meta.job_id, %message, "log delete refused");
-                return Err(FsError::Access(message));
-            }
-            Err(e) => {
-                tracing::error!(job = %meta.job_id, error = %e, "log delete failed");
-                return Err(FsError::Io(e.to_string()));
-            }
-        }
+        delete_outcome(
+            store.delete(&meta).await,
+            &format!("log of job {}", meta.job_id),
+        )?;
         if let Some(t) = slot.tree.write().unwrap().as_mut() {
             t.remove_file(local);
         }

@@ -217,18 +217,11 @@ impl LogStore {
     }
 
     fn key(&self, job: &str) -> String {
-        let safe: String = job
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .take(100)
-            .collect();
-        format!("l1-{safe}-{}", self.cfg.format.tag())
+        format!(
+            "l1-{}-{}",
+            crate::content::cache::key_part(job),
+            self.cfg.format.tag()
+        )
     }
 
     fn new_renderer(&self) -> Option<render::Renderer> {
