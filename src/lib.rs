@@ -2,6 +2,7 @@
 //!
 //! See `docs/DESIGN.md` for how the modules fit together.
 pub mod api;
+pub mod archive;
 pub mod build_ref;
 pub mod cli;
 pub mod content;
