@@ -502,3 +502,35 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// The sink cuts any sequence of writes into the same blocks, and the store reads any
+    /// range of them back.
+    #[test]
+    fn sink_blocks_read_back(
+        chunks in proptest::collection::vec(1usize..700_000, 1..8),
+        ranges in proptest::collection::vec((any::<u64>(), 0u64..3_000_000), 1..10),
+    ) {
+        let store = store::Derived::new(None);
+        let total: usize = chunks.iter().sum();
+        let data = crate::content::cache::content_key(None, "x").into_bytes();
+        let data: Vec<u8> = (0..total).map(|i| data[i % data.len()].wrapping_add((i / 7) as u8)).collect();
+        let mut sink = store::Sink::new(&store, "k".into(), total as u64);
+        let mut at = 0;
+        for c in &chunks {
+            sink.write_all(&data[at..at + c]).unwrap();
+            at += c;
+        }
+        prop_assert!(sink.write_all(b"!").is_err(), "past the limit");
+        sink.finish();
+        prop_assert_eq!(sink.crc.clone().finalize(), crc32fast::hash(&data));
+        for (off, len) in ranges {
+            let off = off % (total as u64 + 1);
+            let got = store.read("k", total as u64, off, len).unwrap();
+            let end = (off + len).min(total as u64);
+            prop_assert_eq!(&got[..], &data[off as usize..end as usize]);
+        }
+    }
+}
