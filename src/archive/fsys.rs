@@ -134,9 +134,7 @@ impl Archives {
         meta: &FileMeta,
         mtime: SystemTime,
     ) -> Option<Ino> {
-        let format = super::format_of_name(&meta.original_path).or_else(|| {
-            super::format_of_name(&meta.original_path.rsplit('/').next()?.to_string())
-        })?;
+        let format = super::format_of_name(&meta.original_path)?;
         let mut by = self.by_file.lock().unwrap();
         if let Some(&id) = by.get(&file) {
             return Some(ino_of(id, 0));

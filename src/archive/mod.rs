@@ -20,7 +20,7 @@ pub mod zip;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +30,8 @@ use crate::tree::naming::{escape_name, sanitize_component, with_tag};
 pub const MAX_ENTRIES: usize = 1_000_000;
 /// Most bytes of entry paths (and link targets) in one archive's index.
 pub const MAX_NAME_BYTES: usize = 64 << 20;
+/// Deepest entry path (in components): deeper ones cannot be used anyway (PATH_MAX).
+pub const MAX_DEPTH: usize = 1024;
 /// The name of the target a symlink gets when its own target would leave the archive: it
 /// never exists, so the link dangles.
 pub const OUTSIDE: &str = ".bkfs-link-outside-archive";
@@ -236,28 +238,17 @@ impl Index {
             return Err(ArchiveError::TooLarge(format!("{bytes} bytes of names")));
         }
         let comps: Vec<Vec<String>> = raw.iter().map(|r| components(&r.path)).collect();
-        // Every directory path, explicit or implied.
-        let mut dirs: HashSet<Vec<String>> = HashSet::new();
-        for (r, c) in raw.iter().zip(&comps) {
-            let n = if r.kind == RawKind::Dir {
-                c.len()
-            } else {
-                c.len().saturating_sub(1)
-            };
-            for k in 1..=n {
-                if !dirs.contains(&c[..k]) {
-                    dirs.insert(c[..k].to_vec());
-                }
-            }
+        if comps.iter().any(|c| c.len() > MAX_DEPTH) {
+            return Err(ArchiveError::TooLarge(format!(
+                "a path deeper than {MAX_DEPTH} components"
+            )));
         }
         let mut idx = Index {
             format,
             entries: vec![Entry {
                 name: String::new(),
                 parent: 0,
-                kind: EntryKind::Dir {
-                    children: BTreeMap::new(),
-                },
+                kind: EntryKind::dir(),
                 size: 0,
                 mtime: 0,
                 stored: String::new(),
@@ -265,36 +256,40 @@ impl Index {
             }],
             stream_len,
         };
-        let mut dir_ix: HashMap<Vec<String>, u32> = HashMap::new();
-        dir_ix.insert(Vec::new(), 0);
-        // Stored path (normalized) → entry, for hard links.
-        let mut by_stored: HashMap<Vec<String>, u32> = HashMap::new();
-        for (i, (r, c)) in raw.into_iter().zip(comps).enumerate() {
-            let parent_len = if r.kind == RawKind::Dir {
+        // Pass 1: every directory, explicit or implied, so that directories keep their names.
+        let mut parents = Vec::with_capacity(raw.len());
+        for (r, c) in raw.iter().zip(&comps) {
+            let is_dir = r.kind == RawKind::Dir;
+            let n = if is_dir {
                 c.len()
             } else {
                 c.len().saturating_sub(1)
             };
-            let mut parent = 0u32;
-            for k in 1..=parent_len {
-                parent = match dir_ix.get(&c[..k]) {
+            let mut at = 0u32;
+            for name in &c[..n] {
+                at = match idx.children(at).and_then(|ch| ch.get(name)) {
                     Some(&d) => d,
-                    None => {
-                        let d = idx.push(parent, c[k - 1].clone(), EntryKind::dir(), &r, None);
-                        dir_ix.insert(c[..k].to_vec(), d);
-                        d
-                    }
+                    None => idx.push(at, name.clone(), EntryKind::dir(), r, None),
                 };
             }
-            let stored = String::from_utf8_lossy(&r.path).into_owned();
+            if idx.entries.len() > 2 * MAX_ENTRIES {
+                return Err(ArchiveError::TooLarge("too many directories".into()));
+            }
+            if is_dir && at != 0 {
+                let e = &mut idx.entries[at as usize];
+                e.mtime = r.mtime;
+                e.stored = String::from_utf8_lossy(&r.path).into_owned();
+            }
+            parents.push(at);
+        }
+        // Stored path (normalized) → entry, for hard links.
+        let mut by_stored: HashMap<Vec<String>, u32> = HashMap::new();
+        // Pass 2: files and links, in archive order.
+        for (i, ((r, c), parent)) in raw.into_iter().zip(comps).zip(parents).enumerate() {
             if r.kind == RawKind::Dir {
-                if parent != 0 {
-                    let e = &mut idx.entries[parent as usize];
-                    e.mtime = r.mtime;
-                    e.stored = stored;
-                }
                 continue;
             }
+            let stored = String::from_utf8_lossy(&r.path).into_owned();
             let leaf = match c.last() {
                 Some(l) => l.clone(),
                 None => escape_name(""),
@@ -319,11 +314,6 @@ impl Index {
             };
             let taken = |name: &str, idx: &Index| {
                 idx.children(parent).is_some_and(|ch| ch.contains_key(name))
-                    || dirs.contains(&{
-                        let mut p = c[..c.len().saturating_sub(1)].to_vec();
-                        p.push(name.to_string());
-                        p
-                    })
             };
             let mut name = leaf.clone();
             let mut k = 1u32;

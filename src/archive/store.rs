@@ -24,9 +24,12 @@ const MARKER: u64 = 1 << 40;
 /// In-memory budget for derived blocks.
 const MEM_BUDGET: u64 = 64 << 20;
 
+/// Blocks in memory and their total size.
+type MemBlocks = (LruCache<(String, u64), Bytes>, u64);
+
 pub struct Derived {
     disk: Option<Arc<DiskCache>>,
-    mem: Mutex<(LruCache<(String, u64), Bytes>, u64)>,
+    mem: Mutex<MemBlocks>,
 }
 
 impl Derived {

@@ -534,3 +534,24 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn deep_and_numerous_paths_are_bounded() {
+    let entry = |p: String| RawEntry {
+        path: p.into_bytes(),
+        kind: RawKind::File,
+        size: 0,
+        mtime: 0,
+        data: Some(Data::Tar { offset: 0 }),
+    };
+    let deep = vec!["a"; MAX_DEPTH + 1].join("/");
+    assert!(matches!(
+        Index::build(Format::Tar, vec![entry(deep)], 0),
+        Err(ArchiveError::TooLarge(_))
+    ));
+    // Many entries at the deepest allowed level (the build makes no per-prefix copies).
+    let ok = vec!["a"; MAX_DEPTH - 1].join("/");
+    let raw: Vec<RawEntry> = (0..2000).map(|i| entry(format!("{ok}/f{i}"))).collect();
+    let idx = Index::build(Format::Tar, raw, 0).unwrap();
+    assert_eq!(idx.entries.len(), 1 + (MAX_DEPTH - 1) + 2000);
+}
