@@ -210,7 +210,9 @@ impl Archives {
         let idx = a.index.read().unwrap().clone();
         match idx {
             Some(idx) => self.entry_attr(&a, &idx, id, ix),
-            None if ix == 0 => Ok(self.attr(ino, Kind::Dir, 0, a.mtime, 2)),
+            // Not indexed yet: the number of subdirectories is unknown, and 1 is what
+            // filesystems answer then (find does not take it as "no subdirectories").
+            None if ix == 0 => Ok(self.attr(ino, Kind::Dir, 0, a.mtime, 1)),
             None => Err(FsError::NotFound),
         }
     }
