@@ -511,3 +511,31 @@ fn hostile_archives_fail_cleanly_and_the_mount_keeps_serving() {
         assert!(env.m.daemon_pids().len() == 1);
     });
 }
+
+/// A plain tar is indexed by reading headers and skipping entry data with ranges.
+#[test]
+fn big_tar_is_indexed_by_skipping_data() {
+    bounded(T, || {
+        let chunk = det_bytes(MIB, 11);
+        let tar = tar_of(|t| {
+            for i in 0..4 {
+                let data: Vec<u8> = chunk.iter().cycle().take(30 * MIB).copied().collect();
+                tar_file(t, &format!("part-{i}.bin"), &data);
+                tar_file(t, &format!("note-{i}.txt"), format!("note {i}").as_bytes());
+            }
+        });
+        let env = Env::new(build(7, vec![("big.tar", tar)]), &[]);
+        env.server.reset_counts();
+        let before = env.server.storage_bytes_served();
+        let root = env.mnt().join("job/big.tar#");
+        assert_eq!(ls(&root).len(), 8);
+        let served = env.server.storage_bytes_served() - before;
+        eprintln!("indexing a 120 MiB tar of 8 entries fetched {served} bytes");
+        assert!(served <= 2 * MIB as u64, "indexing fetched {served} bytes");
+        assert_eq!(std::fs::read(root.join("note-2.txt")).unwrap(), b"note 2");
+        let fh = std::fs::File::open(root.join("part-3.bin")).unwrap();
+        let mut buf = vec![0u8; 4096];
+        fh.read_exact_at(&mut buf, 7 * MIB as u64 + 5).unwrap();
+        assert_eq!(buf[..], chunk[5..4101]);
+    });
+}
