@@ -38,6 +38,34 @@ fn zip_of(files: &[(&str, &[u8], bool)], large: bool) -> Vec<u8> {
     w.finish().unwrap().into_inner()
 }
 
+/// Rewrites a small zip's end so that its central directory is found only through a ZIP64
+/// end record and locator (the classic end record's fields saturated).
+fn to_zip64(b: &[u8]) -> Vec<u8> {
+    let e = b.len() - 22;
+    assert_eq!(&b[e..e + 4], b"PK\x05\x06");
+    let entries = u16::from_le_bytes([b[e + 10], b[e + 11]]) as u64;
+    let cd_size = u32::from_le_bytes(b[e + 12..e + 16].try_into().unwrap()) as u64;
+    let cd_off = u32::from_le_bytes(b[e + 16..e + 20].try_into().unwrap()) as u64;
+    let mut out = b[..e].to_vec();
+    let at = out.len() as u64;
+    out.extend_from_slice(b"PK\x06\x06");
+    out.extend_from_slice(&44u64.to_le_bytes());
+    out.extend_from_slice(&[45, 0, 45, 0]);
+    out.extend_from_slice(&[0; 8]);
+    for v in [entries, entries, cd_size, cd_off] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out.extend_from_slice(b"PK\x06\x07");
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&at.to_le_bytes());
+    out.extend_from_slice(&1u32.to_le_bytes());
+    out.extend_from_slice(b"PK\x05\x06");
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&[0xff; 16]);
+    out.extend_from_slice(&[0; 2]);
+    out
+}
+
 fn tar_of(build: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     build(&mut b);
@@ -162,10 +190,11 @@ fn zip_tar_and_targz_list_and_read_like_the_archive() {
             ],
             false,
         );
-        let zip64 = zip_of(
+        // ZIP64 extra fields, and a central directory found through the ZIP64 end record.
+        let zip64 = to_zip64(&zip_of(
             &[("a.bin", &text[..1000], false), ("b/c", b"cc", true)],
             true,
-        );
+        ));
         let tar = tar_of(|t| {
             tar_file(t, "junit/a.xml", b"<AssertionError/>");
             tar_file(t, "junit/b.xml", b"<ok/>");

@@ -10,6 +10,34 @@ use super::tar::TarWalker;
 use super::zip::{self as z, Tail};
 use super::*;
 
+/// Rewrites a small zip's end so that its central directory is found only through a ZIP64
+/// end record and locator (the classic end record's fields saturated).
+fn to_zip64(b: &[u8]) -> Vec<u8> {
+    let e = b.len() - 22;
+    assert_eq!(&b[e..e + 4], b"PK\x05\x06");
+    let entries = u16::from_le_bytes([b[e + 10], b[e + 11]]) as u64;
+    let cd_size = u32::from_le_bytes(b[e + 12..e + 16].try_into().unwrap()) as u64;
+    let cd_off = u32::from_le_bytes(b[e + 16..e + 20].try_into().unwrap()) as u64;
+    let mut out = b[..e].to_vec();
+    let at = out.len() as u64;
+    out.extend_from_slice(b"PK\x06\x06");
+    out.extend_from_slice(&44u64.to_le_bytes());
+    out.extend_from_slice(&[45, 0, 45, 0]);
+    out.extend_from_slice(&[0; 8]);
+    for v in [entries, entries, cd_size, cd_off] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out.extend_from_slice(b"PK\x06\x07");
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&at.to_le_bytes());
+    out.extend_from_slice(&1u32.to_le_bytes());
+    out.extend_from_slice(b"PK\x05\x06");
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&[0xff; 16]);
+    out.extend_from_slice(&[0; 2]);
+    out
+}
+
 fn make_zip(files: &[(&str, &[u8], bool)], large: bool) -> Vec<u8> {
     let mut w = ::zip::ZipWriter::new(Cursor::new(Vec::new()));
     for (name, data, deflate) in files {
@@ -105,7 +133,16 @@ fn zip_stored_and_deflated_entries_round_trip() {
 
 #[test]
 fn zip64_records_are_followed() {
-    let b = make_zip(&[("x", b"abc", false), ("y/z", b"defg", true)], true);
+    let b = to_zip64(&make_zip(
+        &[("x", b"abc", false), ("y/z", b"defg", true)],
+        true,
+    ));
+    let size = b.len() as u64;
+    let tail = &b[(size - size.min(z::TAIL_LEN)) as usize..];
+    assert!(matches!(
+        z::parse_tail(tail, size).unwrap(),
+        Tail::Zip64At(_)
+    ));
     let idx = index_zip(&b).unwrap();
     let files = files_of(&idx);
     assert_eq!(zip_entry(&b, &idx, files["y/z"]).unwrap(), b"defg");
