@@ -91,6 +91,11 @@ pub struct MountArgs {
     /// Let `rm` delete artifacts through the API (otherwise rm fails with EROFS).
     #[arg(long)]
     pub allow_delete: bool,
+    /// List `NAME#` (the inside of each .zip/.jar/.tar/.tar.gz/.tgz artifact) in directory
+    /// listings too, so `find` and `grep -r` search inside archives. Without it, `NAME#` is
+    /// reached by name only.
+    #[arg(long)]
+    pub list_archives: bool,
     /// Let other users see the mount (needs user_allow_other in /etc/fuse.conf).
     #[arg(long)]
     pub allow_other: bool,
@@ -242,6 +247,7 @@ fn plan(a: MountArgs) -> Result<MountPlan, String> {
         mountpoint: a.mountpoint,
         foreground: a.foreground,
         allow_delete: a.allow_delete,
+        list_archives: a.list_archives,
         allow_other: a.allow_other,
         cache_dir,
         cache_size: a.cache_size,

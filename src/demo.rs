@@ -55,6 +55,7 @@ pub fn run(mountpoint: PathBuf, verbose: u8) -> i32 {
         mountpoint,
         foreground: true,
         allow_delete: false,
+        list_archives: false,
         allow_other: false,
         cache_dir: cache_dir.clone(),
         cache_size: 256 << 20,

@@ -3,6 +3,7 @@
 //! See `docs/DESIGN.md` for how the modules fit together.
 pub mod access;
 pub mod api;
+pub mod archive;
 pub mod build_ref;
 pub mod cli;
 pub mod content;

@@ -45,6 +45,8 @@ pub struct MountPlan {
     pub mountpoint: PathBuf,
     pub foreground: bool,
     pub allow_delete: bool,
+    /// `--list-archives`: readdir shows `NAME#` for archive artifacts.
+    pub list_archives: bool,
     pub allow_other: bool,
     pub cache_dir: PathBuf,
     /// Budget of the on-disk cache, in bytes (0 disables it).
@@ -466,6 +468,7 @@ fn serve(plan: MountPlan, mountpoint: PathBuf, mut ready: Ready) -> i32 {
             fs_cfg,
         ),
     };
+    fs.set_list_archives(plan.list_archives);
     let mut cfg = Config::default();
     cfg.mount_options = mount_options(&plan);
     cfg.acl = if plan.allow_other {

@@ -25,6 +25,8 @@ struct Opts {
     gql_window: u64,
     /// Job logs (2 MiB each) of the grep-across-job-logs row (0: skip it).
     job_logs: usize,
+    /// Archive rows: entries of the zip (0: skip them).
+    archive_entries: usize,
 }
 
 fn parse_opts() -> Opts {
@@ -38,6 +40,20 @@ fn parse_opts() -> Opts {
     };
     let runs = value("--runs").unwrap_or(3) as usize;
     let gql_window = value("--window").unwrap_or(6).max(1);
+    // --archives: only the archive rows (10,000 entries, 200 MiB; --entries N to change).
+    if args.iter().any(|a| a == "--archives") {
+        return Opts {
+            runs,
+            big: 0,
+            many: 0,
+            logs: 0,
+            huge: 0,
+            gql_logs: 0,
+            gql_window,
+            job_logs: 0,
+            archive_entries: value("--entries").unwrap_or(10_000) as usize,
+        };
+    }
     // --graphql: only the GraphQL-vs-REST comparison (1,000 logs, 50 requests per window).
     if args.iter().any(|a| a == "--graphql") {
         return Opts {
@@ -49,6 +65,7 @@ fn parse_opts() -> Opts {
             gql_logs: value("--logs").unwrap_or(1000) as usize,
             gql_window,
             job_logs: 0,
+            archive_entries: 0,
         };
     }
     // --job-logs N: only the grep across N cold 2 MiB job logs.
@@ -62,6 +79,7 @@ fn parse_opts() -> Opts {
             gql_logs: 0,
             gql_window,
             job_logs: n as usize,
+            archive_entries: 0,
         };
     }
     // --big-mib N: only the big-file measurements, with an N MiB artifact.
@@ -80,6 +98,7 @@ fn parse_opts() -> Opts {
             gql_logs: 0,
             gql_window,
             job_logs: 0,
+            archive_entries: 0,
         };
     }
     if quick {
@@ -92,6 +111,7 @@ fn parse_opts() -> Opts {
             gql_logs: 200,
             gql_window,
             job_logs: 20,
+            archive_entries: 2_000,
         }
     } else {
         Opts {
@@ -103,6 +123,7 @@ fn parse_opts() -> Opts {
             gql_logs: 1_000,
             gql_window,
             job_logs: 50,
+            archive_entries: 10_000,
         }
     }
 }
@@ -261,6 +282,12 @@ fn main() {
         o.runs
     );
 
+    if o.big == 0 && o.archive_entries > 0 {
+        let mut rows = Vec::new();
+        archive_rows(&server, &w, o.archive_entries, o.runs, &mut rows);
+        print_rows(&rows, &cores, &mem);
+        return;
+    }
     if o.big == 0 && (o.gql_logs > 0 || o.job_logs > 0) {
         let mut rows = Vec::new();
         if o.gql_logs > 0 {
@@ -602,6 +629,9 @@ fn main() {
     if o.job_logs > 0 {
         job_logs_grep(&server, &w, o.job_logs, o.runs, &mut rows);
     }
+    if o.archive_entries > 0 {
+        archive_rows(&server, &w, o.archive_entries, o.runs, &mut rows);
+    }
     print_rows(&rows, &cores, &mem);
 }
 
@@ -662,6 +692,137 @@ fn job_logs_grep(server: &FakeServer, w: &Path, n: usize, runs: usize, rows: &mu
         target: "> 1x (faster)".into(),
         ok: bb / oo > 1.0,
     });
+}
+
+/// Archive artifacts (`NAME#`), throttled storage (30 ms first byte, 80 MB/s): a stored zip
+/// and a tar.gz of `entries` incompressible files (200 MiB in all), made with the system's
+/// `zip` and `tar`. Each bkfs figure is a fresh mount with a cold cache.
+fn archive_rows(server: &FakeServer, w: &Path, entries: usize, runs: usize, rows: &mut Vec<Row>) {
+    let total: u64 = 200 << 20;
+    let each = total / entries as u64;
+    eprintln!(
+        "preparing a {entries}-entry, {} MiB zip and tar.gz ...",
+        total >> 20
+    );
+    let src = w.join("arch-src");
+    for i in 0..entries {
+        let d = src.join(format!("d{:03}", i % 100));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(format!("f{i:05}.bin")), noise(each, i as u64 + 1)).unwrap();
+    }
+    let zip = w.join("a.zip");
+    let tgz = w.join("a.tar.gz");
+    sh(&format!(
+        "cd {} && zip -0 -q -r {} .",
+        src.display(),
+        zip.display()
+    ));
+    sh(&format!("tar czf {} -C {} .", tgz.display(), src.display()));
+    let _ = std::fs::remove_dir_all(&src);
+    let mut b = FakeBuild::new("bench", "arch", 1);
+    let job = b.add_job("Arch");
+    let zart = b.add_artifact(&job, "a.zip", std::fs::read(&zip).unwrap());
+    let tart = b.add_artifact(&job, "a.tar.gz", std::fs::read(&tgz).unwrap());
+    server.add_build(b);
+    server.set_storage_latency(Duration::from_millis(30));
+    server.set_storage_bandwidth(80_000_000);
+    server.set_api_latency(Duration::from_millis(20));
+    let local = w.join("arch-local.zip");
+    let entry = format!("d042/f{:05}.bin", 42 + 100 * (entries / 200));
+    let cold = |f: &dyn Fn(&Path)| -> f64 {
+        let cache = w.join("arch-cache");
+        let m = mount(server, "bench/arch/1", &w.join("mnt"), &cache, &[]);
+        drop_caches();
+        let t = time(|| f(&m.mnt.join("arch")));
+        drop(m);
+        let _ = std::fs::remove_dir_all(&cache);
+        t
+    };
+    let med = |f: &dyn Fn() -> f64| median((0..runs).map(|_| f()).collect());
+    let ls_r = med(&|| {
+        cold(&|j: &Path| {
+            sh(&format!("ls -R {}/a.zip# > /dev/null", j.display()));
+        })
+    });
+    let unzip_plain = med(&|| {
+        cold(&|j: &Path| {
+            sh(&format!("unzip -l {}/a.zip > /dev/null", j.display()));
+        })
+    });
+    let curl_unzip = med(&|| {
+        let url = signed_url(server, "bench", "arch", 1, &job, &zart);
+        time(|| {
+            sh(&format!(
+                "curl -s -o {} '{url}' && unzip -l {} > /dev/null",
+                local.display(),
+                local.display()
+            ));
+        })
+    });
+    rows.push(Row {
+        name: format!(
+            "list a {entries}-entry 200 MiB zip: `ls -R NAME#` vs `unzip -l` of NAME through bkfs"
+        ),
+        bkfs: format!("{:.2} s", ls_r),
+        baseline: format!("{:.2} s", unzip_plain),
+        ratio: unzip_plain / ls_r,
+        target: ">= 1x".into(),
+        ok: unzip_plain / ls_r >= 1.0,
+    });
+    rows.push(Row {
+        name: format!("list a {entries}-entry 200 MiB zip: `ls -R NAME#` vs curl + `unzip -l`"),
+        bkfs: format!("{:.2} s", ls_r),
+        baseline: format!("{:.2} s", curl_unzip),
+        ratio: curl_unzip / ls_r,
+        target: ">= 5x".into(),
+        ok: curl_unzip / ls_r >= 5.0,
+    });
+    let cat = med(&|| {
+        cold(&|j: &Path| {
+            sh(&format!("cat {}/a.zip#/{entry} > /dev/null", j.display()));
+        })
+    });
+    let curl_p = med(&|| {
+        let url = signed_url(server, "bench", "arch", 1, &job, &zart);
+        time(|| {
+            sh(&format!(
+                "curl -s -o {} '{url}' && unzip -p {} {entry} > /dev/null",
+                local.display(),
+                local.display()
+            ));
+        })
+    });
+    rows.push(Row {
+        name: "read one small zip entry cold vs curl of the archive + `unzip -p`".into(),
+        bkfs: format!("{:.2} s", cat),
+        baseline: format!("{:.2} s", curl_p),
+        ratio: curl_p / cat,
+        target: ">= 5x".into(),
+        ok: curl_p / cat >= 5.0,
+    });
+    let index = med(&|| {
+        cold(&|j: &Path| {
+            sh(&format!("ls {}/a.tar.gz# > /dev/null", j.display()));
+        })
+    });
+    let curl_tar = med(&|| {
+        let url = signed_url(server, "bench", "arch", 1, &job, &tart);
+        time(|| {
+            sh(&format!("curl -s '{url}' | tar tz > /dev/null"));
+        })
+    });
+    rows.push(Row {
+        name: "index a 200 MiB tar.gz (`ls NAME#`, cold) vs `curl | tar tz`".into(),
+        bkfs: format!("{:.2} s", index),
+        baseline: format!("{:.2} s", curl_tar),
+        ratio: curl_tar / index,
+        target: ">= 0.5x".into(),
+        ok: curl_tar / index >= 0.5,
+    });
+    let _ = std::fs::remove_file(&local);
+    server.set_storage_latency(Duration::ZERO);
+    server.set_storage_bandwidth(0);
+    server.set_api_latency(Duration::ZERO);
 }
 
 /// `grep -r` over `logs` cold logs under an enforced limit of 50 API requests per

@@ -169,6 +169,11 @@ impl Reader {
         &self.remote
     }
 
+    /// The disk cache, when there is one (archive indexes and unpacked entries live there too).
+    pub fn disk(&self) -> Option<&Arc<DiskCache>> {
+        self.disk.as_ref()
+    }
+
     /// Reads up to `size` bytes at `offset`; short only at end of file.
     pub async fn read(
         self: &Arc<Self>,

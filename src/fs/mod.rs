@@ -32,6 +32,7 @@ use bytes::Bytes;
 
 use crate::api::model::Build;
 use crate::api::ApiError;
+use crate::archive::fsys::{archive_stem, is_archive_ino, Archives};
 use crate::content::reader::WHOLE_FILE_MAX;
 use crate::content::remote::BoxFuture;
 use crate::content::{Handle, ReadError, Reader};
@@ -244,6 +245,8 @@ pub struct Fs {
     dir_seq: Mutex<HashMap<Ino, (String, usize)>>,
     /// Per open directory handle: the listing being read.
     dirs: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
+    /// `NAME#` directories of archive artifacts (their own inode range).
+    archives: Archives,
 }
 
 /// Most small sibling files fetched ahead of a directory scan.
@@ -308,6 +311,7 @@ impl Fs {
         logs: Option<Arc<LogStore>>,
         cfg: FsConfig,
     ) -> Arc<Fs> {
+        let archives = Archives::new(reader.clone(), cfg.uid, cfg.gid);
         Arc::new(Fs {
             pipeline: pipeline.map(RwLock::new),
             slots: RwLock::new(slots),
@@ -322,6 +326,7 @@ impl Fs {
             deleted: Mutex::new(HashSet::new()),
             dir_seq: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
+            archives,
         })
     }
 
@@ -386,6 +391,28 @@ impl Fs {
         for s in 0..n {
             self.watch_if_live(s);
         }
+    }
+
+    /// `--list-archives`: directory listings show `NAME#` next to each archive artifact.
+    pub fn set_list_archives(&self, on: bool) {
+        self.archives.set_listed(on);
+    }
+
+    /// The `NAME#` directory of the archive artifact `name` names in directory `local` of
+    /// slot `s`, unless a real entry holds that name.
+    fn archive_dir(&self, s: usize, local: Ino, name: &str) -> Option<Ino> {
+        let stem = archive_stem(name)?;
+        self.in_tree(s, |tree| {
+            if tree.lookup(local, name).is_some() {
+                return Err(FsError::NotFound);
+            }
+            let n = tree.lookup(local, stem).ok_or(FsError::NotFound)?;
+            let f = n.file().ok_or(FsError::NotFound)?;
+            self.archives
+                .register(global(s, local), global(s, n.ino), f, n.mtime)
+                .ok_or(FsError::NotFound)
+        })?
+        .ok()
     }
 
     pub fn deletes_allowed(&self) -> bool {
@@ -480,6 +507,9 @@ impl Fs {
     }
 
     pub fn getattr(&self, ino: Ino) -> Result<Attr> {
+        if is_archive_ino(ino) {
+            return self.archives.getattr(ino);
+        }
         if self.is_pipeline_ns(ino) {
             return self.pipeline_attr(ino);
         }
@@ -500,6 +530,9 @@ impl Fs {
         let Some(name) = name.to_str() else {
             return Some(Err(FsError::NotFound));
         };
+        if is_archive_ino(parent) {
+            return self.archives.lookup_cached(parent, name);
+        }
         if self.is_pipeline_ns(parent) {
             if split(parent).1 != ROOT_INO {
                 return Some(Err(FsError::NotDir));
@@ -529,6 +562,9 @@ impl Fs {
             return None;
         }
         let (s, local) = split(parent);
+        if let Some(root) = self.archive_dir(s, local, name) {
+            return self.archives.root_cached(root);
+        }
         self.in_tree(s, |tree| {
             let p = tree.get(local).ok_or(FsError::NotFound)?;
             if !p.is_dir() {
@@ -543,6 +579,10 @@ impl Fs {
         if let Some(r) = self.lookup_cached(parent, name) {
             return r;
         }
+        if is_archive_ino(parent) {
+            let name = name.to_str().ok_or(FsError::NotFound)?;
+            return self.archives.lookup(parent, name).await;
+        }
         if self.is_pipeline_ns(parent) {
             if let Some(l) = LINKS.iter().find(|l| Some(l.0) == name.to_str()) {
                 self.refresh_root().await;
@@ -556,6 +596,10 @@ impl Fs {
             return self.build_dir_attr(s).ok_or(FsError::NotFound);
         }
         self.ensure_loaded(split(parent).0).await?;
+        let (s, local) = split(parent);
+        if let Some(root) = name.to_str().and_then(|n| self.archive_dir(s, local, n)) {
+            return self.archives.root(root).await;
+        }
         self.lookup_cached(parent, name)
             .unwrap_or(Err(FsError::NotFound))
     }
@@ -613,6 +657,9 @@ impl Fs {
 
     /// A build directory's entries; `None` when the build is not listed yet.
     fn build_entries(&self, ino: Ino) -> Option<Result<Vec<DirEntry>>> {
+        if is_archive_ino(ino) {
+            return self.archives.entries_cached(ino);
+        }
         let (s, local) = split(ino);
         self.in_tree(s, |tree| {
             let n = tree.get(local).ok_or(FsError::NotFound)?;
@@ -649,6 +696,21 @@ impl Fs {
                     kind,
                     name: name.clone(),
                 });
+                if self.archives.listed() && kind == Kind::File {
+                    if let Some(a) = tree.get(*child).and_then(|c| {
+                        let f = c.file()?;
+                        self.archives.register(ino, global(s, c.ino), f, c.mtime)
+                    }) {
+                        let name = format!("{name}#");
+                        if !children.contains_key(&name) {
+                            out.push(DirEntry {
+                                ino: a,
+                                kind: Kind::Dir,
+                                name,
+                            });
+                        }
+                    }
+                }
             }
             Ok(out)
         })
@@ -656,6 +718,9 @@ impl Fs {
 
     /// Lists what `readdir_cached` could not: a stale pipeline root, an unlisted build.
     async fn prepare_dir(self: &Arc<Self>, ino: Ino) -> Result<()> {
+        if is_archive_ino(ino) {
+            return self.archives.prepare(ino).await;
+        }
         if self.is_pipeline_ns(ino) {
             self.refresh_root().await;
             return Ok(());
@@ -827,6 +892,10 @@ impl Fs {
         if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
             return Err(FsError::ReadOnly("files cannot be opened for writing"));
         }
+        if is_archive_ino(ino) {
+            self.archives.open(ino)?;
+            return Ok(self.next_fh.fetch_add(1, Ordering::Relaxed));
+        }
         let meta = self.current_file(ino)?;
         self.prefetch_siblings(ino);
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
@@ -913,6 +982,9 @@ impl Fs {
     }
 
     pub async fn read(&self, ino: Ino, fh: u64, offset: u64, size: u32) -> Result<Bytes> {
+        if is_archive_ino(ino) {
+            return self.archives.read(ino, offset, size).await;
+        }
         let open = match self
             .handles
             .lock()
@@ -991,6 +1063,9 @@ impl Fs {
             return Err(FsError::ReadOnly(
                 "builds and their links cannot be removed",
             ));
+        }
+        if is_archive_ino(parent) {
+            return Err(FsError::ReadOnly("archive entries cannot be removed"));
         }
         let (s, local_parent) = split(parent);
         let slot = self.slot(s).ok_or(FsError::NotFound)?;
@@ -1073,6 +1148,9 @@ impl Fs {
         if self.is_pipeline_ns(ino) {
             self.getattr(ino)?;
             return Ok(out);
+        }
+        if is_archive_ino(ino) {
+            return self.archives.xattrs(ino);
         }
         let (s, local) = split(ino);
         let slot = self.slot(s).ok_or(FsError::NotFound)?;

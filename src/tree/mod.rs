@@ -106,7 +106,7 @@
 //! time, and set [`Tree::set_build_number`] on the new tree before reconciling (the number is
 //! taken from it), or every node is reported as changed.
 
-mod naming;
+pub mod naming;
 mod reconcile;
 mod time;
 

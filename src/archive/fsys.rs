@@ -1,0 +1,769 @@
+//! Filesystem operations on `NAME#` directories, called by [`crate::fs::Fs`] for inodes in
+//! the archive range (bit 63 set: `1<<63 | archive id << 32 | entry + 1`; entry 0 is the
+//! archive's root).
+//!
+//! - An archive gets its id when `NAME#` is first looked up (or listed with
+//!   `--list-archives`); its index is built on the first lookup, once even under concurrent
+//!   lookups (an async mutex per archive), and never while holding anything the rest of the
+//!   mount needs. A persisted index (disk cache, keyed by the artifact's content key) is
+//!   used first: a remount lists an archive with no request.
+//! - zip: the tail (end record, ZIP64 records) and the central directory by ranged reads;
+//!   stored entries are read by range after checking the local header; deflated entries
+//!   are inflated whole once (never past their declared size; size and CRC checked) into
+//!   the derived store, then served from it. Encrypted entries: `EACCES`. Other methods:
+//!   `EIO` with a log line naming the method.
+//! - tar: headers walked with ranged reads that skip entry data; entries read by range.
+//! - tar.gz: one streaming pass gunzips the artifact, walks the headers and keeps the tar
+//!   stream in the derived store; entries are read from it (a missing block runs the pass
+//!   again).
+//! - A corrupt archive fails its `NAME#` lookup with `EIO` (remembered for the mount);
+//!   network failures are not remembered.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+
+use super::store::{Derived, Sink};
+use super::{check_magic, zip, ArchiveError, Data, EntryKind, Format, Index};
+use crate::content::cache::content_key;
+use crate::content::{Handle, Reader};
+use crate::fs::{Attr, DirEntry, FsError, Kind};
+use crate::tree::{FileMeta, Ino};
+
+pub const ARCHIVE_BIT: u64 = 1 << 63;
+const ID_SHIFT: u32 = 32;
+/// Compressed bytes read per step of a streaming pass.
+const CHUNK: u64 = 1 << 20;
+/// Most bytes a tar.gz may expand to, as a multiple of its size (plus 1 MiB).
+const GZ_RATIO: u64 = 1032;
+/// A streaming pass longer than this logs its progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(3);
+
+pub fn is_archive_ino(ino: Ino) -> bool {
+    ino & ARCHIVE_BIT != 0
+}
+
+fn ino_of(id: u32, ix: u32) -> Ino {
+    ARCHIVE_BIT | ((id as u64) << ID_SHIFT) | (ix as u64 + 1)
+}
+
+fn split_ino(ino: Ino) -> Option<(u32, u32)> {
+    let local = ino & 0xffff_ffff;
+    (is_archive_ino(ino) && local > 0).then(|| {
+        (
+            ((ino & !ARCHIVE_BIT) >> ID_SHIFT) as u32,
+            (local - 1) as u32,
+        )
+    })
+}
+
+/// `NAME` of a `NAME#` lookup whose name says archive.
+pub fn archive_stem(name: &str) -> Option<&str> {
+    let stem = name.strip_suffix('#')?;
+    super::format_of_name(stem).map(|_| stem)
+}
+
+enum Fail {
+    Net(String),
+    Bad(ArchiveError),
+}
+
+impl From<ArchiveError> for Fail {
+    fn from(e: ArchiveError) -> Fail {
+        Fail::Bad(e)
+    }
+}
+
+struct Archive {
+    meta: Arc<FileMeta>,
+    /// The directory holding `NAME#` (global inode).
+    parent: Ino,
+    mtime: SystemTime,
+    format: Format,
+    ckey: String,
+    index: RwLock<Option<Arc<Index>>>,
+    failed: RwLock<Option<String>>,
+    loading: tokio::sync::Mutex<()>,
+    /// Data offsets of zip entries whose local header was checked.
+    offsets: Mutex<HashMap<u32, u64>>,
+    /// Per entry (deflated zip) or 0 (the tar.gz stream): decompressions in progress.
+    inflating: Mutex<HashMap<u32, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+pub struct Archives {
+    reader: Arc<Reader>,
+    store: Derived,
+    uid: u32,
+    gid: u32,
+    list: std::sync::atomic::AtomicBool,
+    by_file: Mutex<HashMap<Ino, u32>>,
+    all: RwLock<Vec<Arc<Archive>>>,
+}
+
+impl Archives {
+    pub fn new(reader: Arc<Reader>, uid: u32, gid: u32) -> Archives {
+        Archives {
+            store: Derived::new(reader.disk().cloned()),
+            reader,
+            uid,
+            gid,
+            list: Default::default(),
+            by_file: Mutex::new(HashMap::new()),
+            all: RwLock::new(Vec::new()),
+        }
+    }
+
+    /// `--list-archives`: `readdir` shows `NAME#` next to each archive.
+    pub fn set_listed(&self, on: bool) {
+        self.list.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn listed(&self) -> bool {
+        self.list.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The archive inode for the file `file` (global inode) in directory `parent`; its id is
+    /// kept for the mount.
+    pub fn register(
+        &self,
+        parent: Ino,
+        file: Ino,
+        meta: &FileMeta,
+        mtime: SystemTime,
+    ) -> Option<Ino> {
+        let format = super::format_of_name(&meta.original_path)?;
+        let mut by = self.by_file.lock().unwrap();
+        if let Some(&id) = by.get(&file) {
+            return Some(ino_of(id, 0));
+        }
+        let mut all = self.all.write().unwrap();
+        let id = all.len() as u32;
+        all.push(Arc::new(Archive {
+            ckey: content_key(meta.sha1sum.as_deref(), &meta.artifact_id),
+            meta: Arc::new(meta.clone()),
+            parent,
+            mtime,
+            format,
+            index: RwLock::new(None),
+            failed: RwLock::new(None),
+            loading: tokio::sync::Mutex::new(()),
+            offsets: Mutex::new(HashMap::new()),
+            inflating: Mutex::new(HashMap::new()),
+        }));
+        by.insert(file, id);
+        Some(ino_of(id, 0))
+    }
+
+    fn archive(&self, id: u32) -> Option<Arc<Archive>> {
+        self.all.read().unwrap().get(id as usize).cloned()
+    }
+
+    fn attr(&self, ino: Ino, kind: Kind, size: u64, mtime: SystemTime, nlink: u32) -> Attr {
+        Attr {
+            ino,
+            kind,
+            size,
+            blocks: size.div_ceil(512),
+            perm: match kind {
+                Kind::Dir => 0o555,
+                Kind::File => 0o444,
+                Kind::Symlink => 0o777,
+            },
+            nlink,
+            uid: self.uid,
+            gid: self.gid,
+            mtime,
+            volatile: false,
+        }
+    }
+
+    fn entry_attr(&self, a: &Archive, idx: &Index, id: u32, ix: u32) -> Result<Attr, FsError> {
+        let e = idx.get(ix).ok_or(FsError::NotFound)?;
+        let mtime = if ix == 0 && e.mtime == 0 {
+            a.mtime
+        } else {
+            SystemTime::UNIX_EPOCH + Duration::from_secs(e.mtime.max(0) as u64)
+        };
+        Ok(match &e.kind {
+            EntryKind::Dir { children } => {
+                let subdirs = children
+                    .values()
+                    .filter(|c| idx.children(**c).is_some())
+                    .count();
+                self.attr(ino_of(id, ix), Kind::Dir, 0, mtime, 2 + subdirs as u32)
+            }
+            EntryKind::File => self.attr(ino_of(id, ix), Kind::File, e.size, mtime, 1),
+            EntryKind::Symlink { target } => {
+                self.attr(ino_of(id, ix), Kind::Symlink, target.len() as u64, mtime, 1)
+            }
+        })
+    }
+
+    /// Attributes from memory. A root whose index is not built yet is a plain directory
+    /// (so that `--list-archives` listings need no request).
+    pub fn getattr(&self, ino: Ino) -> Result<Attr, FsError> {
+        let (id, ix) = split_ino(ino).ok_or(FsError::NotFound)?;
+        let a = self.archive(id).ok_or(FsError::NotFound)?;
+        let idx = a.index.read().unwrap().clone();
+        match idx {
+            Some(idx) => self.entry_attr(&a, &idx, id, ix),
+            // Not indexed yet: the number of subdirectories is unknown, and 1 is what
+            // filesystems answer then (find does not take it as "no subdirectories").
+            None if ix == 0 => Ok(self.attr(ino, Kind::Dir, 0, a.mtime, 1)),
+            None => Err(FsError::NotFound),
+        }
+    }
+
+    /// The lookup of `NAME#` itself: `None` until the index is built.
+    pub fn root_cached(&self, root: Ino) -> Option<Result<Attr, FsError>> {
+        let (id, _) = split_ino(root)?;
+        let a = self.archive(id)?;
+        if let Some(m) = a.failed.read().unwrap().clone() {
+            return Some(Err(FsError::Io(m)));
+        }
+        a.index.read().unwrap().as_ref()?;
+        Some(self.getattr(root))
+    }
+
+    pub async fn root(&self, root: Ino) -> Result<Attr, FsError> {
+        self.prepare(root).await?;
+        self.getattr(root)
+    }
+
+    pub fn lookup_cached(&self, parent: Ino, name: &str) -> Option<Result<Attr, FsError>> {
+        let Some((id, ix)) = split_ino(parent) else {
+            return Some(Err(FsError::NotFound));
+        };
+        let a = self.archive(id)?;
+        let idx = a.index.read().unwrap().clone()?;
+        Some((|| {
+            let ch = idx.children(ix).ok_or(FsError::NotDir)?;
+            let c = *ch.get(name).ok_or(FsError::NotFound)?;
+            self.entry_attr(&a, &idx, id, c)
+        })())
+    }
+
+    pub async fn lookup(&self, parent: Ino, name: &str) -> Result<Attr, FsError> {
+        self.prepare(parent).await?;
+        self.lookup_cached(parent, name)
+            .unwrap_or(Err(FsError::NotFound))
+    }
+
+    /// A directory's entries (`.` and `..` first); `None` until the index is built.
+    pub fn entries_cached(&self, ino: Ino) -> Option<Result<Vec<DirEntry>, FsError>> {
+        let Some((id, ix)) = split_ino(ino) else {
+            return Some(Err(FsError::NotFound));
+        };
+        let a = self.archive(id)?;
+        if let Some(m) = a.failed.read().unwrap().clone() {
+            return Some(Err(FsError::Io(m)));
+        }
+        let idx = a.index.read().unwrap().clone()?;
+        Some((|| {
+            let ch = idx.children(ix).ok_or(FsError::NotDir)?;
+            let parent = if ix == 0 {
+                a.parent
+            } else {
+                ino_of(id, idx.get(ix).ok_or(FsError::NotFound)?.parent)
+            };
+            let mut out = Vec::with_capacity(ch.len() + 2);
+            out.push(DirEntry {
+                ino,
+                kind: Kind::Dir,
+                name: ".".into(),
+            });
+            out.push(DirEntry {
+                ino: parent,
+                kind: Kind::Dir,
+                name: "..".into(),
+            });
+            for (name, &c) in ch {
+                let kind = match idx.get(c).map(|e| &e.kind) {
+                    Some(EntryKind::Dir { .. }) => Kind::Dir,
+                    Some(EntryKind::Symlink { .. }) => Kind::Symlink,
+                    _ => Kind::File,
+                };
+                out.push(DirEntry {
+                    ino: ino_of(id, c),
+                    kind,
+                    name: name.clone(),
+                });
+            }
+            Ok(out)
+        })())
+    }
+
+    pub fn readlink(&self, ino: Ino) -> Result<String, FsError> {
+        let (id, ix) = split_ino(ino).ok_or(FsError::NotFound)?;
+        let a = self.archive(id).ok_or(FsError::NotFound)?;
+        let idx = a.index.read().unwrap().clone().ok_or(FsError::NotFound)?;
+        match &idx.get(ix).ok_or(FsError::NotFound)?.kind {
+            EntryKind::Symlink { target } => Ok(target.clone()),
+            _ => Err(FsError::Invalid),
+        }
+    }
+
+    pub fn xattrs(&self, ino: Ino) -> Result<Vec<(String, Vec<u8>)>, FsError> {
+        let (id, ix) = split_ino(ino).ok_or(FsError::NotFound)?;
+        let a = self.archive(id).ok_or(FsError::NotFound)?;
+        let mut out = Vec::new();
+        let mut put = |k: &str, v: String| out.push((format!("user.archive.{k}"), v.into_bytes()));
+        let Some(idx) = a.index.read().unwrap().clone() else {
+            put("format", format!("{:?}", a.format).to_lowercase());
+            return Ok(out);
+        };
+        let e = idx.get(ix).ok_or(FsError::NotFound)?;
+        if ix == 0 {
+            put("format", format!("{:?}", idx.format).to_lowercase());
+            put("entries", (idx.entries.len() - 1).to_string());
+            return Ok(out);
+        }
+        if !e.stored.is_empty() {
+            put("path", e.stored.clone());
+        }
+        match &e.data {
+            Some(Data::Zip {
+                method,
+                csize,
+                crc,
+                encrypted,
+                ..
+            }) => {
+                put("compressed_size", csize.to_string());
+                put("crc32", format!("{crc:08x}"));
+                put("method", zip::method_name(*method));
+                if *encrypted {
+                    put("encrypted", "1".into());
+                }
+            }
+            Some(Data::Tar { offset }) => put("offset", offset.to_string()),
+            None => {}
+        }
+        Ok(out)
+    }
+
+    /// `open` of an entry: only regular files.
+    pub fn open(&self, ino: Ino) -> Result<(), FsError> {
+        match self.getattr(ino)?.kind {
+            Kind::File => Ok(()),
+            Kind::Dir => Err(FsError::IsDir),
+            Kind::Symlink => Err(FsError::Invalid),
+        }
+    }
+
+    /// Builds (or loads) the index of the archive `ino` belongs to, once.
+    pub async fn prepare(&self, ino: Ino) -> Result<(), FsError> {
+        let (id, _) = split_ino(ino).ok_or(FsError::NotFound)?;
+        let a = self.archive(id).ok_or(FsError::NotFound)?;
+        if let Some(m) = a.failed.read().unwrap().clone() {
+            return Err(FsError::Io(m));
+        }
+        if a.index.read().unwrap().is_some() {
+            return Ok(());
+        }
+        let _g = a.loading.lock().await;
+        if let Some(m) = a.failed.read().unwrap().clone() {
+            return Err(FsError::Io(m));
+        }
+        if a.index.read().unwrap().is_some() {
+            return Ok(());
+        }
+        let key = format!("{}.ix1", a.ckey);
+        if let Some(b) = self.store.get_blob(&key) {
+            match serde_json::from_slice::<Index>(&b) {
+                Ok(idx) if idx.format == a.format => {
+                    tracing::debug!(path = %a.meta.original_path, entries = idx.entries.len(), "archive index from the cache");
+                    *a.index.write().unwrap() = Some(Arc::new(idx));
+                    return Ok(());
+                }
+                _ => {
+                    tracing::warn!(path = %a.meta.original_path, "unreadable cached archive index; building it again")
+                }
+            }
+        }
+        let t0 = Instant::now();
+        let r = match a.format {
+            Format::Zip => self.index_zip(&a).await,
+            Format::Tar => self.index_tar(&a).await,
+            Format::TarGz => self.index_targz(&a).await,
+        };
+        match r {
+            Ok(idx) => {
+                tracing::info!(path = %a.meta.original_path, format = ?idx.format, entries = idx.entries.len() - 1, ms = t0.elapsed().as_millis() as u64, "indexed the archive");
+                if let Ok(json) = serde_json::to_vec(&idx) {
+                    self.store.put_blob(&key, &json);
+                }
+                *a.index.write().unwrap() = Some(Arc::new(idx));
+                Ok(())
+            }
+            Err(Fail::Net(m)) => {
+                tracing::error!(path = %a.meta.original_path, error = %m, "cannot read the archive");
+                Err(FsError::Io(m))
+            }
+            Err(Fail::Bad(e)) => {
+                tracing::error!(path = %a.meta.original_path, error = %e, "cannot list the archive");
+                *a.failed.write().unwrap() = Some(e.to_string());
+                Err(FsError::Io(e.to_string()))
+            }
+        }
+    }
+
+    async fn raw(
+        &self,
+        a: &Archive,
+        off: u64,
+        len: u64,
+        h: Option<&Handle>,
+    ) -> Result<Bytes, Fail> {
+        let len = len.min(a.meta.size.saturating_sub(off));
+        let mut out = Vec::new();
+        let mut at = off;
+        // Reader::read takes a u32 size.
+        while at < off + len {
+            let n = (off + len - at).min(1 << 30);
+            let b = self
+                .reader
+                .read(&a.meta, at, n as u32, h)
+                .await
+                .map_err(|e| Fail::Net(e.to_string()))?;
+            if b.is_empty() {
+                break;
+            }
+            if out.is_empty() && b.len() as u64 == len {
+                return Ok(b);
+            }
+            at += b.len() as u64;
+            out.extend_from_slice(&b);
+        }
+        if (out.len() as u64) < len {
+            return Err(Fail::Net("short read".into()));
+        }
+        Ok(Bytes::from(out))
+    }
+
+    async fn index_zip(&self, a: &Archive) -> Result<Index, Fail> {
+        let size = a.meta.size;
+        let tail_len = size.min(zip::TAIL_LEN);
+        let tail_at = size - tail_len;
+        let tail = self.raw(a, tail_at, tail_len, None).await?;
+        let slice = |at: u64, len: u64| -> Option<Bytes> {
+            (at >= tail_at && at + len <= size).then(|| {
+                let s = (at - tail_at) as usize;
+                tail.slice(s..s + len as usize)
+            })
+        };
+        let loc = match zip::parse_tail(&tail, size)? {
+            zip::Tail::Found(l) => l,
+            zip::Tail::Zip64At(at) => {
+                let rec = match slice(at, zip::ZIP64_EOCD_LEN) {
+                    Some(b) => b,
+                    None => self.raw(a, at, zip::ZIP64_EOCD_LEN, None).await?,
+                };
+                zip::parse_zip64_eocd(&rec, at)?
+            }
+        };
+        let cd = match slice(loc.offset, loc.size) {
+            Some(b) => b,
+            None => self.raw(a, loc.offset, loc.size, None).await?,
+        };
+        let raw = zip::parse_cd(&cd, &loc)?
+            .into_iter()
+            .map(zip::CdEntry::into_raw)
+            .collect();
+        Ok(Index::build(Format::Zip, raw, 0)?)
+    }
+
+    async fn index_tar(&self, a: &Archive) -> Result<Index, Fail> {
+        let size = a.meta.size;
+        let h = Handle::default();
+        let mut w = super::tar::TarWalker::new();
+        let t0 = Instant::now();
+        let mut last_log = t0;
+        let mut first = true;
+        while !w.is_done() && w.need() < size {
+            let at = w.need();
+            let b = self.raw(a, at, (64 << 10).min(size - at), Some(&h)).await?;
+            if first {
+                check_magic(Format::Tar, &b)?;
+                first = false;
+            }
+            w.feed(at, &b)?;
+            if last_log.elapsed() > PROGRESS_EVERY {
+                last_log = Instant::now();
+                tracing::info!(path = %a.meta.original_path, offset = at, of = size, entries = w.entries(), "indexing the archive");
+            }
+        }
+        if first && size > 0 {
+            return Err(Fail::Bad(super::corrupt("empty tar")));
+        }
+        let raw = w.finish(size)?;
+        Ok(Index::build(Format::Tar, raw, size)?)
+    }
+
+    /// One pass over a tar.gz: gunzip, walk the headers, keep the stream (when `walk`), or
+    /// only the range `capture`. Returns the stream's length and walker.
+    async fn gunzip(
+        &self,
+        a: &Archive,
+        walk: bool,
+        capture: Option<(u64, u64)>,
+    ) -> Result<(u64, Option<super::tar::TarWalker>, Option<Vec<u8>>), Fail> {
+        let size = a.meta.size;
+        let key = format!("{}.gz", a.ckey);
+        self.store.remove(&key);
+        let limit = size.saturating_mul(GZ_RATIO).saturating_add(1 << 20);
+        let mut sink = Sink::new(&self.store, key.clone(), limit);
+        sink.walker = walk.then(super::tar::TarWalker::new);
+        sink.capture = capture.map(|(s, e)| (s, e, Vec::new()));
+        let mut dec = flate2::write::MultiGzDecoder::new(sink);
+        let h = Handle::default();
+        let (t0, mut last_log) = (Instant::now(), Instant::now());
+        let mut at = 0u64;
+        while at < size {
+            let b = self.raw(a, at, CHUNK.min(size - at), Some(&h)).await?;
+            if at == 0 {
+                check_magic(Format::TarGz, &b)?;
+            }
+            at += b.len() as u64;
+            if let Err(e) = dec.write_all(&b) {
+                return Err(Fail::Bad(
+                    dec.get_mut()
+                        .err
+                        .take()
+                        .unwrap_or_else(|| super::corrupt(format!("gzip: {e}"))),
+                ));
+            }
+            let s = dec.get_ref();
+            if s.walker.as_ref().is_some_and(|w| w.is_done()) {
+                break;
+            }
+            if let Some((_, e, _)) = &s.capture {
+                // Without a disk cache the stream is not kept: stop once the read is served.
+                if s.total >= *e && !self.store.has_disk() {
+                    break;
+                }
+            }
+            if last_log.elapsed() > PROGRESS_EVERY {
+                last_log = Instant::now();
+                tracing::info!(path = %a.meta.original_path, read = at, of = size, unpacked = s.total, secs = t0.elapsed().as_secs(), "indexing the archive");
+            }
+        }
+        let complete = at >= size;
+        if complete {
+            if let Err(e) = dec.try_finish() {
+                return Err(Fail::Bad(
+                    dec.get_mut()
+                        .err
+                        .take()
+                        .unwrap_or_else(|| super::corrupt(format!("gzip: {e}"))),
+                ));
+            }
+        }
+        let sink = dec.get_mut();
+        sink.finish();
+        let total = sink.total;
+        Ok((total, sink.walker.take(), sink.capture.take().map(|c| c.2)))
+    }
+
+    async fn index_targz(&self, a: &Archive) -> Result<Index, Fail> {
+        let (total, walker, _) = self.gunzip(a, true, None).await?;
+        let raw = walker.unwrap().finish(total)?;
+        let idx = Index::build(Format::TarGz, raw, total)?;
+        self.store.mark_complete(&format!("{}.gz", a.ckey), total);
+        Ok(idx)
+    }
+
+    fn inflight_lock(&self, a: &Archive, ix: u32) -> Arc<tokio::sync::Mutex<()>> {
+        a.inflating.lock().unwrap().entry(ix).or_default().clone()
+    }
+
+    /// Reads an entry's bytes.
+    pub async fn read(&self, ino: Ino, off: u64, size: u32) -> Result<Bytes, FsError> {
+        let (id, ix) = split_ino(ino).ok_or(FsError::NotFound)?;
+        let a = self.archive(id).ok_or(FsError::NotFound)?;
+        let idx = a.index.read().unwrap().clone().ok_or(FsError::NotFound)?;
+        let e = idx.get(ix).ok_or(FsError::NotFound)?;
+        if e.kind != EntryKind::File {
+            return Err(FsError::IsDir);
+        }
+        let len = (size as u64).min(e.size.saturating_sub(off));
+        if len == 0 {
+            return Ok(Bytes::new());
+        }
+        let path = || format!("{}#/{}", a.meta.original_path, idx.path_of(ix));
+        let r = match e.data.as_ref() {
+            Some(Data::Tar { offset }) if idx.format == Format::Tar => {
+                self.raw(&a, offset + off, len, None).await
+            }
+            Some(Data::Tar { offset }) => self.read_gz(&a, idx.stream_len, offset + off, len).await,
+            Some(
+                d @ Data::Zip {
+                    method,
+                    csize,
+                    encrypted,
+                    ..
+                },
+            ) => {
+                if *encrypted {
+                    tracing::warn!(path = %path(), "encrypted zip entries cannot be read");
+                    return Err(FsError::Access("encrypted zip entry".into()));
+                }
+                match *method {
+                    zip::STORED if *csize != e.size => Err(Fail::Bad(super::corrupt(
+                        "stored entry with different compressed and uncompressed sizes",
+                    ))),
+                    zip::STORED => match self.zip_data(&a, ix, d).await {
+                        Ok(start) => self.raw(&a, start + off, len, None).await,
+                        Err(f) => Err(f),
+                    },
+                    zip::DEFLATED => self.read_deflated(&a, ix, e.size, d, off, len).await,
+                    m => {
+                        tracing::error!(path = %path(), method = %zip::method_name(m), "unsupported zip compression method");
+                        return Err(FsError::Io(format!(
+                            "unsupported compression method {}",
+                            zip::method_name(m)
+                        )));
+                    }
+                }
+            }
+            None => Ok(Bytes::new()),
+        };
+        r.map_err(|f| {
+            let m = match f {
+                Fail::Net(m) => m,
+                Fail::Bad(e) => e.to_string(),
+            };
+            tracing::error!(path = %path(), error = %m, "cannot read the archive entry");
+            FsError::Io(m)
+        })
+    }
+
+    /// Checks an entry's local header (once) and returns where its data starts.
+    async fn zip_data(&self, a: &Archive, ix: u32, d: &Data) -> Result<u64, Fail> {
+        if let Some(&o) = a.offsets.lock().unwrap().get(&ix) {
+            return Ok(o);
+        }
+        let Data::Zip {
+            header, raw_name, ..
+        } = d
+        else {
+            return Err(Fail::Bad(super::corrupt("not a zip entry")));
+        };
+        let local = self
+            .raw(a, *header, zip::LOCAL_LEN + raw_name.len() as u64, None)
+            .await?;
+        let o = zip::data_offset(&local, d)?;
+        a.offsets.lock().unwrap().insert(ix, o);
+        Ok(o)
+    }
+
+    async fn read_deflated(
+        &self,
+        a: &Archive,
+        ix: u32,
+        usize: u64,
+        d: &Data,
+        off: u64,
+        len: u64,
+    ) -> Result<Bytes, Fail> {
+        let Data::Zip { csize, crc, .. } = d else {
+            return Err(Fail::Bad(super::corrupt("not a zip entry")));
+        };
+        if usize > csize.saturating_mul(zip::MAX_RATIO).saturating_add(1 << 10) {
+            return Err(Fail::Bad(super::corrupt(format!(
+                "declares {usize} bytes from {csize} compressed: over the {}:1 deflate bound",
+                zip::MAX_RATIO
+            ))));
+        }
+        let key = format!("{}.z{ix}", a.ckey);
+        if self.store.complete(&key) == Some(usize) {
+            if let Some(b) = self.store.read(&key, usize, off, len) {
+                return Ok(b);
+            }
+        }
+        let lock = self.inflight_lock(a, ix);
+        let _g = lock.lock().await;
+        if self.store.complete(&key) == Some(usize) {
+            if let Some(b) = self.store.read(&key, usize, off, len) {
+                return Ok(b);
+            }
+        }
+        let start = self.zip_data(a, ix, d).await?;
+        if start + csize > a.meta.size {
+            return Err(Fail::Bad(super::corrupt(
+                "entry data past the end of the archive",
+            )));
+        }
+        self.store.remove(&key);
+        let mut sink = Sink::new(&self.store, key.clone(), usize);
+        sink.capture = Some((off, off + len, Vec::new()));
+        let mut dec = flate2::write::DeflateDecoder::new(sink);
+        let h = Handle::default();
+        let mut at = 0u64;
+        while at < *csize {
+            let b = self
+                .raw(a, start + at, CHUNK.min(csize - at), Some(&h))
+                .await?;
+            at += b.len() as u64;
+            if let Err(e) = dec.write_all(&b) {
+                let err = dec.get_mut().err.take();
+                self.store.remove(&key);
+                return Err(Fail::Bad(
+                    err.unwrap_or_else(|| super::corrupt(format!("inflate: {e}"))),
+                ));
+            }
+        }
+        let r = dec.finish();
+        let mut sink = match r {
+            Ok(s) => s,
+            Err(e) => {
+                self.store.remove(&key);
+                return Err(Fail::Bad(super::corrupt(format!("inflate: {e}"))));
+            }
+        };
+        sink.finish();
+        let got_crc = sink.crc.clone().finalize();
+        if sink.total != usize || got_crc != *crc {
+            self.store.remove(&key);
+            return Err(Fail::Bad(super::corrupt(format!(
+                "inflated {} bytes with CRC {got_crc:08x}; the archive says {usize} bytes, CRC {crc:08x}",
+                sink.total
+            ))));
+        }
+        self.store.mark_complete(&key, usize);
+        Ok(Bytes::from(
+            sink.capture.take().map(|c| c.2).unwrap_or_default(),
+        ))
+    }
+
+    async fn read_gz(&self, a: &Archive, total: u64, off: u64, len: u64) -> Result<Bytes, Fail> {
+        let key = format!("{}.gz", a.ckey);
+        if self.store.complete(&key) == Some(total) {
+            if let Some(b) = self.store.read(&key, total, off, len) {
+                return Ok(b);
+            }
+        }
+        let lock = self.inflight_lock(a, u32::MAX);
+        let _g = lock.lock().await;
+        if self.store.complete(&key) == Some(total) {
+            if let Some(b) = self.store.read(&key, total, off, len) {
+                return Ok(b);
+            }
+        }
+        tracing::info!(path = %a.meta.original_path, "the unpacked tar stream is not cached; unpacking again");
+        let (got, _, cap) = self.gunzip(a, false, Some((off, off + len))).await?;
+        if got >= total {
+            self.store.mark_complete(&key, total);
+        }
+        let v = cap.unwrap_or_default();
+        if (v.len() as u64) < len {
+            return Err(Fail::Bad(super::corrupt(
+                "the tar stream is shorter than its index says",
+            )));
+        }
+        Ok(Bytes::from(v))
+    }
+}
