@@ -41,6 +41,9 @@ pub struct Stats {
     pub log_fetches: AtomicU64,
     pub log_bytes: AtomicU64,
     pub logs_fetching: AtomicI64,
+    /// Archive indexes built (not read back from the cache), and builds running now.
+    pub archives_indexed: AtomicU64,
+    pub archives_indexing: AtomicI64,
     last_error: Mutex<Option<(u64, String)>>,
 }
 
@@ -70,6 +73,8 @@ impl Stats {
             log_fetches: AtomicU64::new(0),
             log_bytes: AtomicU64::new(0),
             logs_fetching: AtomicI64::new(0),
+            archives_indexed: AtomicU64::new(0),
+            archives_indexing: AtomicI64::new(0),
             last_error: Mutex::new(None),
         }
     }
@@ -114,6 +119,12 @@ impl Stats {
         LogFetch(self)
     }
 
+    /// Counts an archive index being built until the guard drops (then as built).
+    pub fn archive_index_started(&'static self) -> ArchiveIndexing {
+        self.archives_indexing.fetch_add(1, Relaxed);
+        ArchiveIndexing(self)
+    }
+
     /// Counts a read in flight until the guard drops.
     pub fn read_started(&'static self) -> InFlight {
         self.reads_in_flight.fetch_add(1, Relaxed);
@@ -142,6 +153,8 @@ impl Stats {
             log_fetches: g(&self.log_fetches),
             log_bytes: g(&self.log_bytes),
             logs_fetching: self.logs_fetching.load(Relaxed).max(0) as u64,
+            archives_indexed: g(&self.archives_indexed),
+            archives_indexing: self.archives_indexing.load(Relaxed).max(0) as u64,
             last_error: self.last_error.lock().unwrap().clone(),
         }
     }
@@ -154,6 +167,16 @@ impl Drop for LogFetch {
     fn drop(&mut self) {
         self.0.logs_fetching.fetch_sub(1, Relaxed);
         self.0.log_fetches.fetch_add(1, Relaxed);
+    }
+}
+
+/// See [`Stats::archive_index_started`].
+pub struct ArchiveIndexing(&'static Stats);
+
+impl Drop for ArchiveIndexing {
+    fn drop(&mut self) {
+        self.0.archives_indexing.fetch_sub(1, Relaxed);
+        self.0.archives_indexed.fetch_add(1, Relaxed);
     }
 }
 
@@ -190,6 +213,10 @@ pub struct Snapshot {
     pub log_bytes: u64,
     #[serde(default)]
     pub logs_fetching: u64,
+    #[serde(default)]
+    pub archives_indexed: u64,
+    #[serde(default)]
+    pub archives_indexing: u64,
     /// (unix seconds, message) of the last failure.
     pub last_error: Option<(u64, String)>,
 }

@@ -166,6 +166,13 @@ pub fn render_one(s: &Status, now_unix: u64) -> String {
         ),
     );
     line(
+        "archives:",
+        format!(
+            "{} indexed, {} indexing",
+            c.archives_indexed, c.archives_indexing
+        ),
+    );
+    line(
         "last error:",
         match &c.last_error {
             Some((t, m)) => format!("{} ago: {m}", human_duration(now_unix.saturating_sub(*t))),

@@ -416,6 +416,14 @@ fn concurrent_first_lookups_build_the_index_once() {
         }
         let log = env.m.log_text();
         assert_eq!(log.matches("indexed the archive").count(), 1, "{log}");
+        // `bkfs status` counts it too.
+        let o = run(std::process::Command::new(BIN).arg("status").arg(env.mnt()));
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(o.status.success(), "{text}");
+        assert!(
+            text.contains("archives:        1 indexed, 0 indexing"),
+            "{text}"
+        );
     });
 }
 

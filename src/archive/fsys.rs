@@ -385,11 +385,13 @@ impl Archives {
             }
         }
         let t0 = Instant::now();
+        let counted = crate::stats::STATS.archive_index_started();
         let r = match a.format {
             Format::Zip => self.index_zip(&a).await,
             Format::Tar => self.index_tar(&a).await,
             Format::TarGz => self.index_targz(&a).await,
         };
+        drop(counted);
         match r {
             Ok(idx) => {
                 tracing::info!(path = %a.meta.original_path, format = ?idx.format, entries = idx.entries.len() - 1, ms = t0.elapsed().as_millis() as u64, "indexed the archive");

@@ -33,10 +33,9 @@ use bytes::Bytes;
 use crate::api::model::Build;
 use crate::api::ApiError;
 use crate::archive::fsys::{archive_stem, is_archive_ino, Archives};
-use crate::content::reader::WHOLE_FILE_MAX;
 use crate::content::remote::BoxFuture;
 use crate::content::{Handle, ReadError, Reader};
-use crate::joblog::{LogAttr, LogError, LogStore};
+use crate::joblog::{LogAttr, LogStore};
 use crate::source::Listing;
 use crate::tree::{parse_time, FileMeta, Ino, LogMeta, Node, NodeKind, Tree, TreeError, ROOT_INO};
 
@@ -155,7 +154,10 @@ pub trait KernelCache: Send + Sync + 'static {
 }
 
 mod live;
+mod logs;
 mod pipeline;
+mod prefetch;
+mod xattrs;
 
 pub use live::is_final_state;
 pub use pipeline::list_pipeline;
@@ -799,77 +801,6 @@ impl Fs {
         }
     }
 
-    /// The job log at `ino` as the tree has it now; `None` when `ino` is no log.
-    fn current_log(&self, ino: Ino) -> Option<LogMeta> {
-        if self.is_pipeline_ns(ino) {
-            return None;
-        }
-        let (s, local) = split(ino);
-        self.in_tree(s, |t| Ok(t.get(local).and_then(Node::log).cloned()))?
-            .ok()
-            .flatten()
-    }
-
-    /// Whether `ino` is a job log (its `open` needs [`Fs::open_log`]).
-    pub fn is_log(&self, ino: Ino) -> bool {
-        self.current_log(ino).is_some()
-    }
-
-    /// Opens a job log: fetches it first unless it is known (the kernel waits for this, so
-    /// that `fstat` after `open` shows its real size). The result's `volatile` says whether
-    /// the size may still change.
-    pub async fn open_log(&self, ino: Ino, flags: i32) -> Result<(u64, Attr)> {
-        if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
-            return Err(FsError::ReadOnly("files cannot be opened for writing"));
-        }
-        let (meta, store) = match (self.current_log(ino), self.logs.as_ref()) {
-            (Some(m), Some(s)) => (m, s),
-            _ => return Err(FsError::NotFound),
-        };
-        self.prefetch_siblings(ino);
-        match store.open(&meta).await {
-            Ok(_) => {}
-            Err(e) => return Err(self.log_error(ino, &meta, e)),
-        }
-        let attr = self.getattr(ino)?;
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.handles.lock().unwrap().insert(
-            fh,
-            OpenFile {
-                ino,
-                what: Opened::Log(meta),
-            },
-        );
-        Ok((fh, attr))
-    }
-
-    /// Maps a log failure; a log that is gone leaves the tree (and the kernel's cache).
-    fn log_error(&self, ino: Ino, meta: &LogMeta, e: LogError) -> FsError {
-        match e {
-            LogError::NotFound => {
-                let (s, local) = split(ino);
-                let removed = self.slot(s).and_then(|slot| {
-                    let mut g = slot.tree.write().unwrap();
-                    let t = g.as_mut()?;
-                    let parent = t.get(local)?.parent;
-                    t.remove_file(local).map(|n| (parent, n.name))
-                });
-                if let (Some((parent, name)), Some(k)) = (removed, self.kernel.get()) {
-                    k.inval_entry(global(s, parent), &name);
-                }
-                FsError::NotFound
-            }
-            LogError::Access(m) => {
-                tracing::warn!(job = %meta.job_id, message = %m, "reading the job's log was refused");
-                FsError::Access(m)
-            }
-            LogError::Io(m) => {
-                tracing::error!(job = %meta.job_id, error = %m, "cannot read the job's log");
-                FsError::Io(m)
-            }
-        }
-    }
-
     /// Whether `ino` is still the file of artifact `id` (no copy of its metadata: this runs
     /// on every read).
     fn still_holds(&self, ino: Ino, id: &str) -> bool {
@@ -910,71 +841,6 @@ impl Fs {
             },
         );
         Ok(fh)
-    }
-
-    /// Directory-sequential prefetch: when files of one directory are opened in name order
-    /// (as `grep -r`, `cp -r`, `grep PATTERN *.log` and `find -exec` do), fetch the next few
-    /// small files (and job logs) ahead, in a window that starts at the second in-order open
-    /// and doubles up to [`SIBLING_WINDOW_MAX`]. An open out of order resets it.
-    /// Must be called within the tokio runtime (the adapter enters it).
-    fn prefetch_siblings(&self, ino: Ino) {
-        let (s, local) = split(ino);
-        let Some(slot) = self.slot(s) else {
-            return;
-        };
-        let guard = slot.tree.read().unwrap();
-        let Some(tree) = guard.as_ref() else {
-            return;
-        };
-        let Some(node) = tree.get(local) else {
-            return;
-        };
-        let (parent, name) = (node.parent, node.name.clone());
-        let window = {
-            let mut seq = self.dir_seq.lock().unwrap();
-            // The first open in a directory prefetches nothing (it may be the only one);
-            // each following open in name order doubles the window.
-            let key = global(s, parent);
-            let w = match seq.get(&key) {
-                Some((last, w)) if name > *last => (w * 2).clamp(1, SIBLING_WINDOW_MAX),
-                _ => 0,
-            };
-            seq.insert(key, (name.clone(), w));
-            w
-        };
-        if window == 0 {
-            return;
-        }
-        let Some(NodeKind::Dir { children, .. }) = tree.get(parent).map(|p| &p.kind) else {
-            return;
-        };
-        use std::ops::Bound::{Excluded, Unbounded};
-        enum Next {
-            File(Arc<FileMeta>),
-            Log(LogMeta),
-        }
-        let next: Vec<Next> = children
-            .range::<String, _>((Excluded(&name), Unbounded))
-            .filter_map(|(_, i)| match tree.get(*i).map(|n| &n.kind) {
-                Some(NodeKind::File(f)) if f.size > 0 && f.size <= WHOLE_FILE_MAX => {
-                    Some(Next::File(Arc::new(f.clone())))
-                }
-                Some(NodeKind::Log(l)) if self.logs.is_some() => Some(Next::Log(l.clone())),
-                _ => None,
-            })
-            .take(window)
-            .collect();
-        drop(guard);
-        for n in next {
-            match n {
-                Next::File(m) => self.reader.prefetch_whole(&m),
-                Next::Log(m) => {
-                    if let Some(store) = &self.logs {
-                        store.prefetch(&m);
-                    }
-                }
-            }
-        }
     }
 
     pub fn release(&self, fh: u64) {
@@ -1040,18 +906,6 @@ impl Fs {
         }
     }
 
-    async fn read_log(&self, ino: Ino, opened: LogMeta, offset: u64, size: u32) -> Result<Bytes> {
-        let store = self.logs.as_ref().ok_or(FsError::NotFound)?;
-        let meta = self
-            .current_log(ino)
-            .filter(|m| m.job_id == opened.job_id)
-            .unwrap_or(opened);
-        store
-            .read(&meta, offset, size)
-            .await
-            .map_err(|e| self.log_error(ino, &meta, e))
-    }
-
     /// `rm`: deletes the artifact through the API, only with `--allow-delete`.
     pub async fn unlink(&self, parent: Ino, name: &OsStr) -> Result<()> {
         if !self.cfg.allow_delete {
@@ -1100,20 +954,6 @@ impl Fs {
         Ok(())
     }
 
-    /// `rm` of a job log: `DELETE .../log`.
-    async fn unlink_log(&self, slot: &Slot, local: Ino, meta: LogMeta) -> Result<()> {
-        let store = self.logs.as_ref().ok_or(FsError::NotFound)?;
-        delete_outcome(
-            store.delete(&meta).await,
-            &format!("log of job {}", meta.job_id),
-        )?;
-        if let Some(t) = slot.tree.write().unwrap().as_mut() {
-            t.remove_file(local);
-        }
-        tracing::info!(job = %meta.job_id, "deleted the job's log");
-        Ok(())
-    }
-
     /// `rmdir` of a directory emptied by deletes.
     pub fn rmdir(&self, parent: Ino, name: &OsStr) -> Result<()> {
         if !self.cfg.allow_delete {
@@ -1135,75 +975,6 @@ impl Fs {
             Err(TreeError::NotDir) => Err(FsError::NotDir),
             Err(_) => Err(FsError::NotFound),
         }
-    }
-
-    /// Extended attributes of a node, in a stable order.
-    pub fn xattrs(&self, ino: Ino) -> Result<Vec<(String, Vec<u8>)>> {
-        let mut out = Vec::new();
-        let mut put = |k: &str, v: Option<&str>| {
-            if let Some(v) = v {
-                out.push((format!("user.buildkite.{k}"), v.as_bytes().to_vec()));
-            }
-        };
-        if self.is_pipeline_ns(ino) {
-            self.getattr(ino)?;
-            return Ok(out);
-        }
-        if is_archive_ino(ino) {
-            return self.archives.xattrs(ino);
-        }
-        let (s, local) = split(ino);
-        let slot = self.slot(s).ok_or(FsError::NotFound)?;
-        if local == ROOT_INO {
-            // Cloned so that no two slot locks are ever held at once.
-            let info = slot.info.read().unwrap().clone();
-            if let Some(b) = info.as_ref() {
-                put("build_number", Some(&b.number.to_string()));
-                put("build_state", b.state.as_deref());
-                put("branch", b.branch.as_deref());
-                put("commit", b.commit.as_deref());
-                put("web_url", b.web_url.as_deref());
-            }
-            if slot.tree.read().unwrap().is_none() {
-                return Ok(out);
-            }
-        }
-        let tree = slot.tree.read().unwrap();
-        let tree = tree.as_ref().ok_or(FsError::NotFound)?;
-        let n = tree.get(local).ok_or(FsError::NotFound)?;
-        match &n.kind {
-            NodeKind::File(f) => {
-                put("artifact_id", Some(&f.artifact_id));
-                put("job_id", Some(&f.job_id));
-                put("sha1sum", f.sha1sum.as_deref());
-                put("mime_type", f.mime_type.as_deref());
-                put("state", f.state.as_deref());
-                put("path", Some(&f.original_path));
-            }
-            NodeKind::Dir { job: Some(j), .. } => {
-                put("job_id", Some(&j.job_id));
-                put("job_label", j.label.as_deref());
-                put("web_url", j.web_url.as_deref());
-            }
-            NodeKind::Log(l) => {
-                put("job_id", Some(&l.job_id));
-                put("job_label", l.label.as_deref());
-                put("web_url", l.web_url.as_deref());
-                let raw = self.logs.as_ref().and_then(|s| s.raw_size(&l.job_id));
-                put("log_raw_size", raw.map(|n| n.to_string()).as_deref());
-            }
-            NodeKind::Dir { job: None, .. } => {}
-        }
-        Ok(out)
-    }
-
-    pub fn getxattr(&self, ino: Ino, name: &OsStr) -> Result<Vec<u8>> {
-        let name = name.to_str().ok_or(FsError::NoAttr)?;
-        self.xattrs(ino)?
-            .into_iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v)
-            .ok_or(FsError::NoAttr)
     }
 
     pub fn statfs(&self) -> StatFs {

@@ -1,0 +1,289 @@
+//! Unit tests of the reader against an in-memory remote.
+
+use super::*;
+use crate::content::remote::SignedUrl;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+/// A remote over one in-memory object. URLs carry a generation; `expire_before` makes
+/// storage refuse older generations (like an expired signature).
+struct Mock {
+    data: Bytes,
+    url_calls: AtomicUsize,
+    fetches: AtomicUsize,
+    bytes: AtomicU64,
+    expire_before: AtomicUsize,
+    fail_next: AtomicUsize,
+    cut_next: AtomicUsize,
+    corrupt: bool,
+}
+
+impl Mock {
+    fn new(data: Vec<u8>) -> Arc<Mock> {
+        Arc::new(Mock {
+            data: Bytes::from(data),
+            url_calls: AtomicUsize::new(0),
+            fetches: AtomicUsize::new(0),
+            bytes: AtomicU64::new(0),
+            expire_before: AtomicUsize::new(0),
+            fail_next: AtomicUsize::new(0),
+            cut_next: AtomicUsize::new(0),
+            corrupt: false,
+        })
+    }
+}
+
+impl Remote for Mock {
+    fn signed_url<'a>(
+        &'a self,
+        _m: &'a FileMeta,
+        _refused: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<SignedUrl, ApiError>> {
+        let n = self.url_calls.fetch_add(1, Ordering::SeqCst) + 1;
+        Box::pin(async move {
+            Ok(SignedUrl {
+                url: format!("http://storage/obj?gen={n}"),
+                good_for: Duration::from_secs(50),
+            })
+        })
+    }
+    fn fetch_range<'a>(
+        &'a self,
+        url: &'a str,
+        start: u64,
+        end: u64,
+        _t: u64,
+    ) -> BoxFuture<'a, Result<Bytes, StorageError>> {
+        Box::pin(async move {
+            self.fetches.fetch_add(1, Ordering::SeqCst);
+            let generation: usize = url.rsplit('=').next().unwrap().parse().unwrap();
+            if generation <= self.expire_before.load(Ordering::SeqCst) {
+                return Err(StorageError::Expired("Request has expired".into()));
+            }
+            if self.fail_next.load(Ordering::SeqCst) > 0 {
+                self.fail_next.fetch_sub(1, Ordering::SeqCst);
+                return Err(StorageError::Transient("503".into()));
+            }
+            if self.cut_next.load(Ordering::SeqCst) > 0 {
+                self.cut_next.fetch_sub(1, Ordering::SeqCst);
+                let half = start + (end - start) / 2;
+                self.bytes.fetch_add(half - start, Ordering::SeqCst);
+                return Err(StorageError::Partial {
+                    got: self.data.slice(start as usize..half as usize),
+                    reason: "connection reset".into(),
+                });
+            }
+            self.bytes.fetch_add(end - start, Ordering::SeqCst);
+            let mut b = self.data.slice(start as usize..end as usize).to_vec();
+            if self.corrupt && !b.is_empty() {
+                b[0] ^= 0xff;
+            }
+            Ok(Bytes::from(b))
+        })
+    }
+    fn delete<'a>(&'a self, _m: &'a FileMeta) -> BoxFuture<'a, Result<(), ApiError>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+fn meta(data: &[u8]) -> Arc<FileMeta> {
+    Arc::new(FileMeta {
+        artifact_id: "a1".into(),
+        job_id: "j1".into(),
+        size: data.len() as u64,
+        sha1sum: Some(hex::encode(Sha1::digest(data))),
+        mime_type: None,
+        state: Some("finished".into()),
+        original_path: "x.bin".into(),
+        download_url: None,
+        build_number: 0,
+    })
+}
+
+fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i * 31 % 251) as u8).collect()
+}
+
+fn quick() -> ReaderConfig {
+    ReaderConfig {
+        read_timeout: Duration::from_secs(5),
+        ..ReaderConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn small_file_fetched_once_and_served_from_memory() {
+    let data = pattern(10_000);
+    let m = Mock::new(data.clone());
+    let r = Reader::new(m.clone(), quick(), None);
+    let meta = meta(&data);
+    assert_eq!(
+        &r.read(&meta, 0, 4096, None).await.unwrap()[..],
+        &data[..4096]
+    );
+    assert_eq!(
+        &r.read(&meta, 9000, 4096, None).await.unwrap()[..],
+        &data[9000..]
+    );
+    assert!(r.read(&meta, 10_000, 10, None).await.unwrap().is_empty());
+    assert_eq!(m.fetches.load(Ordering::SeqCst), 1);
+    assert_eq!(m.url_calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn random_read_of_large_file_fetches_one_block() {
+    let data = pattern(64 << 20);
+    let m = Mock::new(data.clone());
+    let r = Reader::new(m.clone(), quick(), None);
+    let meta = meta(&data);
+    let off = (32 << 20) + 12345;
+    let got = r
+        .read(&meta, off, 4096, Some(&Handle::default()))
+        .await
+        .unwrap();
+    assert_eq!(&got[..], &data[off as usize..off as usize + 4096]);
+    assert_eq!(m.bytes.load(Ordering::SeqCst), BLOCK);
+}
+
+#[tokio::test]
+async fn expired_url_is_refreshed_transparently() {
+    let data = pattern(1000);
+    let m = Mock::new(data.clone());
+    let r = Reader::new(m.clone(), quick(), None);
+    m.expire_before.store(1, Ordering::SeqCst); // the first URL is already expired
+    let got = r.read(&meta(&data), 0, 1000, None).await.unwrap();
+    assert_eq!(&got[..], &data[..]);
+    assert_eq!(m.url_calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn transient_errors_are_retried() {
+    let data = pattern(1000);
+    let m = Mock::new(data.clone());
+    m.fail_next.store(2, Ordering::SeqCst);
+    let r = Reader::new(m.clone(), quick(), None);
+    assert_eq!(
+        &r.read(&meta(&data), 0, 1000, None).await.unwrap()[..],
+        &data[..]
+    );
+    assert_eq!(m.fetches.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn corrupt_content_is_never_served() {
+    let data = pattern(1000);
+    let m = Arc::new(Mock {
+        corrupt: true,
+        ..Arc::try_unwrap(Mock::new(data.clone())).ok().unwrap()
+    });
+    let r = Reader::new(m.clone(), quick(), None);
+    let e = r.read(&meta(&data), 0, 1000, None).await.unwrap_err();
+    assert!(matches!(e, ReadError::Corrupt { .. }), "{e:?}");
+    assert_eq!(m.fetches.load(Ordering::SeqCst), 2, "refetched once");
+}
+
+#[tokio::test]
+async fn concurrent_reads_share_one_fetch() {
+    let data = pattern(100_000);
+    let m = Mock::new(data.clone());
+    let r = Reader::new(m.clone(), quick(), None);
+    let meta = meta(&data);
+    let futs: Vec<_> = (0..16)
+        .map(|i| {
+            let r = r.clone();
+            let meta = meta.clone();
+            async move { r.read(&meta, i * 1000, 1000, None).await }
+        })
+        .collect();
+    for (i, got) in futures_util::future::join_all(futs)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(&got.unwrap()[..], &data[i * 1000..(i + 1) * 1000]);
+    }
+    assert_eq!(m.fetches.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn sequential_reader_prefetches() {
+    let data = pattern(16 << 20);
+    let m = Mock::new(data.clone());
+    let r = Reader::new(m.clone(), quick(), None);
+    let meta = meta(&data);
+    let h = Handle::default();
+    let mut off = 0u64;
+    while off < meta.size {
+        let got = r.read(&meta, off, 128 << 10, Some(&h)).await.unwrap();
+        assert_eq!(&got[..], &data[off as usize..off as usize + got.len()]);
+        off += got.len() as u64;
+    }
+    // Every block fetched exactly once despite prefetch racing the reads.
+    assert_eq!(m.bytes.load(Ordering::SeqCst), meta.size);
+}
+
+#[tokio::test]
+async fn disk_cache_serves_a_second_reader_without_network() {
+    let d = tempfile::tempdir().unwrap();
+    let data = pattern(6 << 20);
+    let meta = meta(&data);
+    let m1 = Mock::new(data.clone());
+    let disk = Arc::new(DiskCache::open(d.path(), 1 << 30).unwrap());
+    let r1 = Reader::new(m1.clone(), quick(), Some(disk));
+    let h = Handle::default();
+    let mut off = 0;
+    while off < meta.size {
+        off += r1.read(&meta, off, 1 << 20, Some(&h)).await.unwrap().len() as u64;
+    }
+    r1.flush(Duration::from_secs(30)).await;
+    // Another "mount": same directory, fresh process state.
+    let m2 = Mock::new(data.clone());
+    let disk = Arc::new(DiskCache::open(d.path(), 1 << 30).unwrap());
+    let r2 = Reader::new(m2.clone(), quick(), Some(disk));
+    let got = r2.read(&meta, 0, 6 << 20, None).await.unwrap();
+    assert_eq!(&got[..], &data[..]);
+    assert_eq!(m2.fetches.load(Ordering::SeqCst), 0);
+    assert_eq!(m2.url_calls.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn complete_large_artifact_with_wrong_sha1_is_discarded_from_disk() {
+    let d = tempfile::tempdir().unwrap();
+    let data = pattern(5 << 20);
+    let mut bad = (*meta(&data)).clone();
+    bad.sha1sum = Some("0".repeat(40));
+    let bad = Arc::new(bad);
+    let m = Mock::new(data.clone());
+    let disk = Arc::new(DiskCache::open(d.path(), 1 << 30).unwrap());
+    let r = Reader::new(m.clone(), quick(), Some(disk.clone()));
+    // Two reads, so no single request covers the whole file (that one would be checked
+    // and refused outright).
+    r.read(&bad, 0, 3 << 20, None).await.unwrap();
+    r.read(&bad, 3 << 20, 2 << 20, None).await.unwrap();
+    r.flush(Duration::from_secs(30)).await;
+    let key = content_key(bad.sha1sum.as_deref(), &bad.artifact_id);
+    assert_eq!(
+        disk.blocks_of(&key),
+        0,
+        "unverifiable content must not stay cached"
+    );
+    // And nothing more of it is served or cached during this mount.
+    let e = r.read(&bad, 1 << 20, 4096, None).await.unwrap_err();
+    assert!(matches!(e, ReadError::Corrupt { .. }), "{e:?}");
+    assert_eq!(disk.blocks_of(&key), 0);
+}
+
+#[tokio::test]
+async fn cut_transfers_resume_from_the_last_byte() {
+    let data = pattern(3 << 20);
+    let m = Mock::new(data.clone());
+    m.cut_next.store(3, Ordering::SeqCst);
+    let r = Reader::new(m.clone(), quick(), None);
+    let got = r.read(&meta(&data), 0, 3 << 20, None).await.unwrap();
+    assert_eq!(&got[..], &data[..]);
+    assert_eq!(m.fetches.load(Ordering::SeqCst), 4);
+    assert_eq!(
+        m.bytes.load(Ordering::SeqCst),
+        3 << 20,
+        "no byte fetched twice"
+    );
+}
