@@ -194,6 +194,19 @@ pub(super) fn find_build<'a>(
         .ok_or_else(ApiError::not_found)
 }
 
+/// [`find_build`] for changing it.
+pub(super) fn find_build_mut<'a>(
+    w: &'a mut World,
+    org: String,
+    pipeline: String,
+    number: &str,
+) -> Result<&'a mut FakeBuild, ApiError> {
+    let number: u64 = number.parse().map_err(|_| ApiError::not_found())?;
+    w.builds
+        .get_mut(&(org, pipeline, number))
+        .ok_or_else(ApiError::not_found)
+}
+
 fn job_exists(b: &FakeBuild, job: &str) -> bool {
     b.build.jobs.iter().any(|j| j.id == job)
         || b.artifacts
@@ -463,11 +476,7 @@ async fn delete_artifact(
     s.count("delete");
     authorize(&s, &headers, &parse_query(&q), Some("write_artifacts"))?;
     let mut w = s.world();
-    let number: u64 = number.parse().map_err(|_| ApiError::not_found())?;
-    let b = w
-        .builds
-        .get_mut(&(org, pipeline, number))
-        .ok_or_else(ApiError::not_found)?;
+    let b = find_build_mut(&mut w, org, pipeline, &number)?;
     let fa = b
         .artifacts
         .iter_mut()

@@ -24,7 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
 
-use super::api::{authorize, find_build, parse_query, ApiError};
+use super::api::{authorize, find_build, find_build_mut, parse_query, ApiError};
 use super::{LogFault, Shared, STALL_MAX};
 
 type S = State<Arc<Shared>>;
@@ -219,11 +219,7 @@ pub(super) async fn delete_log(
     s.count("log_delete");
     authorize(&s, &headers, &parse_query(&q), Some("write_build_logs"))?;
     let mut w = s.world();
-    let number: u64 = number.parse().map_err(|_| ApiError::not_found())?;
-    let b = w
-        .builds
-        .get_mut(&(org, pipeline, number))
-        .ok_or_else(ApiError::not_found)?;
+    let b = find_build_mut(&mut w, org, pipeline, &number)?;
     b.logs.remove(&job).ok_or_else(ApiError::not_found)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
