@@ -151,7 +151,8 @@ pub fn is_bkfs_mount(abs: &Path) -> bool {
     })
 }
 
-fn unescape_mountinfo(s: &str) -> String {
+/// Undoes mountinfo's octal escapes (`\040` for a space).
+pub(crate) fn unescape_mountinfo(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

@@ -1,6 +1,7 @@
 //! `bkfs status [MOUNTPOINT]`: the bkfs mounts of this machine (from /proc/self/mountinfo)
 //! and, through each daemon's control socket ([`crate::control`]), what it is doing.
 
+use crate::mount::unescape_mountinfo;
 use std::path::{Path, PathBuf};
 
 use crate::control::Status;
@@ -26,7 +27,7 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
         let (Some(fstype), Some(source)) = (post.next(), post.next()) else {
             continue;
         };
-        let source = unescape(source);
+        let source = unescape_mountinfo(source);
         let Some(target) = source.strip_prefix("bkfs:") else {
             continue;
         };
@@ -43,33 +44,12 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
             .find_map(|o| o.strip_prefix("user_id="))
             .and_then(|u| u.parse().ok());
         out.push(MountEntry {
-            mountpoint: PathBuf::from(unescape(mp)),
+            mountpoint: PathBuf::from(unescape_mountinfo(mp)),
             target: target.to_string(),
             uid,
         });
     }
     out
-}
-
-/// Undoes mountinfo's octal escapes (`\040` for a space).
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 4 <= b.len() {
-            if let Ok(v) =
-                u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 4]).unwrap_or("x"), 8)
-            {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `3d 4h`, `2h 5m`, `7m 3s`, `12s`.

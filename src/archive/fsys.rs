@@ -269,17 +269,7 @@ impl Archives {
             } else {
                 ino_of(id, idx.get(ix).ok_or(FsError::NotFound)?.parent)
             };
-            let mut out = Vec::with_capacity(ch.len() + 2);
-            out.push(DirEntry {
-                ino,
-                kind: Kind::Dir,
-                name: ".".into(),
-            });
-            out.push(DirEntry {
-                ino: parent,
-                kind: Kind::Dir,
-                name: "..".into(),
-            });
+            let mut out = crate::fs::dot_entries(ino, parent, ch.len());
             for (name, &c) in ch {
                 let kind = match idx.get(c).map(|e| &e.kind) {
                     Some(EntryKind::Dir { .. }) => Kind::Dir,

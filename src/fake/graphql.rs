@@ -28,6 +28,9 @@
 //! schema language, and executing mutations or subscriptions (the caller's schema has no root
 //! type for them, so validation rejects them). Error messages follow graphql-ruby's wording,
 //! which is what Buildkite's API answers with.
+//!
+//! Over 1,000 lines, and known: issue 14 replaces this hand-written engine with a GraphQL
+//! library in the fake's own crate, so it is not split here.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;

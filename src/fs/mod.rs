@@ -123,6 +123,19 @@ pub struct FsConfig {
     pub refresh: Duration,
 }
 
+/// A directory listing's start: `.` (`ino`) and `..` (`parent`), with room for `more`.
+pub fn dot_entries(ino: Ino, parent: Ino, more: usize) -> Vec<DirEntry> {
+    let mut out = Vec::with_capacity(more + 2);
+    for (ino, name) in [(ino, "."), (parent, "..")] {
+        out.push(DirEntry {
+            ino,
+            kind: Kind::Dir,
+            name: name.into(),
+        });
+    }
+    out
+}
+
 /// Filesystem-wide numbers for `statfs`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StatFs {
@@ -677,17 +690,7 @@ impl Fs {
             } else {
                 global(s, n.parent)
             };
-            let mut out = Vec::with_capacity(children.len() + 2);
-            out.push(DirEntry {
-                ino,
-                kind: Kind::Dir,
-                name: ".".into(),
-            });
-            out.push(DirEntry {
-                ino: parent,
-                kind: Kind::Dir,
-                name: "..".into(),
-            });
+            let mut out = dot_entries(ino, parent, children.len());
             for (name, child) in children {
                 let kind = match tree.get(*child).map(|c| &c.kind) {
                     Some(NodeKind::Dir { .. }) => Kind::Dir,

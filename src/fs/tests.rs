@@ -4,6 +4,9 @@
 //!
 //! tokio's `test-util` feature is not enabled, so live refreshes run on short real intervals
 //! and every wait is bounded ([`wait_until`]).
+//!
+//! Over 1,000 lines: the mocks here become the shared test-doubles module of issue 14, and the
+//! tests split by fs submodule with it; kept whole until then.
 
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsStr;
