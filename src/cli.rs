@@ -32,14 +32,6 @@ pub enum Cmd {
         /// The directory a bkfs filesystem is mounted on.
         mountpoint: PathBuf,
     },
-    /// Mount a built-in sample build served by a local fake Buildkite (no token, no network).
-    Demo {
-        /// An existing directory to mount on (foreground; Ctrl-C unmounts).
-        mountpoint: PathBuf,
-        /// More logging (-v debug, -vv trace).
-        #[arg(short, long, action = clap::ArgAction::Count)]
-        verbose: u8,
-    },
     /// List the bkfs mounts, or show what one mount's daemon is doing.
     Status {
         /// A bkfs mountpoint: show its requests, rate limit, cache, bytes and last error.
@@ -290,10 +282,6 @@ pub fn main() -> i32 {
             }
         },
         Cmd::Unmount { mountpoint } => crate::mount::unmount(&mountpoint),
-        Cmd::Demo {
-            mountpoint,
-            verbose,
-        } => crate::demo::run(mountpoint, verbose),
         Cmd::Status { mountpoint } => crate::status::run(mountpoint.as_deref()),
         Cmd::Completions { shell } => {
             use std::io::Write;

@@ -2,6 +2,7 @@
 //! in Cargo.toml: a plain `cargo test` skips it): the issue's own command lines through
 //! the packaged /usr/sbin/mount.fuse.bkfs helper and the real mount(8), type `fuse.bkfs`.
 
+#[path = "it/common/mod.rs"]
 mod common;
 
 use std::os::unix::fs::PermissionsExt;

@@ -1,7 +1,7 @@
 //! Unit and property tests of the log renderer.
 
 use super::*;
-use crate::fake::fakelog;
+use bkfs_fake::fakelog;
 use proptest::prelude::*;
 
 fn format_utc(ms: u64) -> String {

@@ -1,0 +1,1260 @@
+//! The GraphQL engine on its own, and the fake's `POST /graphql` over 127.0.0.1 with reqwest.
+//!
+//! Over 1,000 lines: these tests go with the engine issue 14 replaces (see graphql.rs).
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use reqwest::header::{HeaderMap, CONTENT_TYPE};
+use reqwest::StatusCode;
+use serde_json::{json, Value as Json};
+
+use super::graphql::{self, Kind, Schema};
+use super::graphql_api::{self as testing, schema as fake_schema};
+use super::*;
+use crate::model::{Build, Job};
+
+const TOKEN: &str = "t0ken";
+
+// ---------------------------------------------------------------------------------------------
+// The engine
+
+fn parse_err(q: &str) -> String {
+    graphql::parse(q).unwrap_err().message
+}
+
+#[test]
+fn lexer_strings_numbers_comments() {
+    let doc = graphql::parse(
+        r#"
+        # a comment, then commas everywhere
+        query Q($a: [Int!] = [1, -2, 0], $b: Float = -1.5e3,) {
+          build(slug: "a\"b\\c\/\n\t\u00e9\uD83D\uDE00\u{1F600}", uuid: """
+              first
+                indented \""" quote
+              last
+          """) { id }
+        }"#,
+    )
+    .unwrap();
+    let op = &doc.operations[0];
+    assert_eq!(op.name.as_deref(), Some("Q"));
+    assert_eq!(
+        op.vars[0].default,
+        Some(graphql::Value::List(vec![
+            graphql::Value::Int(1),
+            graphql::Value::Int(-2),
+            graphql::Value::Int(0)
+        ]))
+    );
+    assert_eq!(op.vars[1].default, Some(graphql::Value::Float(-1500.0)));
+    let graphql::Selection::Field(f) = &op.selections[0] else {
+        panic!("field expected")
+    };
+    assert_eq!(
+        f.args[0].value,
+        graphql::Value::Str("a\"b\\c/\n\té😀😀".into())
+    );
+    assert_eq!(
+        f.args[1].value,
+        graphql::Value::Str("first\n  indented \"\"\" quote\nlast".into())
+    );
+    assert_eq!((f.pos.line, f.pos.column), (4, 11));
+
+    assert_eq!(
+        parse_err("{ build(number: 01) { id } }"),
+        "Syntax Error: Invalid number, unexpected digit after 0: '1'."
+    );
+    assert!(parse_err("{ a(x: 1.) }").contains("Invalid number"));
+    assert!(parse_err("{ a(x: 1x) }").contains("Invalid number"));
+    assert_eq!(
+        parse_err("{ a(x: \"abc) }"),
+        "Syntax Error: Unterminated string."
+    );
+    assert!(parse_err("{ a(x: \"\\q\") }").contains("Invalid character escape"));
+    assert!(parse_err("{ a(x: \"\\uD800\") }").contains("Unicode"));
+    assert_eq!(parse_err(""), "Syntax Error: Unexpected <EOF>.");
+    assert_eq!(
+        parse_err("{ }"),
+        "Syntax Error: Expected Name, found \"}\"."
+    );
+    assert_eq!(
+        parse_err("{ a"),
+        "Syntax Error: Expected Name, found <EOF>."
+    );
+    assert!(parse_err("{ a } ..").contains("Unexpected character"));
+    assert!(parse_err("query ($v: Int = $w) { a }").contains("constant"));
+    assert!(parse_err("type Foo { a: Int }").contains("not executable"));
+    assert!(parse_err("fragment on on Build { id }").contains("Unexpected"));
+}
+
+#[test]
+fn fake_schema_is_whole() {
+    let s = fake_schema();
+    assert!(s.dangling_references().is_empty());
+    assert_eq!(s.kind("Job"), Some(Kind::Union));
+    assert_eq!(s.possible_types("Node").len(), 7);
+    assert!(s.mutation.is_none() && s.subscription.is_none());
+}
+
+/// Every type, field, argument, enum value and union member the fake serves is spelled and
+/// typed exactly as in Buildkite's published schema (skipped when the schema file is absent).
+#[test]
+fn fake_schema_is_a_subset_of_buildkites() {
+    let path = std::env::var("BKFS_GRAPHQL_SCHEMA")
+        .unwrap_or_else(|_| "/work/shared/buildkite-schema.graphql".into());
+    let Ok(src) = std::fs::read_to_string(&path) else {
+        eprintln!("skipped: {path} not found (set BKFS_GRAPHQL_SCHEMA)");
+        return;
+    };
+    let real = Schema::parse(&src).expect("Buildkite's schema parses");
+    assert!(real.dangling_references().is_empty());
+    assert!(real.types.len() > 500);
+    for (name, t) in &fake_schema().types {
+        let r = real
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} is not in Buildkite's schema"));
+        assert_eq!(t.kind, r.kind, "{name}");
+        for i in &t.interfaces {
+            assert!(r.interfaces.contains(i), "{name} implements {i}");
+        }
+        let sorted = |v: &[String]| {
+            let mut v = v.to_vec();
+            v.sort();
+            v
+        };
+        assert_eq!(sorted(&t.members), sorted(&r.members), "{name}");
+        assert_eq!(sorted(&t.values), sorted(&r.values), "{name}");
+        for f in &t.fields {
+            let rf = real
+                .field(name, &f.name)
+                .unwrap_or_else(|| panic!("{name}.{} is not in Buildkite's schema", f.name));
+            assert_eq!(f.ty, rf.ty, "{name}.{}", f.name);
+            for a in &f.args {
+                let ra = rf
+                    .args
+                    .iter()
+                    .find(|ra| ra.name == a.name)
+                    .unwrap_or_else(|| panic!("{name}.{}({})", f.name, a.name));
+                assert_eq!(a.ty, ra.ty, "{name}.{}({})", f.name, a.name);
+                assert_eq!(a.default, ra.default, "{name}.{}({})", f.name, a.name);
+            }
+            for ra in rf
+                .args
+                .iter()
+                .filter(|ra| ra.ty.is_non_null() && ra.default.is_none())
+            {
+                assert!(
+                    f.args.iter().any(|a| a.name == ra.name),
+                    "{name}.{} needs {}",
+                    f.name,
+                    ra.name
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn base64_and_globs() {
+    for s in ["", "f", "fo", "foo", "foob", "Build---0190-ab"] {
+        let e = testing::b64_encode(s.as_bytes());
+        assert_eq!(testing::b64_decode(&e).unwrap(), s.as_bytes());
+    }
+    assert_eq!(testing::b64_encode(b"foob"), "Zm9vYg==");
+    assert!(testing::b64_decode("!!").is_none());
+    assert!(testing::glob_match("logs/*", "logs/a/b.log"));
+    assert!(testing::glob_match("*.log", "x.log"));
+    assert!(testing::glob_match("a*b*c", "aXXbYYc"));
+    assert!(!testing::glob_match("a*b*c", "aXXbYY"));
+    assert!(!testing::glob_match("logs/a.log", "logs/a.lo"));
+    assert!(testing::glob_match("*", ""));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Over HTTP
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+struct World7 {
+    s: FakeServer,
+    b: FakeBuild,
+    one: String,
+    two: String,
+    two_retry: String,
+    wait: String,
+    block: String,
+    trigger: String,
+}
+
+/// acme/app/7: command job "one" (parallel 0 of 2, step key "one") with `n` logs and a new
+/// (uploading) artifact; a wait job; command job "two" (retried by "two-retry") with
+/// junit.xml and a deleted artifact; a block and a trigger job; "two-retry" with out.txt.
+fn setup(n: usize) -> World7 {
+    let s = FakeServer::start();
+    s.add_token(TOKEN, &["read_builds", "read_artifacts"]);
+    let mut b = FakeBuild::new("acme", "app", 7);
+    let one = b.add_job(":one: One");
+    let wait = b.add_job_of_type("waiter", "");
+    let two = b.add_job("Two");
+    let block = b.add_job_of_type("manual", ":rocket: Release?");
+    let trigger = b.add_job_of_type("trigger", "Deploy");
+    let two_retry = b.add_job("Two");
+    for j in &mut b.build.jobs {
+        if j.id == one {
+            j.parallel_group_index = Some(0);
+            j.parallel_group_total = Some(2);
+            j.step_key = Some("one".into());
+        }
+        if j.id == two {
+            j.retried = Some(true);
+            j.retried_in_job_id = Some(two_retry.clone());
+            j.state = Some("failed".into());
+        }
+        if j.id == block {
+            j.state = Some("blocked".into());
+        }
+    }
+    for i in 0..n {
+        b.add_artifact(
+            &one,
+            &format!("logs/part-{i:03}.log"),
+            format!("line {i}\n"),
+        );
+    }
+    b.add_artifact_with(&one, "coverage/index.html", "<html/>", |a| {
+        a.state = Some("new".into())
+    });
+    b.add_artifact(&two, "junit.xml", "<testsuite/>");
+    b.add_artifact_with(&two, "gone.txt", "x", |a| a.state = Some("deleted".into()));
+    b.add_artifact(&two_retry, "out.txt", "retry output");
+    s.add_build(b.clone());
+    World7 {
+        s,
+        b,
+        one,
+        two,
+        two_retry,
+        wait,
+        block,
+        trigger,
+    }
+}
+
+async fn post(s: &FakeServer, token: Option<&str>, body: Json) -> (StatusCode, HeaderMap, Json) {
+    let mut req = client().post(s.graphql_url()).json(&body);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await.unwrap();
+    let (status, headers) = (r.status(), r.headers().clone());
+    let text = r.text().await.unwrap();
+    let v = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    (status, headers, v)
+}
+
+/// A 200 answer's body.
+async fn gql(s: &FakeServer, query: &str, variables: Json) -> Json {
+    let (status, headers, v) = post(
+        s,
+        Some(TOKEN),
+        json!({"query": query, "variables": variables}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(headers[CONTENT_TYPE], "application/json");
+    v
+}
+
+/// A 200 answer without errors: its `data`.
+async fn data(s: &FakeServer, query: &str, variables: Json) -> Json {
+    let v = gql(s, query, variables).await;
+    assert!(v.get("errors").is_none(), "unexpected errors: {v}");
+    v["data"].clone()
+}
+
+fn messages(v: &Json) -> Vec<String> {
+    v["errors"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no errors in {v}"))
+        .iter()
+        .map(|e| e["message"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The first error of a request that failed before execution.
+async fn request_error(s: &FakeServer, query: &str, variables: Json) -> (String, Json) {
+    let v = gql(s, query, variables).await;
+    assert_eq!(v["data"], Json::Null, "{v}");
+    let errors = v["errors"].as_array().unwrap();
+    (
+        errors[0]["message"].as_str().unwrap().to_string(),
+        errors[0].clone(),
+    )
+}
+
+async fn rest_build(s: &FakeServer) -> Build {
+    client()
+        .get(format!(
+            "{}/v2/organizations/acme/pipelines/app/builds/7",
+            s.api_url()
+        ))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+const BUILD_QUERY: &str = r#"
+query Build($slug: ID!, $first: Int = 50) {
+  build(slug: $slug) {
+    __typename id uuid number state url branch commit message createdAt startedAt finishedAt
+    pipeline { slug name }
+    jobs(first: $first) {
+      count
+      edges {
+        node {
+          __typename
+          ... on JobTypeCommand {
+            id uuid label state url createdAt startedAt finishedAt passed
+            parallelGroupIndex parallelGroupTotal retried
+            retrySource { ... on JobTypeCommand { uuid } }
+            step { key }
+            artifacts(first: 500) {
+              count
+              edges { node { uuid path size sha1sum sha256sum mimeType state downloadURL expiresAt } }
+              pageInfo { hasNextPage }
+            }
+          }
+          ... on JobTypeWait { uuid label state }
+          ... on JobTypeBlock { uuid label state }
+          ... on JobTypeTrigger { uuid label state }
+        }
+      }
+    }
+  }
+}"#;
+
+#[tokio::test]
+async fn build_query_matches_rest() {
+    let w = setup(3);
+    let d = data(&w.s, BUILD_QUERY, json!({"slug": "acme/app/7"})).await;
+    let rest = rest_build(&w.s).await;
+    let b = &d["build"];
+    assert_eq!(b["__typename"], "Build");
+    assert_eq!(b["uuid"], rest.id.as_str());
+    assert_ne!(b["id"], b["uuid"]);
+    assert_eq!(b["number"], 7);
+    assert_eq!(b["state"], "PASSED");
+    assert_eq!(b["url"], "https://buildkite.com/acme/app/builds/7");
+    assert_eq!(b["branch"], "main");
+    assert_eq!(b["commit"], rest.commit.as_deref().unwrap());
+    assert_eq!(b["message"], rest.message.as_deref().unwrap());
+    assert_eq!(b["finishedAt"], rest.finished_at.as_deref().unwrap());
+    assert_eq!(b["pipeline"], json!({"slug": "app", "name": "app"}));
+
+    // Jobs: newest first, REST ids as uuids, the union resolved by REST type.
+    let jobs = &b["jobs"];
+    assert_eq!(jobs["count"], 6);
+    let nodes: Vec<&Json> = jobs["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["node"])
+        .collect();
+    let uuids: Vec<&str> = nodes.iter().map(|n| n["uuid"].as_str().unwrap()).collect();
+    let mut rest_ids: Vec<&str> = rest.jobs.iter().map(|j| j.id.as_str()).collect();
+    rest_ids.reverse();
+    assert_eq!(uuids, rest_ids);
+    let types: Vec<&str> = nodes
+        .iter()
+        .map(|n| n["__typename"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "JobTypeCommand",
+            "JobTypeTrigger",
+            "JobTypeBlock",
+            "JobTypeCommand",
+            "JobTypeWait",
+            "JobTypeCommand"
+        ]
+    );
+    let by_uuid = |id: &str| *nodes.iter().find(|n| n["uuid"] == id).unwrap();
+
+    let one = by_uuid(&w.one);
+    assert_eq!(one["label"], ":one: One");
+    assert_eq!(one["state"], "FINISHED");
+    assert_eq!(one["passed"], true);
+    assert_eq!(one["parallelGroupIndex"], 0);
+    assert_eq!(one["parallelGroupTotal"], 2);
+    assert_eq!(one["step"], json!({"key": "one"}));
+    assert_eq!(one["retried"], false);
+    assert_eq!(one["retrySource"], Json::Null);
+    assert_eq!(one["url"], w.b.job_web_url(&w.one));
+    assert_eq!(one["finishedAt"], super::world::FINISHED_AT);
+
+    // Artifacts: upload order, REST ids, the uploading one included, deleted ones never.
+    let arts = &one["artifacts"];
+    assert_eq!(arts["count"], 4);
+    assert_eq!(arts["pageInfo"]["hasNextPage"], false);
+    let a0 = &arts["edges"][0]["node"];
+    let r0 = &w.b.artifacts[0].artifact;
+    assert_eq!(a0["uuid"], r0.id.as_str());
+    assert_eq!(a0["path"], "logs/part-000.log");
+    assert_eq!(a0["size"], 7);
+    assert_eq!(a0["sha1sum"], r0.sha1sum.as_deref().unwrap());
+    assert_eq!(a0["sha256sum"], Json::Null);
+    assert_eq!(a0["expiresAt"], Json::Null);
+    assert_eq!(a0["mimeType"], "text/plain");
+    assert_eq!(a0["state"], "finished");
+    assert_eq!(arts["edges"][3]["node"]["state"], "new");
+
+    let two = by_uuid(&w.two);
+    assert_eq!(two["state"], "FINISHED");
+    assert_eq!(two["passed"], false);
+    assert_eq!(two["retried"], true);
+    let paths: Vec<&str> = two["artifacts"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["node"]["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["junit.xml"]);
+    let retry = by_uuid(&w.two_retry);
+    assert_eq!(retry["retrySource"], json!({"uuid": w.two}));
+
+    assert_eq!(
+        by_uuid(&w.block).as_object().unwrap().len(),
+        4,
+        "only the selected fields"
+    );
+    assert_eq!(by_uuid(&w.block)["state"], "BLOCKED");
+    assert_eq!(by_uuid(&w.block)["label"], ":rocket: Release?");
+    assert_eq!(by_uuid(&w.wait)["state"], "FINISHED");
+    assert_eq!(by_uuid(&w.trigger)["label"], "Deploy");
+
+    // By uuid as well, and unknown builds are null.
+    let q = "query($u: ID) { build(uuid: $u) { number } }";
+    let d = data(&w.s, q, json!({"u": rest.id})).await;
+    assert_eq!(d, json!({"build": {"number": 7}}));
+    for slug in ["acme/app/8", "acme/nope/7", "nope", "acme/app/x", ""] {
+        let d = data(
+            &w.s,
+            "query($s: ID) { build(slug: $s) { number } }",
+            json!({"s": slug}),
+        )
+        .await;
+        assert_eq!(d, json!({"build": null}), "{slug}");
+    }
+    let d = data(&w.s, r#"{ build(uuid: "nope") { number } }"#, json!({})).await;
+    assert_eq!(d, json!({"build": null}));
+    // Slug and uuid that disagree.
+    let d = data(
+        &w.s,
+        r#"{ build(slug: "acme/app/7", uuid: "nope") { number } }"#,
+        json!({}),
+    )
+    .await;
+    assert_eq!(d, json!({"build": null}));
+
+    assert_eq!(w.s.count("graphql"), 9);
+    assert_eq!(w.s.count("api"), 1, "GraphQL is not counted as REST");
+    assert_eq!(w.s.count("graphql_errors"), 0);
+}
+
+#[tokio::test]
+async fn download_urls_work_and_have_their_own_ttl() {
+    let w = setup(1);
+    let q = r#"{ build(slug: "acme/app/7") { jobs(type: [COMMAND]) { edges { node {
+        ... on JobTypeCommand { artifacts(state: FINISHED) { edges { node { uuid path downloadURL } } } } } } } } }"#;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let d = data(&w.s, q, json!({})).await;
+    let mut urls = Vec::new();
+    for job in d["build"]["jobs"]["edges"].as_array().unwrap() {
+        for a in job["node"]["artifacts"]["edges"].as_array().unwrap() {
+            urls.push((
+                a["node"]["uuid"].as_str().unwrap().to_string(),
+                a["node"]["downloadURL"].as_str().unwrap().to_string(),
+            ));
+        }
+    }
+    assert_eq!(urls.len(), 3, "{d}");
+    let expires = |u: &str| -> u64 {
+        let q = url::Url::parse(u).unwrap();
+        let e = q.query_pairs().find(|(k, _)| k == "Expires").unwrap().1;
+        e.parse().unwrap()
+    };
+    for (id, u) in &urls {
+        assert!(u.starts_with(&format!("{}/artifacts/{id}/", w.s.storage_url())));
+        assert!(u.contains("AWSAccessKeyId=") && u.contains("Signature="));
+        let e = expires(u);
+        assert!((now + 599..=now + 602).contains(&e), "{e} vs {now}");
+        let fa = w.b.artifacts.iter().find(|a| &a.artifact.id == id).unwrap();
+        let body = client().get(u).send().await.unwrap().bytes().await.unwrap();
+        assert_eq!(body, fa.content);
+    }
+
+    w.s.set_graphql_url_ttl(Duration::from_secs(30));
+    let d = data(&w.s, q, json!({})).await;
+    let u = d["build"]["jobs"]["edges"][0]["node"]["artifacts"]["edges"][0]["node"]["downloadURL"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let e = expires(&u);
+    assert!((now + 29..=now + 32).contains(&e), "{e} vs {now}");
+    // The REST TTL knob is separate.
+    w.s.set_url_ttl(Duration::from_secs(1));
+    let d = data(&w.s, q, json!({})).await;
+    let u = d["build"]["jobs"]["edges"][0]["node"]["artifacts"]["edges"][0]["node"]["downloadURL"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(expires(&u) >= now + 29);
+
+    // Query.artifact and Artifact.job.
+    let id = &w.b.artifacts[0].artifact.id;
+    let q = "query($u: ID!) { artifact(uuid: $u) { path job { uuid label } } }";
+    let d = data(&w.s, q, json!({"u": id})).await;
+    assert_eq!(
+        d,
+        json!({"artifact": {"path": "logs/part-000.log", "job": {"uuid": w.one, "label": ":one: One"}}})
+    );
+}
+
+#[tokio::test]
+async fn jobs_paginate_with_cursors_and_filters() {
+    let s = FakeServer::start();
+    s.add_token(TOKEN, &["read_builds", "read_artifacts"]);
+    let mut b = FakeBuild::new("acme", "big", 1);
+    let mut ids = Vec::new();
+    for i in 0..230 {
+        ids.push(if i % 10 == 9 {
+            b.add_job_of_type("waiter", "")
+        } else {
+            b.add_job(&format!("job {i}"))
+        });
+    }
+    s.add_build(b);
+    ids.reverse(); // newest first
+
+    // Default page size is 100.
+    let q = r#"query($after: String, $first: Int) { build(slug: "acme/big/1") {
+        jobs(first: $first, after: $after) { count edges { cursor node { ... on JobTypeCommand { uuid } ... on JobTypeWait { uuid } } }
+        pageInfo { hasNextPage hasPreviousPage startCursor endCursor } } } }"#;
+    let d = data(&s, q, json!({})).await;
+    let jobs = &d["build"]["jobs"];
+    assert_eq!(jobs["count"], 230);
+    assert_eq!(
+        jobs["edges"].as_array().unwrap().len(),
+        GRAPHQL_DEFAULT_PAGE as usize
+    );
+    assert_eq!(jobs["pageInfo"]["hasNextPage"], true);
+
+    // Follow endCursor with first: 64.
+    let mut got = Vec::new();
+    let mut after = Json::Null;
+    let mut pages = 0;
+    loop {
+        let d = data(&s, q, json!({"first": 64, "after": after})).await;
+        let jobs = &d["build"]["jobs"];
+        let edges = jobs["edges"].as_array().unwrap();
+        for e in edges {
+            got.push(e["node"]["uuid"].as_str().unwrap().to_string());
+        }
+        let info = &jobs["pageInfo"];
+        assert_eq!(info["hasPreviousPage"], pages > 0);
+        assert_eq!(info["startCursor"], edges[0]["cursor"]);
+        assert_eq!(info["endCursor"], edges.last().unwrap()["cursor"]);
+        pages += 1;
+        if info["hasNextPage"] == false {
+            break;
+        }
+        after = info["endCursor"].clone();
+    }
+    assert_eq!(pages, 4);
+    assert_eq!(got, ids);
+
+    // Filters: by type and by state; count follows the filter.
+    let q2 = r#"query($t: [JobTypes!], $s: [JobStates!]) { build(slug: "acme/big/1") {
+        jobs(type: $t, state: $s, first: 500) { count } } }"#;
+    let count = |d: Json| d["build"]["jobs"]["count"].as_i64().unwrap();
+    assert_eq!(count(data(&s, q2, json!({"t": ["WAIT"]})).await), 23);
+    assert_eq!(count(data(&s, q2, json!({"t": "COMMAND"})).await), 207);
+    assert_eq!(count(data(&s, q2, json!({"s": ["RUNNING"]})).await), 0);
+    assert_eq!(
+        count(data(&s, q2, json!({"s": ["FINISHED"], "t": ["WAIT", "COMMAND"]})).await),
+        230
+    );
+
+    // first: 0, then the limits.
+    let d = data(&s, q, json!({"first": 0})).await;
+    assert_eq!(d["build"]["jobs"]["edges"], json!([]));
+    assert_eq!(d["build"]["jobs"]["pageInfo"]["hasNextPage"], true);
+    assert_eq!(d["build"]["jobs"]["pageInfo"]["endCursor"], Json::Null);
+    for (first, needle) in [(501, "maximum page size of 500"), (-1, "negative")] {
+        let v = gql(&s, q, json!({"first": first})).await;
+        assert_eq!(v["data"]["build"]["jobs"], Json::Null, "{v}");
+        assert!(messages(&v)[0].contains(needle), "{v}");
+        assert_eq!(v["errors"][0]["path"], json!(["build", "jobs"]));
+        assert!(v["errors"][0]["locations"].is_array());
+    }
+    let v = gql(&s, q, json!({"after": "bm9wZQ=="})).await;
+    assert!(messages(&v)[0].contains("not a valid cursor"), "{v}");
+    assert!(s.count("graphql_errors") >= 3);
+}
+
+#[tokio::test]
+async fn job_order_recently_assigned() {
+    let s = FakeServer::start();
+    s.add_token(TOKEN, &["read_builds"]);
+    let mut b = FakeBuild::new("acme", "app", 1);
+    let a = b.add_job("a");
+    let c = b.add_job("c");
+    let n = b.add_job("never started");
+    for j in &mut b.build.jobs {
+        j.started_at = if j.id == a {
+            Some("2026-01-02T03:05:00.000Z".into())
+        } else if j.id == c {
+            Some("2026-01-02T03:04:00.000Z".into())
+        } else {
+            None
+        };
+    }
+    s.add_build(b);
+    let q = r#"query($o: JobOrder) { build(slug: "acme/app/1") { jobs(order: $o) { edges { node { ... on JobTypeCommand { uuid } } } } } }"#;
+    let uuids = |d: Json| -> Vec<String> {
+        d["build"]["jobs"]["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["node"]["uuid"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        uuids(data(&s, q, json!({})).await),
+        [n.clone(), c.clone(), a.clone()]
+    );
+    assert_eq!(
+        uuids(data(&s, q, json!({"o": "RECENTLY_CREATED"})).await),
+        [n.clone(), c.clone(), a.clone()]
+    );
+    assert_eq!(
+        uuids(data(&s, q, json!({"o": "RECENTLY_ASSIGNED"})).await),
+        [a.clone(), c.clone(), n.clone()]
+    );
+}
+
+#[tokio::test]
+async fn artifacts_first_last_path_state() {
+    let w = setup(120);
+    let q = r#"query($first: Int, $last: Int, $path: String, $state: ArtifactStates) {
+      build(slug: "acme/app/7") { jobs(type: COMMAND, first: 1, after: null) { edges { node { ... on JobTypeCommand {
+        label
+        artifacts(first: $first, last: $last, path: $path, state: $state) {
+          count edges { cursor node { path } } pageInfo { hasNextPage hasPreviousPage } } } } } } } }"#;
+    // The newest command job is two-retry; ask for "one" through the older pages instead.
+    let one_q = q.replace("first: 1, after: null", "first: 500");
+    let arts = |d: &Json| -> Json {
+        d["build"]["jobs"]["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["node"]["label"] == ":one: One")
+            .unwrap()["node"]["artifacts"]
+            .clone()
+    };
+    let paths = |a: &Json| -> Vec<String> {
+        a["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["node"]["path"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let d = data(&w.s, q, json!({})).await;
+    assert_eq!(d["build"]["jobs"]["edges"][0]["node"]["label"], "Two");
+
+    // Default 100 of 121.
+    let a = arts(&data(&w.s, &one_q, json!({})).await);
+    assert_eq!(a["count"], 121);
+    assert_eq!(paths(&a).len(), 100);
+    assert_eq!(
+        a["pageInfo"],
+        json!({"hasNextPage": true, "hasPreviousPage": false})
+    );
+
+    let a = arts(&data(&w.s, &one_q, json!({"first": 2})).await);
+    assert_eq!(paths(&a), ["logs/part-000.log", "logs/part-001.log"]);
+    let a = arts(&data(&w.s, &one_q, json!({"last": 2})).await);
+    assert_eq!(paths(&a), ["logs/part-119.log", "coverage/index.html"]);
+    assert_eq!(
+        a["pageInfo"],
+        json!({"hasNextPage": false, "hasPreviousPage": true})
+    );
+    let a = arts(&data(&w.s, &one_q, json!({"first": 10, "last": 3})).await);
+    assert_eq!(
+        paths(&a),
+        [
+            "logs/part-007.log",
+            "logs/part-008.log",
+            "logs/part-009.log"
+        ]
+    );
+
+    let a = arts(&data(&w.s, &one_q, json!({"path": "logs/part-01*", "first": 500})).await);
+    assert_eq!(a["count"], 10);
+    let a = arts(&data(&w.s, &one_q, json!({"path": "coverage/index.html"})).await);
+    assert_eq!(paths(&a), ["coverage/index.html"]);
+    let a = arts(&data(&w.s, &one_q, json!({"path": "*.html", "state": "NEW"})).await);
+    assert_eq!(a["count"], 1);
+    let a = arts(&data(&w.s, &one_q, json!({"state": "FINISHED", "first": 500})).await);
+    assert_eq!(a["count"], 120);
+    let a = arts(&data(&w.s, &one_q, json!({"state": "DELETED"})).await);
+    assert_eq!(a["count"], 0);
+
+    let v = gql(&w.s, &one_q, json!({"last": 501})).await;
+    assert!(messages(&v)[0].contains("'last'"), "{v}");
+}
+
+#[tokio::test]
+async fn pipeline_builds_newest_first_with_filters() {
+    let s = FakeServer::start();
+    s.add_token(TOKEN, &["read_builds"]);
+    for n in 1..=12 {
+        let mut b = FakeBuild::new("acme", "app", n);
+        if n % 3 == 0 {
+            b.set_branch("feature/x");
+        }
+        if n % 4 == 0 {
+            b.set_state("failed");
+        }
+        s.add_build(b);
+    }
+    s.add_build(FakeBuild::new("acme", "other", 99));
+    s.add_build(FakeBuild::new("zzz", "app", 50));
+    let q = r#"query($slug: ID, $first: Int, $after: String, $branch: [String!], $state: [BuildStates!]) {
+      pipeline(slug: $slug) { slug name url
+        builds(first: $first, after: $after, branch: $branch, state: $state) {
+          count edges { node { number branch state } } pageInfo { hasNextPage endCursor } } } }"#;
+    let numbers = |d: &Json| -> Vec<u64> {
+        d["pipeline"]["builds"]["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["node"]["number"].as_u64().unwrap())
+            .collect()
+    };
+    let d = data(&s, q, json!({"slug": "acme/app"})).await;
+    assert_eq!(d["pipeline"]["slug"], "app");
+    assert_eq!(d["pipeline"]["url"], "https://buildkite.com/acme/app");
+    assert_eq!(d["pipeline"]["builds"]["count"], 12);
+    assert_eq!(numbers(&d), (1..=12).rev().collect::<Vec<_>>());
+
+    let d = data(&s, q, json!({"slug": "acme/app", "first": 5})).await;
+    assert_eq!(numbers(&d), [12, 11, 10, 9, 8]);
+    let after = d["pipeline"]["builds"]["pageInfo"]["endCursor"].clone();
+    let d = data(
+        &s,
+        q,
+        json!({"slug": "acme/app", "first": 5, "after": after}),
+    )
+    .await;
+    assert_eq!(numbers(&d), [7, 6, 5, 4, 3]);
+
+    let d = data(&s, q, json!({"slug": "acme/app", "branch": ["feature/x"]})).await;
+    assert_eq!(numbers(&d), [12, 9, 6, 3]);
+    assert_eq!(d["pipeline"]["builds"]["count"], 4);
+    let d = data(&s, q, json!({"slug": "acme/app", "state": ["FAILED"]})).await;
+    assert_eq!(numbers(&d), [12, 8, 4]);
+    let d = data(
+        &s,
+        q,
+        json!({"slug": "acme/app", "state": ["FAILED"], "branch": "feature/x"}),
+    )
+    .await;
+    assert_eq!(numbers(&d), [12]);
+
+    for slug in ["acme/nope", "acme", "nope/app/1"] {
+        let d = data(&s, q, json!({"slug": slug})).await;
+        assert_eq!(d, json!({"pipeline": null}), "{slug}");
+    }
+}
+
+#[tokio::test]
+async fn operations_fragments_aliases_directives_variables() {
+    let w = setup(2);
+    let doc = r#"
+      fragment B on Build { number ...S }
+      fragment S on Build { state }
+      query First($slug: ID = "acme/app/7") { build(slug: $slug) { ...B } }
+      query Second($slug: ID!, $skip: Boolean!, $with: Boolean = true) {
+        a: build(slug: $slug) { n: number, number @skip(if: $skip) }
+        b: build(slug: "acme/app/999") { number }
+        c: build(slug: $slug) @include(if: $with) { ... @skip(if: true) { number } ... { __typename } }
+      }"#;
+    let (status, _, v) = post(
+        &w.s,
+        Some(TOKEN),
+        json!({"query": doc, "operationName": "First"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        v,
+        json!({"data": {"build": {"number": 7, "state": "PASSED"}}})
+    );
+
+    let (_, _, v) = post(
+        &w.s,
+        Some(TOKEN),
+        json!({"query": doc, "operationName": "Second", "variables": {"slug": "acme/app/7", "skip": true}}),
+    )
+    .await;
+    assert_eq!(
+        v,
+        json!({"data": {"a": {"n": 7}, "b": null, "c": {"__typename": "Build"}}})
+    );
+    // Variables as a JSON string, as some clients send them.
+    let (_, _, v) = post(
+        &w.s,
+        Some(TOKEN),
+        json!({"query": doc, "operationName": "Second", "variables": "{\"slug\": \"acme/app/7\", \"skip\": false, \"with\": false}"}),
+    )
+    .await;
+    assert_eq!(v, json!({"data": {"a": {"n": 7, "number": 7}, "b": null}}));
+
+    // Without operationName the document is ambiguous; an unknown one is an error too.
+    let (_, _, v) = post(&w.s, Some(TOKEN), json!({"query": doc})).await;
+    assert!(
+        messages(&v)[0].contains("operation name is required"),
+        "{v}"
+    );
+    let (_, _, v) = post(
+        &w.s,
+        Some(TOKEN),
+        json!({"query": doc, "operationName": "Third"}),
+    )
+    .await;
+    assert_eq!(messages(&v), ["No operation named \"Third\""]);
+
+    // The response keeps the order of the selections.
+    let r = client()
+        .post(w.s.graphql_url())
+        .bearer_auth(TOKEN)
+        .json(&json!({"query": "{ build(slug: \"acme/app/7\") { uuid number branch __typename state } }"}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let at = |k: &str| r.find(&format!("\"{k}\"")).unwrap();
+    assert!(at("uuid") < at("number") && at("number") < at("branch"));
+    assert!(at("branch") < at("__typename") && at("__typename") < at("state"));
+
+    // Interfaces as type conditions, __typename on unions.
+    let q = r#"{ build(slug: "acme/app/7") { ... on Node { id } jobs(first: 1) { edges { node {
+        __typename ... on JobInterface { uuid retried } ... on Node { id } } } } } }"#;
+    let d = data(&w.s, q, json!({})).await;
+    let node = &d["build"]["jobs"]["edges"][0]["node"];
+    assert_eq!(node["__typename"], "JobTypeCommand");
+    assert_eq!(node["uuid"], w.two_retry.as_str());
+    assert!(node["id"].as_str().unwrap().len() > 20);
+    assert!(d["build"]["id"].is_string());
+}
+
+#[tokio::test]
+async fn invalid_requests_get_helpful_errors() {
+    let w = setup(1);
+    let s = &w.s;
+    let cases: Vec<(&str, Json, &str)> = vec![
+        ("{ build(slug: \"acme/app/7\") { foo } }", json!({}), "Field 'foo' doesn't exist on type 'Build'"),
+        ("{ nope }", json!({}), "Field 'nope' doesn't exist on type 'Query'"),
+        ("{ build(slug: \"a\") { jobs { edges { node { label } } } } }", json!({}),
+            "Selections can't be made directly on unions (see selections on Job): use `... on Type` or __typename for 'label'"),
+        ("{ build(slug: \"a\") { ... on Pipeline { slug } } }", json!({}), "Fragment on Pipeline can't be spread inside Build"),
+        ("{ build(slug: \"a\") { ... on Nope { id } } }", json!({}), "No such type Nope, so it can't be a fragment condition (Inline fragment)"),
+        ("{ build(slug: \"a\") { ... on BuildStates { id } } }", json!({}), "Invalid fragment on type BuildStates (must be Union, Interface or Object)"),
+        ("{ build(slug: \"a\", number: 7) { id } }", json!({}), "Field 'build' doesn't accept argument 'number'"),
+        ("{ build(slug: 7.5) { id } }", json!({}), "Argument 'slug' on Field 'build' has an invalid value (7.5). Expected type 'ID'."),
+        ("{ build(slug: \"a\") { jobs(first: \"ten\") { count } } }", json!({}), "Argument 'first' on Field 'jobs' has an invalid value (\"ten\"). Expected type 'Int'."),
+        ("{ build(slug: \"a\") { jobs(type: [SCRIPT]) { count } } }", json!({}), "Argument 'type' on Field 'jobs' has an invalid value ([SCRIPT]). Expected type '[JobTypes!]'."),
+        ("{ build(slug: \"a\") { jobs(first: 3000000000) { count } } }", json!({}), "Argument 'first' on Field 'jobs' has an invalid value (3000000000). Expected type 'Int'."),
+        ("{ artifact { path } }", json!({}), "Field 'artifact' is missing required arguments: uuid"),
+        ("{ artifact(uuid: null) { path } }", json!({}), "Argument 'uuid' on Field 'artifact' has an invalid value (null). Expected type 'ID!'."),
+        ("{ build(slug: \"a\") }", json!({}), "Field must have selections (field 'build' returns Build but has no selections. Did you mean 'build { ... }'?)"),
+        ("{ build(slug: \"a\") { state { id } } }", json!({}), "Selections can't be made on enums (field 'state' returns BuildStates but has selections [id])"),
+        ("{ build(slug: \"a\") { number { id } } }", json!({}), "Selections can't be made on scalars (field 'number' returns Int but has selections [id])"),
+        ("query($s: ID!) { build(slug: $s) { id } }", json!({}), "Variable $s of required type ID! was not provided."),
+        ("query($s: ID!) { build(slug: $s) { id } }", json!({"s": null}), "Variable $s of type ID! was provided invalid value: Expected value to not be null (type ID!)"),
+        ("query($f: Int) { build(slug: \"a\") { jobs(first: $f) { count } } }", json!({"f": "x"}), "Variable $f of type Int was provided invalid value: Could not coerce value \"x\" to Int"),
+        ("query($t: [JobTypes!]) { build(slug: \"a\") { jobs(type: $t) { count } } }", json!({"t": ["SCRIPT"]}), "Variable $t of type [JobTypes!] was provided invalid value: Expected \"SCRIPT\" to be one of: BLOCK, COMMAND, TRIGGER, WAIT"),
+        ("query($s: ID) { build { id } }", json!({}), "Variable $s is declared by anonymous query but not used"),
+        ("query Q { build(slug: $s) { id } }", json!({}), "Variable $s is used by Q but not declared"),
+        ("query($s: String) { build(slug: $s) { id } }", json!({}), "Type mismatch on variable $s and argument slug (String / ID)"),
+        ("query($f: Int) { artifact(uuid: $f) { id } }", json!({}), "Type mismatch on variable $f and argument uuid (Int / ID!)"),
+        ("query($u: ID) { artifact(uuid: $u) { id } }", json!({}), "Nullability mismatch on variable $u and argument uuid (ID / ID!)"),
+        ("query($s: Build) { build(slug: \"a\") { id } }", json!({}), "Build isn't a valid input type (on $s)"),
+        ("query($s: Nope) { build(slug: \"a\") { id } }", json!({}), "Nope isn't a defined input type (on $s)"),
+        ("{ build(slug: \"a\") { ...F } }", json!({}), "Fragment F was used, but not defined"),
+        ("fragment F on Build { id } { build(slug: \"a\") { id } }", json!({}), "Fragment F was defined, but not used"),
+        ("fragment F on Pipeline { slug } { build(slug: \"a\") { ...F } }", json!({}), "Fragment F on Pipeline can't be spread inside Build"),
+        ("{ build(slug: \"a\") { id @deprecated } }", json!({}), "Directive @deprecated is not defined"),
+        ("query @skip(if: true) { build(slug: \"a\") { id } }", json!({}), "'@skip' can't be applied to queries (allowed: fields, fragment spreads, inline fragments)"),
+        ("{ build(slug: \"a\") { id @skip } }", json!({}), "Directive '@skip' is missing required arguments: if"),
+        ("{ build(slug: \"a\") { x: id x: uuid } }", json!({}), "Field 'x' has a field conflict: id or uuid?"),
+        ("{ build(slug: \"a\") { jobs(first: 1) { count } jobs(first: 2) { count } } }", json!({}), "Field 'jobs' has an argument conflict: {first: 1} or {first: 2}?"),
+        ("{ a: build(slug: \"a\") { id } a: build(slug: \"a\") { x: id } a: build(slug: \"a\") { x: uuid } }", json!({}), "Field 'x' has a field conflict: id or uuid?"),
+        ("mutation { buildCancel(input: {id: \"x\"}) { clientMutationId } }", json!({}), "Schema is not configured for mutations (this API serves queries only)"),
+        ("subscription { build { id } }", json!({}), "Schema is not configured for subscriptions (this API serves queries only)"),
+        ("{ __schema { types { name } } }", json!({}), "Field '__schema' doesn't exist on type 'Query'"),
+        ("query A { build(slug: \"a\") { id } } query A { build(slug: \"a\") { id } }", json!({}), "Operation name \"A\" must be unique"),
+        ("{ build(slug: \"a\") { id } } query B { build(slug: \"a\") { id } }", json!({}), "Operation name is required when multiple operations are present"),
+        ("{ build(slug: \"a\") { id }", json!({}), "Syntax Error: Expected Name, found <EOF>."),
+        ("{ build(slug: \"a\") { id } } }", json!({}), "Syntax Error: Unexpected \"}\"."),
+    ];
+    for (q, vars, want) in cases {
+        let (got, err) = request_error(s, q, vars).await;
+        assert_eq!(got, want, "for {q}");
+        if !want.starts_with("Variable $s of required") && !want.contains("provided invalid") {
+            assert!(err["locations"][0]["line"].as_u64().unwrap() >= 1, "{err}");
+        }
+    }
+    // Locations point at the offending token.
+    let (_, err) = request_error(
+        s,
+        "{\n  build(slug: \"a\") {\n    id\n    foo\n  }\n}",
+        json!({}),
+    )
+    .await;
+    assert_eq!(err["locations"], json!([{"line": 4, "column": 5}]));
+
+    // Fragment cycles are reported, and do not hang the server.
+    let v = gql(
+        s,
+        "fragment A on Build { ...B } fragment B on Build { ...A } { build(slug: \"a\") { ...A } }",
+        json!({}),
+    )
+    .await;
+    let m = messages(&v);
+    assert!(
+        m.contains(&"Fragment A contains an infinite loop".to_string()),
+        "{m:?}"
+    );
+    assert!(
+        m.contains(&"Fragment B contains an infinite loop".to_string()),
+        "{m:?}"
+    );
+    // Several problems are reported together.
+    let v = gql(s, "{ build(slug: \"a\") { foo bar } }", json!({})).await;
+    assert_eq!(messages(&v).len(), 2);
+
+    // Requests that are not GraphQL at all: 400.
+    for body in [
+        "not json",
+        "{\"nope\": 1}",
+        "{\"query\": 5}",
+        "{\"query\": \"{ build { id } }\", \"variables\": [1]}",
+    ] {
+        let r = client()
+            .post(s.graphql_url())
+            .bearer_auth(TOKEN)
+            .header(CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{body}");
+        let v: Json = r.json().await.unwrap();
+        assert!(!messages(&v)[0].is_empty());
+    }
+    let r = client()
+        .get(s.graphql_url())
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.headers()["allow"], "POST");
+    assert_eq!(s.count("graphql_400"), 4);
+    assert_eq!(s.count("graphql_405"), 1);
+    assert_eq!(s.count("api"), 0);
+}
+
+#[tokio::test]
+async fn non_null_errors_propagate_to_the_nearest_nullable_field() {
+    let w = setup(1);
+    // A state GraphQL cannot express: Build.state is BuildStates!, so `build` becomes null.
+    w.s.update_build("acme", "app", 7, |b| {
+        b.build.state = Some("exploded".into())
+    });
+    let v = gql(
+        &w.s,
+        "{ build(slug: \"acme/app/7\") { number state } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(v["data"], json!({"build": null}));
+    assert_eq!(
+        messages(&v),
+        ["Build.state: \"EXPLODED\" is not a valid BuildStates value"]
+    );
+    assert_eq!(v["errors"][0]["path"], json!(["build", "state"]));
+    assert_eq!(w.s.count("graphql_errors"), 1);
+}
+
+#[tokio::test]
+async fn auth_access_and_scopes() {
+    let w = setup(1);
+    let s = &w.s;
+    s.add_token("builds-only", &["read_builds"]);
+    s.add_token("artifacts-only", &["read_artifacts"]);
+    let q = json!({"query": "{ build(slug: \"acme/app/7\") { number } }"});
+
+    let (status, h, v) = post(s, None, q.clone()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(h.contains_key("ratelimit-remaining"));
+    assert!(messages(&v)[0].contains("API Access Token"));
+    let (status, _, _) = post(s, Some("nope"), q.clone()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    s.set_graphql_access(TOKEN, false);
+    let (status, _, v) = post(s, Some(TOKEN), q.clone()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        messages(&v),
+        ["The API Access Token does not have GraphQL API access enabled"]
+    );
+    // REST is unaffected.
+    let rest = client()
+        .get(format!("{}/v2/access-token", s.api_url()))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rest.status(), StatusCode::OK);
+    s.set_graphql_access(TOKEN, true);
+    let (status, _, _) = post(s, Some(TOKEN), q.clone()).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Missing scopes: that field is null with an error, the rest still runs.
+    let (status, _, v) = post(s, Some("artifacts-only"), q.clone()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(v["data"], json!({"build": null}));
+    assert_eq!(
+        messages(&v),
+        ["Your access token does not have the required scope(s): read_builds"]
+    );
+    let id = &w.b.artifacts[0].artifact.id;
+    let (_, _, v) = post(
+        s,
+        Some("artifacts-only"),
+        json!({"query": "query($u: ID!) { artifact(uuid: $u) { path job { uuid } } }", "variables": {"u": id}}),
+    )
+    .await;
+    assert_eq!(
+        v["data"],
+        json!({"artifact": {"path": "logs/part-000.log", "job": null}})
+    );
+    assert_eq!(v["errors"][0]["path"], json!(["artifact", "job"]));
+    let (_, _, v) = post(
+        s,
+        Some("builds-only"),
+        json!({"query": "{ build(slug: \"acme/app/7\") { number jobs(type: COMMAND, first: 1) { edges { node { ... on JobTypeCommand { label artifacts { count } } } } } } }"}),
+    )
+    .await;
+    assert_eq!(
+        v["data"]["build"]["jobs"]["edges"][0]["node"],
+        json!({"label": "Two", "artifacts": null})
+    );
+    assert_eq!(
+        v["errors"][0]["path"],
+        json!(["build", "jobs", "edges", 0, "node", "artifacts"])
+    );
+
+    assert_eq!(s.count("graphql_401"), 2);
+    assert_eq!(s.count("graphql_403"), 1);
+    assert_eq!(s.count("graphql_errors"), 3);
+    assert_eq!(s.count("graphql"), 7);
+    assert_eq!(s.count("api"), 1);
+}
+
+#[tokio::test]
+async fn modes_and_faults() {
+    let w = setup(1);
+    let s = &w.s;
+    let q = json!({"query": "{ build(slug: \"acme/app/7\") { number } }"});
+
+    s.set_graphql_mode(GraphqlMode::Absent);
+    let (status, h, v) = post(s, Some(TOKEN), q.clone()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(v, json!({"message": "Not Found"}));
+    assert!(h.contains_key("ratelimit-limit"));
+
+    s.set_graphql_mode(GraphqlMode::Errors);
+    let (status, _, v) = post(s, Some(TOKEN), q.clone()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(v["data"], Json::Null);
+    assert!(!messages(&v).is_empty());
+    let (status, _, _) = post(s, None, q.clone()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    s.set_graphql_mode(GraphqlMode::Normal);
+    s.fail_graphql(2, 502);
+    s.fail_api(5, 500); // REST faults leave GraphQL alone
+    for _ in 0..2 {
+        let (status, _, v) = post(s, Some(TOKEN), q.clone()).await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY);
+        assert_eq!(messages(&v), ["Bad Gateway"]);
+    }
+    assert_eq!(s.graphql_faults_pending(), 0);
+    assert_eq!(s.api_faults_pending(), 5);
+    let (status, _, v) = post(s, Some(TOKEN), q.clone()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(v, json!({"data": {"build": {"number": 7}}}));
+
+    assert_eq!(s.count("graphql_404"), 1);
+    assert_eq!(s.count("graphql_502"), 2);
+    assert_eq!(s.count("graphql_faults_injected"), 2);
+    assert_eq!(s.count("graphql_errors"), 1);
+    assert_eq!(s.count("graphql"), 6);
+    assert_eq!(s.count("api"), 0);
+}
+
+#[tokio::test]
+async fn rate_limit_is_shared_with_rest_and_latency_applies() {
+    let w = setup(1);
+    let s = &w.s;
+    s.set_rate_limit(3, Duration::from_secs(60), true);
+    let q = json!({"query": "{ build(slug: \"acme/app/7\") { number } }"});
+    let (status, h, _) = post(s, Some(TOKEN), q.clone()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(h["ratelimit-limit"], "3");
+    assert_eq!(h["ratelimit-remaining"], "2");
+    let rest = rest_build(s).await;
+    assert_eq!(rest.number, 7);
+    let (_, h, _) = post(s, Some(TOKEN), q.clone()).await;
+    assert_eq!(h["ratelimit-remaining"], "0");
+    let (status, h, v) = post(s, Some(TOKEN), q.clone()).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(h["ratelimit-remaining"], "0");
+    assert!(
+        h["ratelimit-reset"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            <= 60
+    );
+    assert!(messages(&v)[0].contains("rate limit"));
+    let r = client()
+        .get(format!("{}/v2/access-token", s.api_url()))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(s.count("graphql_429"), 1);
+    assert_eq!(s.count("api_429"), 1);
+
+    s.set_rate_limit(200, Duration::from_secs(60), false);
+    s.set_api_latency(Duration::from_millis(150));
+    let t = Instant::now();
+    let (status, _, _) = post(s, Some(TOKEN), q.clone()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(t.elapsed() >= Duration::from_millis(150));
+}
+
+#[tokio::test]
+async fn live_builds_show_in_graphql_at_once() {
+    let s = FakeServer::start();
+    s.add_token(TOKEN, &["read_builds", "read_artifacts"]);
+    let mut b = FakeBuild::running("acme", "live", 1);
+    let job = b.add_job("Tests");
+    s.add_build(b);
+    let q = r#"{ build(slug: "acme/live/1") { state finishedAt jobs { edges { node { ... on JobTypeCommand {
+        uuid state finishedAt artifacts { count edges { node { uuid path state downloadURL } } } } } } } } }"#;
+    let d = data(&s, q, json!({})).await;
+    assert_eq!(d["build"]["state"], "RUNNING");
+    assert_eq!(d["build"]["finishedAt"], Json::Null);
+    let node = &d["build"]["jobs"]["edges"][0]["node"];
+    assert_eq!(node["state"], "RUNNING");
+    assert_eq!(node["finishedAt"], Json::Null);
+    assert_eq!(node["artifacts"]["count"], 0);
+
+    // An artifact starts uploading, then finishes; the job and the build finish.
+    let mut id = String::new();
+    assert!(s.update_build("acme", "live", 1, |b| {
+        id = b.add_artifact_with(&job, "report.txt", "all good", |a| {
+            a.state = Some("new".into())
+        });
+    }));
+    let d = data(&s, q, json!({})).await;
+    let a = &d["build"]["jobs"]["edges"][0]["node"]["artifacts"]["edges"][0]["node"];
+    assert_eq!(a["uuid"], id.as_str());
+    assert_eq!(a["state"], "new");
+    let url = a["downloadURL"].as_str().unwrap().to_string();
+    let r = client().get(&url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND, "not uploaded yet");
+
+    assert!(s.set_artifact_state(&id, "finished"));
+    assert!(s.update_build("acme", "live", 1, |b| {
+        assert!(b.set_job_state(&job, "passed"));
+    }));
+    assert!(s.set_build_state("acme", "live", 1, "passed"));
+    let d = data(&s, q, json!({})).await;
+    assert_eq!(d["build"]["state"], "PASSED");
+    assert!(d["build"]["finishedAt"].as_str().unwrap().ends_with('Z'));
+    let node = &d["build"]["jobs"]["edges"][0]["node"];
+    assert_eq!(node["state"], "FINISHED");
+    assert!(node["finishedAt"].is_string());
+    assert_eq!(node["artifacts"]["edges"][0]["node"]["state"], "finished");
+    let body = client()
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(body, "all good");
+
+    assert!(!s.set_build_state("acme", "live", 2, "passed"));
+    assert!(!s.update_build("acme", "nope", 1, |_| panic!("not called")));
+}
+
+#[test]
+fn job_rest_types_map_to_the_union() {
+    // The builder's REST job types, as the REST endpoint shows them.
+    let mut b = FakeBuild::new("a", "b", 1);
+    for kind in ["script", "waiter", "trigger", "manual"] {
+        b.add_job_of_type(kind, kind);
+    }
+    let kinds: Vec<Option<&str>> = b
+        .build
+        .jobs
+        .iter()
+        .map(|j: &Job| j.kind.as_deref())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            Some("script"),
+            Some("waiter"),
+            Some("trigger"),
+            Some("manual")
+        ]
+    );
+}

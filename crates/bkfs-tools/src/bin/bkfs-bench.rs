@@ -1,0 +1,914 @@
+//! `scripts/bench`: measures bkfs against baselines taken in the same run, on this machine,
+//! against the project's fake Buildkite on 127.0.0.1. Not a test: run it by hand.
+//!
+//! Every figure is a ratio to a baseline measured side by side (medians of `--runs` runs):
+//! `curl` of the same signed URL, `cat`/`find`/`ls` of a local copy of the same files, or a
+//! script that downloads every log with curl and then greps.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bkfs_fake::{FakeBuild, FakeServer};
+
+const TOKEN: &str = "bench-token";
+
+struct Opts {
+    runs: usize,
+    big: u64,
+    many: usize,
+    logs: usize,
+    huge: usize,
+    /// Logs of the GraphQL-vs-REST comparison (0: skip it).
+    gql_logs: usize,
+    /// Its rate-limit window in seconds (50 requests per window; Buildkite's is 60 s).
+    gql_window: u64,
+    /// Job logs (2 MiB each) of the grep-across-job-logs row (0: skip it).
+    job_logs: usize,
+    /// Archive rows: entries of the zip (0: skip them).
+    archive_entries: usize,
+}
+
+fn parse_opts() -> Opts {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let value = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    let runs = value("--runs").unwrap_or(3) as usize;
+    let gql_window = value("--window").unwrap_or(6).max(1);
+    // --archives: only the archive rows (10,000 entries, 200 MiB; --entries N to change).
+    if args.iter().any(|a| a == "--archives") {
+        return Opts {
+            runs,
+            big: 0,
+            many: 0,
+            logs: 0,
+            huge: 0,
+            gql_logs: 0,
+            gql_window,
+            job_logs: 0,
+            archive_entries: value("--entries").unwrap_or(10_000) as usize,
+        };
+    }
+    // --graphql: only the GraphQL-vs-REST comparison (1,000 logs, 50 requests per window).
+    if args.iter().any(|a| a == "--graphql") {
+        return Opts {
+            runs,
+            big: 0,
+            many: 0,
+            logs: 0,
+            huge: 0,
+            gql_logs: value("--logs").unwrap_or(1000) as usize,
+            gql_window,
+            job_logs: 0,
+            archive_entries: 0,
+        };
+    }
+    // --job-logs N: only the grep across N cold 2 MiB job logs.
+    if let Some(n) = value("--job-logs") {
+        return Opts {
+            runs,
+            big: 0,
+            many: 0,
+            logs: 0,
+            huge: 0,
+            gql_logs: 0,
+            gql_window,
+            job_logs: n as usize,
+            archive_entries: 0,
+        };
+    }
+    // --big-mib N: only the big-file measurements, with an N MiB artifact.
+    if let Some(m) = args
+        .iter()
+        .position(|a| a == "--big-mib")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        return Opts {
+            runs,
+            big: m << 20,
+            many: 0,
+            logs: 0,
+            huge: 0,
+            gql_logs: 0,
+            gql_window,
+            job_logs: 0,
+            archive_entries: 0,
+        };
+    }
+    if quick {
+        Opts {
+            runs,
+            big: 256 << 20,
+            many: 5_000,
+            logs: 200,
+            huge: 0,
+            gql_logs: 200,
+            gql_window,
+            job_logs: 20,
+            archive_entries: 2_000,
+        }
+    } else {
+        Opts {
+            runs,
+            big: 1 << 30,
+            many: 20_000,
+            logs: 1_000,
+            huge: 100_000,
+            gql_logs: 1_000,
+            gql_window,
+            job_logs: 50,
+            archive_entries: 10_000,
+        }
+    }
+}
+
+fn bin() -> PathBuf {
+    let me = std::env::current_exe().expect("current exe");
+    me.parent().unwrap().join("bkfs")
+}
+
+/// Deterministic incompressible bytes (xorshift64*).
+fn noise(n: u64, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut v = Vec::with_capacity(n as usize);
+    while (v.len() as u64) < n {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        v.extend_from_slice(&x.wrapping_mul(0x2545F4914F6CDD1D).to_le_bytes());
+    }
+    v.truncate(n as usize);
+    v
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn time<F: FnMut()>(mut f: F) -> f64 {
+    let t = Instant::now();
+    f();
+    t.elapsed().as_secs_f64()
+}
+
+fn sh(line: &str) -> String {
+    let o = Command::new("bash")
+        .arg("-c")
+        .arg(line)
+        .stdin(Stdio::null())
+        .output()
+        .expect("bash");
+    if !o.status.success() {
+        panic!(
+            "command failed: {line}\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn drop_caches() {
+    let _ = Command::new("bash")
+        .arg("-c")
+        .arg("sync; echo 3 > /proc/sys/vm/drop_caches")
+        .stderr(Stdio::null())
+        .status();
+}
+
+struct Mounted {
+    mnt: PathBuf,
+}
+
+impl Mounted {
+    fn daemon_rss_kib(&self) -> u64 {
+        let needle = self.mnt.to_string_lossy().to_string();
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+                continue;
+            };
+            let args: Vec<String> = cmd
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into())
+                .collect();
+            if args.first().is_some_and(|a| a.ends_with("bkfs")) && args.contains(&needle) {
+                let st = std::fs::read_to_string(e.path().join("status")).unwrap_or_default();
+                for l in st.lines() {
+                    if let Some(v) = l.strip_prefix("VmRSS:") {
+                        return v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0);
+                    }
+                }
+            }
+        }
+        0
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("fusermount3")
+            .arg("-u")
+            .arg("-z")
+            .arg(&self.mnt)
+            .status();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn mount(server: &FakeServer, build: &str, mnt: &Path, cache: &Path, extra: &[&str]) -> Mounted {
+    std::fs::create_dir_all(mnt).unwrap();
+    let extra_env = std::env::var("BKFS_BENCH_MOUNT_ARGS").unwrap_or_default();
+    let o = Command::new(bin())
+        .arg("mount")
+        .args(extra_env.split_whitespace())
+        .arg("--api-url")
+        .arg(server.api_url())
+        .arg("--cache-dir")
+        .arg(cache)
+        .arg("--log-file")
+        .arg(cache.with_extension("log"))
+        .args(extra)
+        .arg(build)
+        .arg(mnt)
+        .env("BUILDKITE_API_TOKEN", TOKEN)
+        .output()
+        .expect("bkfs mount");
+    if !o.status.success() {
+        panic!("bkfs mount failed: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    Mounted {
+        mnt: mnt.to_path_buf(),
+    }
+}
+
+fn signed_url(server: &FakeServer, org: &str, pipe: &str, n: u64, job: &str, art: &str) -> String {
+    sh(&format!(
+        "curl -s -o /dev/null -w '%{{redirect_url}}' -H 'Authorization: Bearer {TOKEN}' '{}/v2/organizations/{org}/pipelines/{pipe}/builds/{n}/jobs/{job}/artifacts/{art}/download'",
+        server.api_url()
+    ))
+}
+
+struct Row {
+    name: String,
+    bkfs: String,
+    baseline: String,
+    ratio: f64,
+    target: String,
+    ok: bool,
+}
+
+fn main() {
+    let o = parse_opts();
+    let work = tempfile::Builder::new()
+        .prefix("bkfs-bench-")
+        .tempdir()
+        .unwrap();
+    let w = work.path().to_path_buf();
+    let server = FakeServer::start();
+    server.add_token(TOKEN, &["read_artifacts", "read_builds", "read_build_logs"]);
+    // The API's rate limit is not what is measured here (the curl baseline ignores it too):
+    // advertise a budget large enough that bkfs's pacing never waits.
+    server.set_rate_limit(1_000_000, Duration::from_secs(60), false);
+    let cores = sh("nproc").trim().to_string();
+    let mem = sh("awk '/MemTotal/ {printf \"%.1f GiB\", $2/1048576}' /proc/meminfo");
+    println!(
+        "bkfs benchmark — {cores} cores, {mem}, {} runs each (median)",
+        o.runs
+    );
+
+    if o.big == 0 && o.archive_entries > 0 {
+        let mut rows = Vec::new();
+        archive_rows(&server, &w, o.archive_entries, o.runs, &mut rows);
+        print_rows(&rows, &cores, &mem);
+        return;
+    }
+    if o.big == 0 && (o.gql_logs > 0 || o.job_logs > 0) {
+        let mut rows = Vec::new();
+        if o.gql_logs > 0 {
+            graphql_compare(&w, o.gql_logs, o.gql_window, &mut rows);
+        }
+        if o.job_logs > 0 {
+            job_logs_grep(&server, &w, o.job_logs, o.runs, &mut rows);
+        }
+        print_rows(&rows, &cores, &mem);
+        return;
+    }
+
+    // The big artifact.
+    eprintln!("preparing a {} MiB artifact ...", o.big >> 20);
+    let big = noise(o.big, 42);
+    let mut b = FakeBuild::new("bench", "big", 1);
+    let job = b.add_job("Big");
+    let art = b.add_artifact(&job, "big.bin", big.clone());
+    server.add_build(b);
+    let local = w.join("local-big.bin");
+    std::fs::write(&local, &big).unwrap();
+    drop(big);
+
+    let mut rows: Vec<Row> = Vec::new();
+    let mb = o.big as f64 / 1e6;
+
+    for (label, throttled) in [
+        (
+            "throttled (30 ms first byte, 80 MB/s per connection, 20 ms API)",
+            true,
+        ),
+        ("unthrottled loopback", false),
+    ] {
+        if throttled {
+            server.set_storage_latency(Duration::from_millis(30));
+            server.set_storage_bandwidth(80_000_000);
+            server.set_api_latency(Duration::from_millis(20));
+        } else {
+            server.set_storage_latency(Duration::ZERO);
+            server.set_storage_bandwidth(0);
+            server.set_api_latency(Duration::ZERO);
+        }
+        let mut curl = Vec::new();
+        let mut ours = Vec::new();
+        for r in 0..o.runs {
+            let url = signed_url(&server, "bench", "big", 1, &job, &art);
+            drop_caches();
+            curl.push(time(|| {
+                sh(&format!("curl -s -o /dev/null '{url}'"));
+            }));
+            let cache = w.join(format!("cache-cold-{throttled}-{r}"));
+            let m = mount(&server, "bench/big/1", &w.join("mnt"), &cache, &[]);
+            drop_caches();
+            ours.push(time(|| {
+                sh(&format!("cat {}/big/big.bin > /dev/null", m.mnt.display()));
+            }));
+            drop(m);
+            let _ = std::fs::remove_dir_all(&cache);
+        }
+        let (c, b) = (median(curl), median(ours));
+        let ratio = c / b;
+        let target = if throttled { 4.0 } else { 0.8 };
+        rows.push(Row {
+            name: format!("1 GiB cold sequential read, {label}")
+                .replace("1 GiB", &format!("{} MiB", o.big >> 20)),
+            bkfs: format!("{:.0} MB/s", mb / b),
+            baseline: format!("curl {:.0} MB/s", mb / c),
+            ratio,
+            target: format!(">= {target}x"),
+            ok: ratio >= target,
+        });
+    }
+    server.set_storage_latency(Duration::ZERO);
+    server.set_storage_bandwidth(0);
+    server.set_api_latency(Duration::ZERO);
+
+    // Warm re-read.
+    {
+        let cache = w.join("cache-warm");
+        let m = mount(&server, "bench/big/1", &w.join("mnt"), &cache, &[]);
+        let f = format!("{}/big/big.bin", m.mnt.display());
+        sh(&format!(
+            "cat {f} > /dev/null; cat {} > /dev/null",
+            local.display()
+        ));
+        let ours: Vec<f64> = (0..o.runs)
+            .map(|_| {
+                time(|| {
+                    sh(&format!("cat {f} > /dev/null"));
+                })
+            })
+            .collect();
+        let loc: Vec<f64> = (0..o.runs)
+            .map(|_| {
+                time(|| {
+                    sh(&format!("cat {} > /dev/null", local.display()));
+                })
+            })
+            .collect();
+        let (b, l) = (median(ours), median(loc));
+        rows.push(Row {
+            name: "warm re-read (disk cache + page cache)".into(),
+            bkfs: format!("{:.0} MB/s", mb / b),
+            baseline: format!("local cat {:.0} MB/s", mb / l),
+            ratio: l / b,
+            target: ">= 0.9x".into(),
+            ok: l / b >= 0.9,
+        });
+        drop(m);
+        let _ = std::fs::remove_dir_all(&cache);
+    }
+
+    // Random 4 KiB reads.
+    if std::env::var("BKFS_BENCH_LOGDIR").is_ok() {
+        let d = std::env::var("BKFS_BENCH_LOGDIR").unwrap();
+        let _ = sh(&format!(
+            "cp {}/*.log {d}/ 2>/dev/null || true",
+            w.display()
+        ));
+    }
+    {
+        let mut ratios = Vec::new();
+        for r in 0..o.runs {
+            let cache = w.join(format!("cache-rand-{r}"));
+            let m = mount(&server, "bench/big/1", &w.join("mnt"), &cache, &[]);
+            drop_caches();
+            let before = server.storage_bytes_served();
+            let f = std::fs::File::open(m.mnt.join("big/big.bin")).unwrap();
+            let mut x: u64 = 0x9E3779B97F4A7C15 ^ r as u64;
+            let mut buf = vec![0u8; 4096];
+            for _ in 0..1000 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let off = (x % (o.big - 4096)) & !4095;
+                std::os::unix::fs::FileExt::read_exact_at(&f, &mut buf, off).unwrap();
+            }
+            drop(f);
+            ratios.push((server.storage_bytes_served() - before) as f64 / (1000.0 * 4096.0));
+            drop(m);
+            let _ = std::fs::remove_dir_all(&cache);
+        }
+        let r = median(ratios);
+        rows.push(Row {
+            name: "1,000 random 4 KiB reads (cold): bytes fetched / bytes read".into(),
+            bkfs: format!("{:.0} KiB per read", r * 4.0),
+            baseline: "4 KiB per read".into(),
+            ratio: r,
+            target: "<= 64x".into(),
+            ok: r <= 64.0,
+        });
+    }
+
+    // Many artifacts.
+    for (count, jobs) in [(o.many, 50usize), (o.huge, 100usize)] {
+        if count == 0 {
+            continue;
+        }
+        let number = count as u64;
+        let mut b = FakeBuild::new("bench", "many", number);
+        let ids: Vec<String> = (0..jobs)
+            .map(|j| b.add_job(&format!("Shard {j}")))
+            .collect();
+        for i in 0..count {
+            let j = &ids[i % jobs];
+            b.add_artifact(
+                j,
+                &format!("logs/d{}/file-{i}.log", (i / jobs) % 20),
+                format!("line {i}\n"),
+            );
+        }
+        server.add_build(b);
+        // A local tree of the same shape.
+        let localdir = w.join(format!("local-many-{count}"));
+        for j in 0..jobs {
+            for d in 0..20 {
+                std::fs::create_dir_all(localdir.join(format!("shard-{j}/logs/d{d}"))).unwrap();
+            }
+        }
+        for i in 0..count {
+            let p = localdir.join(format!(
+                "shard-{}/logs/d{}/file-{i}.log",
+                i % jobs,
+                (i / jobs) % 20
+            ));
+            std::fs::write(p, format!("line {i}\n")).unwrap();
+        }
+        server.set_api_latency(Duration::from_millis(20));
+        let mut mounts = Vec::new();
+        let mut finds = Vec::new();
+        let mut lsr = Vec::new();
+        let mut lfinds = Vec::new();
+        let mut llsr = Vec::new();
+        let mut rss = 0;
+        for r in 0..o.runs {
+            let cache = w.join(format!("cache-many-{count}-{r}"));
+            let mnt = w.join("mnt");
+            let mut m = None;
+            mounts.push(time(|| {
+                m = Some(mount(
+                    &server,
+                    &format!("bench/many/{number}"),
+                    &mnt,
+                    &cache,
+                    &[],
+                ));
+            }));
+            let m = m.unwrap();
+            let n = sh(&format!("find {} -type f | wc -l", m.mnt.display()));
+            assert_eq!(n.trim(), count.to_string(), "find saw every artifact");
+            finds.push(time(|| {
+                sh(&format!("find {} -type f | wc -l", m.mnt.display()));
+            }));
+            lsr.push(time(|| {
+                sh(&format!("ls -lR {} > /dev/null", m.mnt.display()));
+            }));
+            lfinds.push(time(|| {
+                sh(&format!("find {} -type f | wc -l", localdir.display()));
+            }));
+            llsr.push(time(|| {
+                sh(&format!("ls -lR {} > /dev/null", localdir.display()));
+            }));
+            rss = rss.max(m.daemon_rss_kib());
+            drop(m);
+            let _ = std::fs::remove_dir_all(&cache);
+        }
+        server.set_api_latency(Duration::ZERO);
+        let mt = median(mounts);
+        if count == o.many {
+            rows.push(Row {
+                name: format!("mount a {count}-artifact build ({jobs} jobs, 20 ms API latency)"),
+                bkfs: format!("{:.2} s to ready", mt),
+                baseline: "-".into(),
+                ratio: mt,
+                target: "< 2 s".into(),
+                ok: mt < 2.0,
+            });
+            let (f, lf) = (median(finds), median(lfinds));
+            rows.push(Row {
+                name: format!("find -type f | wc -l over {count} artifacts"),
+                bkfs: format!("{:.3} s", f),
+                baseline: format!("local {:.3} s", lf),
+                ratio: f / lf,
+                target: "<= 2x".into(),
+                ok: f / lf <= 2.0,
+            });
+            let (l, ll) = (median(lsr), median(llsr));
+            rows.push(Row {
+                name: format!("ls -lR over {count} artifacts"),
+                bkfs: format!("{:.3} s", l),
+                baseline: format!("local {:.3} s", ll),
+                ratio: l / ll,
+                target: "<= 2x".into(),
+                ok: l / ll <= 2.0,
+            });
+        }
+        let limit = if count >= 100_000 { 300 } else { 100 };
+        rows.push(Row {
+            name: format!("daemon RSS with {count} artifacts"),
+            bkfs: format!("{} MiB", rss / 1024),
+            baseline: "-".into(),
+            ratio: rss as f64 / 1024.0,
+            target: format!("< {limit} MiB"),
+            ok: rss / 1024 < limit,
+        });
+        let _ = std::fs::remove_dir_all(&localdir);
+    }
+
+    // grep -r over many small cold logs, realistic latencies.
+    if o.logs > 0 {
+        let mut b = FakeBuild::new("bench", "logs", 3);
+        let jobs: Vec<String> = (0..10).map(|j| b.add_job(&format!("Test {j}"))).collect();
+        let mut dl = Vec::new();
+        for i in 0..o.logs {
+            let mut text = String::new();
+            for l in 0..100 {
+                text.push_str(&format!(
+                    "{i:05} {l:03} INFO everything is fine with request {}\n",
+                    i * 131 + l
+                ));
+            }
+            if i == o.logs / 2 {
+                text.push_str("ERROR needle-7f3a found here\n");
+            }
+            let j = &jobs[i % jobs.len()];
+            let id = b.add_artifact(j, &format!("log/test-{i:05}.log"), text);
+            dl.push(format!(
+                "{}/v2/organizations/bench/pipelines/logs/builds/3/jobs/{j}/artifacts/{id}/download",
+                server.api_url()
+            ));
+        }
+        server.add_build(b);
+        let list = w.join("downloads.txt");
+        std::fs::write(&list, dl.join("\n") + "\n").unwrap();
+        server.set_storage_latency(Duration::from_millis(30));
+        server.set_storage_bandwidth(80_000_000);
+        server.set_api_latency(Duration::from_millis(20));
+        let script = format!(
+            "set -e; d=$(mktemp -d); n=0; while read -r u; do n=$((n+1)); s=$(curl -s -o /dev/null -w '%{{redirect_url}}' -H 'Authorization: Bearer {TOKEN}' \"$u\"); curl -s -o \"$d/$n.log\" \"$s\"; done < {}; grep -rl needle-7f3a \"$d\" | wc -l; rm -rf \"$d\"",
+            list.display()
+        );
+        let mut base = Vec::new();
+        let mut ours = Vec::new();
+        let runs = o.runs.min(3);
+        for r in 0..runs {
+            base.push(time(|| {
+                let n = sh(&script);
+                assert_eq!(n.trim(), "1");
+            }));
+            let cache = w.join(format!("cache-grep-{r}"));
+            let mnt = w.join("mnt");
+            ours.push(time(|| {
+                let m = mount(&server, "bench/logs/3", &mnt, &cache, &[]);
+                let n = sh(&format!("grep -rl needle-7f3a {} | wc -l", m.mnt.display()));
+                assert_eq!(n.trim(), "1");
+            }));
+            let _ = std::fs::remove_dir_all(&cache);
+        }
+        server.set_storage_latency(Duration::ZERO);
+        server.set_storage_bandwidth(0);
+        server.set_api_latency(Duration::ZERO);
+        let (bb, oo) = (median(base), median(ours));
+        rows.push(Row {
+            name: format!(
+                "mount + grep -r over {} cold logs (throttled) vs curl-each-then-grep script",
+                o.logs
+            ),
+            bkfs: format!("{:.1} s", oo),
+            baseline: format!("script {:.1} s", bb),
+            ratio: bb / oo,
+            target: "> 1x (faster)".into(),
+            ok: bb / oo > 1.0,
+        });
+    }
+
+    if o.gql_logs > 0 {
+        graphql_compare(&w, o.gql_logs, o.gql_window, &mut rows);
+    }
+    if o.job_logs > 0 {
+        job_logs_grep(&server, &w, o.job_logs, o.runs, &mut rows);
+    }
+    if o.archive_entries > 0 {
+        archive_rows(&server, &w, o.archive_entries, o.runs, &mut rows);
+    }
+    print_rows(&rows, &cores, &mem);
+}
+
+/// `grep -l` across `n` cold job logs of 2 MiB each (raw: markers, colours, progress bars;
+/// one holds the needle), API latency 20 ms: bkfs (mount + grep over `*.log`) against a
+/// script that fetches each log with curl as text/plain and greps the downloads. The
+/// script greps raw logs, where escape codes could split a word; the needle has none.
+fn job_logs_grep(server: &FakeServer, w: &Path, n: usize, runs: usize, rows: &mut Vec<Row>) {
+    use bkfs_fake::fakelog;
+    eprintln!("preparing {n} job logs of 2 MiB ...");
+    let mut b = FakeBuild::new("bench", "joblogs", 5);
+    let mut urls = Vec::new();
+    for i in 0..n {
+        let id = b.add_job(&format!("Shard {i}"));
+        let mut log = fakelog::filler(i as u64 + 1, 2 << 20, 1_767_323_060_000);
+        if i == n / 2 {
+            log.raw
+                .extend_from_slice(&fakelog::marker(1_767_323_999_000));
+            log.raw
+                .extend_from_slice(b"\x1b[31mERROR needle-9e2b found\x1b[0m\n");
+        }
+        b.logs.insert(id.clone(), log.raw.into());
+        urls.push(format!(
+            "{}/v2/organizations/bench/pipelines/joblogs/builds/5/jobs/{id}/log",
+            server.api_url()
+        ));
+    }
+    server.add_build(b);
+    let list = w.join("job-logs.txt");
+    std::fs::write(&list, urls.join("\n") + "\n").unwrap();
+    server.set_api_latency(Duration::from_millis(20));
+    let script = format!(
+        "set -e; d=$(mktemp -d); n=0; while read -r u; do n=$((n+1)); curl -sf -H 'Authorization: Bearer {TOKEN}' -H 'Accept: text/plain' -o \"$d/$n.log\" \"$u\"; done < {}; grep -l needle-9e2b \"$d\"/*.log | wc -l; rm -rf \"$d\"",
+        list.display()
+    );
+    let (mut base, mut ours) = (Vec::new(), Vec::new());
+    for r in 0..runs.min(3) {
+        base.push(time(|| assert_eq!(sh(&script).trim(), "1")));
+        let cache = w.join(format!("cache-joblogs-{r}"));
+        let mnt = w.join("mnt-joblogs");
+        ours.push(time(|| {
+            let m = mount(server, "bench/joblogs/5", &mnt, &cache, &[]);
+            let out = sh(&format!(
+                "grep -l needle-9e2b {}/*.log | wc -l",
+                m.mnt.display()
+            ));
+            assert_eq!(out.trim(), "1");
+        }));
+        let _ = std::fs::remove_dir_all(&cache);
+    }
+    server.set_api_latency(Duration::ZERO);
+    let (bb, oo) = (median(base), median(ours));
+    rows.push(Row {
+        name: format!("mount + grep -l over {n} cold 2 MiB job logs vs curl-each (text/plain)-then-grep script"),
+        bkfs: format!("{oo:.2} s"),
+        baseline: format!("script {bb:.2} s"),
+        ratio: bb / oo,
+        target: "> 1x (faster)".into(),
+        ok: bb / oo > 1.0,
+    });
+}
+
+/// Archive artifacts (`NAME#`), throttled storage (30 ms first byte, 80 MB/s): a stored zip
+/// and a tar.gz of `entries` incompressible files (200 MiB in all), made with the system's
+/// `zip` and `tar`. Each bkfs figure is a fresh mount with a cold cache.
+fn archive_rows(server: &FakeServer, w: &Path, entries: usize, runs: usize, rows: &mut Vec<Row>) {
+    let total: u64 = 200 << 20;
+    let each = total / entries as u64;
+    eprintln!(
+        "preparing a {entries}-entry, {} MiB zip and tar.gz ...",
+        total >> 20
+    );
+    let src = w.join("arch-src");
+    for i in 0..entries {
+        let d = src.join(format!("d{:03}", i % 100));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(format!("f{i:05}.bin")), noise(each, i as u64 + 1)).unwrap();
+    }
+    let zip = w.join("a.zip");
+    let tgz = w.join("a.tar.gz");
+    sh(&format!(
+        "cd {} && zip -0 -q -r {} .",
+        src.display(),
+        zip.display()
+    ));
+    sh(&format!("tar czf {} -C {} .", tgz.display(), src.display()));
+    let _ = std::fs::remove_dir_all(&src);
+    let mut b = FakeBuild::new("bench", "arch", 1);
+    let job = b.add_job("Arch");
+    let zart = b.add_artifact(&job, "a.zip", std::fs::read(&zip).unwrap());
+    let tart = b.add_artifact(&job, "a.tar.gz", std::fs::read(&tgz).unwrap());
+    server.add_build(b);
+    server.set_storage_latency(Duration::from_millis(30));
+    server.set_storage_bandwidth(80_000_000);
+    server.set_api_latency(Duration::from_millis(20));
+    let local = w.join("arch-local.zip");
+    let entry = format!("d042/f{:05}.bin", 42 + 100 * (entries / 200));
+    let cold = |f: &dyn Fn(&Path)| -> f64 {
+        let cache = w.join("arch-cache");
+        let m = mount(server, "bench/arch/1", &w.join("mnt"), &cache, &[]);
+        drop_caches();
+        let t = time(|| f(&m.mnt.join("arch")));
+        drop(m);
+        let _ = std::fs::remove_dir_all(&cache);
+        t
+    };
+    let med = |f: &dyn Fn() -> f64| median((0..runs).map(|_| f()).collect());
+    let ls_r = med(&|| {
+        cold(&|j: &Path| {
+            sh(&format!("ls -R {}/a.zip# > /dev/null", j.display()));
+        })
+    });
+    let unzip_plain = med(&|| {
+        cold(&|j: &Path| {
+            sh(&format!("unzip -l {}/a.zip > /dev/null", j.display()));
+        })
+    });
+    let curl_unzip = med(&|| {
+        let url = signed_url(server, "bench", "arch", 1, &job, &zart);
+        time(|| {
+            sh(&format!(
+                "curl -s -o {} '{url}' && unzip -l {} > /dev/null",
+                local.display(),
+                local.display()
+            ));
+        })
+    });
+    rows.push(Row {
+        name: format!(
+            "list a {entries}-entry 200 MiB zip: `ls -R NAME#` vs `unzip -l` of NAME through bkfs"
+        ),
+        bkfs: format!("{:.2} s", ls_r),
+        baseline: format!("{:.2} s", unzip_plain),
+        ratio: unzip_plain / ls_r,
+        target: ">= 1x".into(),
+        ok: unzip_plain / ls_r >= 1.0,
+    });
+    rows.push(Row {
+        name: format!("list a {entries}-entry 200 MiB zip: `ls -R NAME#` vs curl + `unzip -l`"),
+        bkfs: format!("{:.2} s", ls_r),
+        baseline: format!("{:.2} s", curl_unzip),
+        ratio: curl_unzip / ls_r,
+        target: ">= 5x".into(),
+        ok: curl_unzip / ls_r >= 5.0,
+    });
+    let cat = med(&|| {
+        cold(&|j: &Path| {
+            sh(&format!("cat {}/a.zip#/{entry} > /dev/null", j.display()));
+        })
+    });
+    let curl_p = med(&|| {
+        let url = signed_url(server, "bench", "arch", 1, &job, &zart);
+        time(|| {
+            sh(&format!(
+                "curl -s -o {} '{url}' && unzip -p {} {entry} > /dev/null",
+                local.display(),
+                local.display()
+            ));
+        })
+    });
+    rows.push(Row {
+        name: "read one small zip entry cold vs curl of the archive + `unzip -p`".into(),
+        bkfs: format!("{:.2} s", cat),
+        baseline: format!("{:.2} s", curl_p),
+        ratio: curl_p / cat,
+        target: ">= 5x".into(),
+        ok: curl_p / cat >= 5.0,
+    });
+    let index = med(&|| {
+        cold(&|j: &Path| {
+            sh(&format!("ls {}/a.tar.gz# > /dev/null", j.display()));
+        })
+    });
+    let curl_tar = med(&|| {
+        let url = signed_url(server, "bench", "arch", 1, &job, &tart);
+        time(|| {
+            sh(&format!("curl -s '{url}' | tar tz > /dev/null"));
+        })
+    });
+    rows.push(Row {
+        name: "index a 200 MiB tar.gz (`ls NAME#`, cold) vs `curl | tar tz`".into(),
+        bkfs: format!("{:.2} s", index),
+        baseline: format!("{:.2} s", curl_tar),
+        ratio: curl_tar / index,
+        target: ">= 0.5x".into(),
+        ok: curl_tar / index >= 0.5,
+    });
+    let _ = std::fs::remove_file(&local);
+    server.set_storage_latency(Duration::ZERO);
+    server.set_storage_bandwidth(0);
+    server.set_api_latency(Duration::ZERO);
+}
+
+/// `grep -r` over `logs` cold logs under an enforced limit of 50 API requests per
+/// `window` seconds (Buildkite's is 50 or 200 per 60 s): bkfs with GraphQL batches against
+/// bkfs with `--no-graphql` (one REST download call per log). Each runs on its own fake so
+/// neither spends the other's budget. Reports requests and time; the REST time is also
+/// scaled to a 60 s window.
+fn graphql_compare(w: &Path, logs: usize, window: u64, rows: &mut Vec<Row>) {
+    let mut results = Vec::new();
+    for graphql in [true, false] {
+        let server = FakeServer::start();
+        server.add_token(TOKEN, &["read_artifacts", "read_builds"]);
+        server.set_rate_limit(50, Duration::from_secs(window), true);
+        let mut b = FakeBuild::new("bench", "gql", 4);
+        let jobs: Vec<String> = (0..10).map(|j| b.add_job(&format!("Shard {j}"))).collect();
+        for i in 0..logs {
+            let mut text = String::new();
+            for l in 0..40 {
+                text.push_str(&format!("{i:05} {l:03} INFO all good {}\n", i * 7 + l));
+            }
+            if i == logs / 3 {
+                text.push_str("ERROR needle-5c1d\n");
+            }
+            b.add_artifact(&jobs[i % jobs.len()], &format!("log/{i:05}.log"), text);
+        }
+        server.add_build(b);
+        let cache = w.join(format!("cache-gql-{graphql}"));
+        let mnt = w.join("mnt-gql");
+        let gql = server.graphql_url();
+        let extra: Vec<&str> = if graphql {
+            vec!["--graphql-url", &gql]
+        } else {
+            vec!["--no-graphql"]
+        };
+        eprintln!(
+            "grep -r over {logs} cold logs, 50 requests per {window} s, {} ...",
+            if graphql { "GraphQL" } else { "REST only" }
+        );
+        let secs = time(|| {
+            let m = mount(&server, "bench/gql/4", &mnt, &cache, &extra);
+            let n = sh(&format!("grep -rl needle-5c1d {} | wc -l", m.mnt.display()));
+            assert_eq!(n.trim(), "1");
+        });
+        let (rest, gq) = (server.count("api"), server.count("graphql"));
+        eprintln!(
+            "  {secs:.1} s, {rest} REST + {gq} GraphQL requests, {} answered 429",
+            server.count("api_429")
+        );
+        results.push((secs, rest + gq));
+        let _ = std::fs::remove_dir_all(&cache);
+    }
+    let ((g_secs, g_req), (r_secs, r_req)) = (results[0], results[1]);
+    let scale = 60.0 / window as f64;
+    rows.push(Row {
+        name: format!("mount + grep -r over {logs} cold logs, limit 50 req per {window} s: GraphQL vs --no-graphql"),
+        bkfs: format!("GraphQL {g_secs:.1} s, {g_req} requests"),
+        baseline: format!(
+            "REST {r_secs:.1} s, {r_req} requests (~{:.0} s at 50/min)",
+            r_secs * scale
+        ),
+        ratio: r_secs / g_secs,
+        target: "<= 10 requests, < 30 s".into(),
+        ok: g_req <= 10 && g_secs < 30.0,
+    });
+}
+
+fn print_rows(rows: &[Row], cores: &str, mem: &str) {
+    println!();
+    println!("| # | measurement | bkfs | baseline | ratio | target | met |");
+    println!("|---|---|---|---|---|---|---|");
+    for (i, r) in rows.iter().enumerate() {
+        println!(
+            "| {} | {} | {} | {} | {:.2} | {} | {} |",
+            i + 1,
+            r.name,
+            r.bkfs,
+            r.baseline,
+            r.ratio,
+            r.target,
+            if r.ok { "yes" } else { "NO" }
+        );
+    }
+    let met = rows.iter().filter(|r| r.ok).count();
+    println!();
+    println!(
+        "summary: {met}/{} targets met on {cores} cores, {mem}",
+        rows.len()
+    );
+}
