@@ -1,6 +1,4 @@
-//! The GraphQL engine on its own, and the fake's `POST /graphql` over 127.0.0.1 with reqwest.
-//!
-//! Over 1,000 lines: these tests go with the engine issue 14 replaces (see graphql.rs).
+//! The fake's `POST /graphql` over 127.0.0.1 with reqwest, and the schema it validates against.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -8,148 +6,49 @@ use reqwest::header::{HeaderMap, CONTENT_TYPE};
 use reqwest::StatusCode;
 use serde_json::{json, Value as Json};
 
-use super::graphql::{self, Kind, Schema};
-use super::graphql_api::{self as testing, schema as fake_schema};
+use super::graphql;
+use super::graphql_api::{self as testing};
 use super::*;
 use crate::model::{Build, Job};
 
 const TOKEN: &str = "t0ken";
 
 // ---------------------------------------------------------------------------------------------
-// The engine
+// The schema
 
-fn parse_err(q: &str) -> String {
-    graphql::parse(q).unwrap_err().message
+/// The vendored schema is Buildkite's: it validates, and has its types (fails, never skips,
+/// if it cannot be read: it is compiled in).
+#[test]
+fn published_schema_validates() {
+    let s = graphql::schema();
+    assert!(s.types.len() > 500, "{} types", s.types.len());
+    for t in [
+        "Build",
+        "JobTypeCommand",
+        "Artifact",
+        "Pipeline",
+        "Job",
+        "Node",
+    ] {
+        assert!(s.types.contains_key(t), "{t} missing");
+    }
+    assert!(s.schema_definition.mutation.is_some());
 }
 
+/// Every field the fake answers exists, on that type, in Buildkite's published schema, and
+/// every object type a resolver names is one the schema has.
 #[test]
-fn lexer_strings_numbers_comments() {
-    let doc = graphql::parse(
-        r#"
-        # a comment, then commas everywhere
-        query Q($a: [Int!] = [1, -2, 0], $b: Float = -1.5e3,) {
-          build(slug: "a\"b\\c\/\n\t\u00e9\uD83D\uDE00\u{1F600}", uuid: """
-              first
-                indented \""" quote
-              last
-          """) { id }
-        }"#,
-    )
-    .unwrap();
-    let op = &doc.operations[0];
-    assert_eq!(op.name.as_deref(), Some("Q"));
-    assert_eq!(
-        op.vars[0].default,
-        Some(graphql::Value::List(vec![
-            graphql::Value::Int(1),
-            graphql::Value::Int(-2),
-            graphql::Value::Int(0)
-        ]))
-    );
-    assert_eq!(op.vars[1].default, Some(graphql::Value::Float(-1500.0)));
-    let graphql::Selection::Field(f) = &op.selections[0] else {
-        panic!("field expected")
-    };
-    assert_eq!(
-        f.args[0].value,
-        graphql::Value::Str("a\"b\\c/\n\té😀😀".into())
-    );
-    assert_eq!(
-        f.args[1].value,
-        graphql::Value::Str("first\n  indented \"\"\" quote\nlast".into())
-    );
-    assert_eq!((f.pos.line, f.pos.column), (4, 11));
-
-    assert_eq!(
-        parse_err("{ build(number: 01) { id } }"),
-        "Syntax Error: Invalid number, unexpected digit after 0: '1'."
-    );
-    assert!(parse_err("{ a(x: 1.) }").contains("Invalid number"));
-    assert!(parse_err("{ a(x: 1x) }").contains("Invalid number"));
-    assert_eq!(
-        parse_err("{ a(x: \"abc) }"),
-        "Syntax Error: Unterminated string."
-    );
-    assert!(parse_err("{ a(x: \"\\q\") }").contains("Invalid character escape"));
-    assert!(parse_err("{ a(x: \"\\uD800\") }").contains("Unicode"));
-    assert_eq!(parse_err(""), "Syntax Error: Unexpected <EOF>.");
-    assert_eq!(
-        parse_err("{ }"),
-        "Syntax Error: Expected Name, found \"}\"."
-    );
-    assert_eq!(
-        parse_err("{ a"),
-        "Syntax Error: Expected Name, found <EOF>."
-    );
-    assert!(parse_err("{ a } ..").contains("Unexpected character"));
-    assert!(parse_err("query ($v: Int = $w) { a }").contains("constant"));
-    assert!(parse_err("type Foo { a: Int }").contains("not executable"));
-    assert!(parse_err("fragment on on Build { id }").contains("Unexpected"));
-}
-
-#[test]
-fn fake_schema_is_whole() {
-    let s = fake_schema();
-    assert!(s.dangling_references().is_empty());
-    assert_eq!(s.kind("Job"), Some(Kind::Union));
-    assert_eq!(s.possible_types("Node").len(), 7);
-    assert!(s.mutation.is_none() && s.subscription.is_none());
-}
-
-/// Every type, field, argument, enum value and union member the fake serves is spelled and
-/// typed exactly as in Buildkite's published schema (skipped when the schema file is absent).
-#[test]
-fn fake_schema_is_a_subset_of_buildkites() {
-    let path = std::env::var("BKFS_GRAPHQL_SCHEMA")
-        .unwrap_or_else(|_| "/work/shared/buildkite-schema.graphql".into());
-    let Ok(src) = std::fs::read_to_string(&path) else {
-        eprintln!("skipped: {path} not found (set BKFS_GRAPHQL_SCHEMA)");
-        return;
-    };
-    let real = Schema::parse(&src).expect("Buildkite's schema parses");
-    assert!(real.dangling_references().is_empty());
-    assert!(real.types.len() > 500);
-    for (name, t) in &fake_schema().types {
-        let r = real
-            .get(name)
-            .unwrap_or_else(|| panic!("{name} is not in Buildkite's schema"));
-        assert_eq!(t.kind, r.kind, "{name}");
-        for i in &t.interfaces {
-            assert!(r.interfaces.contains(i), "{name} implements {i}");
-        }
-        let sorted = |v: &[String]| {
-            let mut v = v.to_vec();
-            v.sort();
-            v
-        };
-        assert_eq!(sorted(&t.members), sorted(&r.members), "{name}");
-        assert_eq!(sorted(&t.values), sorted(&r.values), "{name}");
-        for f in &t.fields {
-            let rf = real
-                .field(name, &f.name)
-                .unwrap_or_else(|| panic!("{name}.{} is not in Buildkite's schema", f.name));
-            assert_eq!(f.ty, rf.ty, "{name}.{}", f.name);
-            for a in &f.args {
-                let ra = rf
-                    .args
-                    .iter()
-                    .find(|ra| ra.name == a.name)
-                    .unwrap_or_else(|| panic!("{name}.{}({})", f.name, a.name));
-                assert_eq!(a.ty, ra.ty, "{name}.{}({})", f.name, a.name);
-                assert_eq!(a.default, ra.default, "{name}.{}({})", f.name, a.name);
-            }
-            for ra in rf
-                .args
-                .iter()
-                .filter(|ra| ra.ty.is_non_null() && ra.default.is_none())
-            {
-                assert!(
-                    f.args.iter().any(|a| a.name == ra.name),
-                    "{name}.{} needs {}",
-                    f.name,
-                    ra.name
-                );
-            }
+fn every_served_field_is_in_the_published_schema() {
+    let s = graphql::schema();
+    for (ty, fields) in testing::SERVED {
+        let obj = s
+            .get_object(ty)
+            .unwrap_or_else(|| panic!("{ty} is not an object type of Buildkite's schema"));
+        for f in *fields {
+            assert!(
+                obj.fields.contains_key(*f),
+                "{ty}.{f} is not in Buildkite's schema"
+            );
         }
     }
 }
@@ -837,17 +736,15 @@ async fn operations_fragments_aliases_directives_variables() {
 
     // Without operationName the document is ambiguous; an unknown one is an error too.
     let (_, _, v) = post(&w.s, Some(TOKEN), json!({"query": doc})).await;
-    assert!(
-        messages(&v)[0].contains("operation name is required"),
-        "{v}"
-    );
+    assert!(messages(&v)[0].contains("operationName"), "{v}");
     let (_, _, v) = post(
         &w.s,
         Some(TOKEN),
         json!({"query": doc, "operationName": "Third"}),
     )
     .await;
-    assert_eq!(messages(&v), ["No operation named \"Third\""]);
+    let m = messages(&v);
+    assert!(m.len() == 1 && m[0].contains("Third"), "{m:?}");
 
     // The response keeps the order of the selections.
     let r = client()
@@ -880,58 +777,61 @@ async fn invalid_requests_get_helpful_errors() {
     let w = setup(1);
     let s = &w.s;
     let cases: Vec<(&str, Json, &str)> = vec![
-        ("{ build(slug: \"acme/app/7\") { foo } }", json!({}), "Field 'foo' doesn't exist on type 'Build'"),
-        ("{ nope }", json!({}), "Field 'nope' doesn't exist on type 'Query'"),
-        ("{ build(slug: \"a\") { jobs { edges { node { label } } } } }", json!({}),
-            "Selections can't be made directly on unions (see selections on Job): use `... on Type` or __typename for 'label'"),
-        ("{ build(slug: \"a\") { ... on Pipeline { slug } } }", json!({}), "Fragment on Pipeline can't be spread inside Build"),
-        ("{ build(slug: \"a\") { ... on Nope { id } } }", json!({}), "No such type Nope, so it can't be a fragment condition (Inline fragment)"),
-        ("{ build(slug: \"a\") { ... on BuildStates { id } } }", json!({}), "Invalid fragment on type BuildStates (must be Union, Interface or Object)"),
-        ("{ build(slug: \"a\", number: 7) { id } }", json!({}), "Field 'build' doesn't accept argument 'number'"),
-        ("{ build(slug: 7.5) { id } }", json!({}), "Argument 'slug' on Field 'build' has an invalid value (7.5). Expected type 'ID'."),
-        ("{ build(slug: \"a\") { jobs(first: \"ten\") { count } } }", json!({}), "Argument 'first' on Field 'jobs' has an invalid value (\"ten\"). Expected type 'Int'."),
-        ("{ build(slug: \"a\") { jobs(type: [SCRIPT]) { count } } }", json!({}), "Argument 'type' on Field 'jobs' has an invalid value ([SCRIPT]). Expected type '[JobTypes!]'."),
-        ("{ build(slug: \"a\") { jobs(first: 3000000000) { count } } }", json!({}), "Argument 'first' on Field 'jobs' has an invalid value (3000000000). Expected type 'Int'."),
-        ("{ artifact { path } }", json!({}), "Field 'artifact' is missing required arguments: uuid"),
-        ("{ artifact(uuid: null) { path } }", json!({}), "Argument 'uuid' on Field 'artifact' has an invalid value (null). Expected type 'ID!'."),
-        ("{ build(slug: \"a\") }", json!({}), "Field must have selections (field 'build' returns Build but has no selections. Did you mean 'build { ... }'?)"),
-        ("{ build(slug: \"a\") { state { id } } }", json!({}), "Selections can't be made on enums (field 'state' returns BuildStates but has selections [id])"),
-        ("{ build(slug: \"a\") { number { id } } }", json!({}), "Selections can't be made on scalars (field 'number' returns Int but has selections [id])"),
-        ("query($s: ID!) { build(slug: $s) { id } }", json!({}), "Variable $s of required type ID! was not provided."),
-        ("query($s: ID!) { build(slug: $s) { id } }", json!({"s": null}), "Variable $s of type ID! was provided invalid value: Expected value to not be null (type ID!)"),
-        ("query($f: Int) { build(slug: \"a\") { jobs(first: $f) { count } } }", json!({"f": "x"}), "Variable $f of type Int was provided invalid value: Could not coerce value \"x\" to Int"),
-        ("query($t: [JobTypes!]) { build(slug: \"a\") { jobs(type: $t) { count } } }", json!({"t": ["SCRIPT"]}), "Variable $t of type [JobTypes!] was provided invalid value: Expected \"SCRIPT\" to be one of: BLOCK, COMMAND, TRIGGER, WAIT"),
-        ("query($s: ID) { build { id } }", json!({}), "Variable $s is declared by anonymous query but not used"),
-        ("query Q { build(slug: $s) { id } }", json!({}), "Variable $s is used by Q but not declared"),
-        ("query($s: String) { build(slug: $s) { id } }", json!({}), "Type mismatch on variable $s and argument slug (String / ID)"),
-        ("query($f: Int) { artifact(uuid: $f) { id } }", json!({}), "Type mismatch on variable $f and argument uuid (Int / ID!)"),
-        ("query($u: ID) { artifact(uuid: $u) { id } }", json!({}), "Nullability mismatch on variable $u and argument uuid (ID / ID!)"),
-        ("query($s: Build) { build(slug: \"a\") { id } }", json!({}), "Build isn't a valid input type (on $s)"),
-        ("query($s: Nope) { build(slug: \"a\") { id } }", json!({}), "Nope isn't a defined input type (on $s)"),
-        ("{ build(slug: \"a\") { ...F } }", json!({}), "Fragment F was used, but not defined"),
-        ("fragment F on Build { id } { build(slug: \"a\") { id } }", json!({}), "Fragment F was defined, but not used"),
-        ("fragment F on Pipeline { slug } { build(slug: \"a\") { ...F } }", json!({}), "Fragment F on Pipeline can't be spread inside Build"),
-        ("{ build(slug: \"a\") { id @deprecated } }", json!({}), "Directive @deprecated is not defined"),
-        ("query @skip(if: true) { build(slug: \"a\") { id } }", json!({}), "'@skip' can't be applied to queries (allowed: fields, fragment spreads, inline fragments)"),
-        ("{ build(slug: \"a\") { id @skip } }", json!({}), "Directive '@skip' is missing required arguments: if"),
-        ("{ build(slug: \"a\") { x: id x: uuid } }", json!({}), "Field 'x' has a field conflict: id or uuid?"),
-        ("{ build(slug: \"a\") { jobs(first: 1) { count } jobs(first: 2) { count } } }", json!({}), "Field 'jobs' has an argument conflict: {first: 1} or {first: 2}?"),
-        ("{ a: build(slug: \"a\") { id } a: build(slug: \"a\") { x: id } a: build(slug: \"a\") { x: uuid } }", json!({}), "Field 'x' has a field conflict: id or uuid?"),
-        ("mutation { buildCancel(input: {id: \"x\"}) { clientMutationId } }", json!({}), "Schema is not configured for mutations (this API serves queries only)"),
-        ("subscription { build { id } }", json!({}), "Schema is not configured for subscriptions (this API serves queries only)"),
-        ("{ __schema { types { name } } }", json!({}), "Field '__schema' doesn't exist on type 'Query'"),
-        ("query A { build(slug: \"a\") { id } } query A { build(slug: \"a\") { id } }", json!({}), "Operation name \"A\" must be unique"),
-        ("{ build(slug: \"a\") { id } } query B { build(slug: \"a\") { id } }", json!({}), "Operation name is required when multiple operations are present"),
-        ("{ build(slug: \"a\") { id }", json!({}), "Syntax Error: Expected Name, found <EOF>."),
-        ("{ build(slug: \"a\") { id } } }", json!({}), "Syntax Error: Unexpected \"}\"."),
+        ("{ build(slug: \"acme/app/7\") { foo } }", json!({}), "`foo`"),
+        ("{ nope }", json!({}), "`nope`"),
+        ("{ build(slug: \"a\") { jobs { edges { node { label } } } } }", json!({}), "`label`"),
+        ("{ build(slug: \"a\") { ... on Pipeline { slug } } }", json!({}), "cannot be applied to `Build`"),
+        ("{ build(slug: \"a\") { ... on Nope { id } } }", json!({}), "`Nope`"),
+        ("{ build(slug: \"a\") { ... on BuildStates { id } } }", json!({}), "composite type"),
+        ("{ build(slug: \"a\", number: 7) { id } }", json!({}), "argument `number`"),
+        ("{ build(slug: 7.5) { id } }", json!({}), "found a float"),
+        ("{ build(slug: \"a\") { jobs(first: \"ten\") { count } } }", json!({}), "found a string"),
+        ("{ build(slug: \"a\") { jobs(type: [SCRIPT]) { count } } }", json!({}), "`SCRIPT`"),
+        ("{ build(slug: \"a\") { jobs(first: 3000000000) { count } } }", json!({}), "32-bit"),
+        ("{ artifact { path } }", json!({}), "required argument `Query.artifact(uuid:)`"),
+        ("{ artifact(uuid: null) { path } }", json!({}), "uuid"),
+        ("{ build(slug: \"a\") }", json!({}), "subselection set"),
+        ("{ build(slug: \"a\") { state { id } } }", json!({}), "enum type `BuildStates`"),
+        ("{ build(slug: \"a\") { number { id } } }", json!({}), "scalar type `Int`"),
+        ("query($s: ID!) { build(slug: $s) { id } }", json!({}), "non-null variable 's'"),
+        ("query($s: ID!) { build(slug: $s) { id } }", json!({"s": null}), "null value for variable s"),
+        ("query($f: Int) { build(slug: \"a\") { jobs(first: $f) { count } } }", json!({"f": "x"}), "could not coerce variable f"),
+        ("query($t: [JobTypes!]) { build(slug: \"a\") { jobs(type: $t) { count } } }", json!({"t": ["SCRIPT"]}), "could not coerce variable t"),
+        ("query($s: ID) { build { id } }", json!({}), "unused variable: `$s`"),
+        ("query Q { build(slug: $s) { id } }", json!({}), "$s"),
+        ("query($s: String) { build(slug: $s) { id } }", json!({}), "$s"),
+        ("query($f: Int) { artifact(uuid: $f) { id } }", json!({}), "`$f` of type `Int`"),
+        ("query($u: ID) { artifact(uuid: $u) { id } }", json!({}), "`$u` of type `ID`"),
+        ("query($s: Build) { build(slug: \"a\") { id } }", json!({}), "input type"),
+        ("query($s: Nope) { build(slug: \"a\") { id } }", json!({}), "cannot find type `Nope`"),
+        ("{ build(slug: \"a\") { ...F } }", json!({}), "cannot find fragment `F`"),
+        ("fragment F on Build { id } { build(slug: \"a\") { id } }", json!({}), "F"),
+        ("fragment F on Pipeline { slug } { build(slug: \"a\") { ...F } }", json!({}), "F"),
+        ("{ build(slug: \"a\") { id @deprecated } }", json!({}), "deprecated"),
+        ("query @skip(if: true) { build(slug: \"a\") { id } }", json!({}), "QUERY location"),
+        ("{ build(slug: \"a\") { id @skip } }", json!({}), "if"),
+        ("{ build(slug: \"a\") { x: id x: uuid } }", json!({}), "x"),
+        ("{ build(slug: \"a\") { jobs(first: 1) { count } jobs(first: 2) { count } } }", json!({}), "conflicting field arguments"),
+        ("{ a: build(slug: \"a\") { id } a: build(slug: \"a\") { x: id } a: build(slug: \"a\") { x: uuid } }", json!({}), "same alias `x`"),
+        ("mutation { buildCancel(input: {id: \"x\"}) { clientMutationId } }", json!({}), "queries only"),
+        ("subscription { build { id } }", json!({}), "`Subscription`"),
+        ("{ __schema { types { name } } }", json!({}), "introspection is disabled"),
+        ("query A { build(slug: \"a\") { id } } query A { build(slug: \"a\") { id } }", json!({}), "defined multiple times"),
+        ("{ build(slug: \"a\") { id } } query B { build(slug: \"a\") { id } }", json!({}), "anonymous operation cannot be selected"),
+        ("{ build(slug: \"a\") { id }", json!({}), "syntax error"),
+        ("{ build(slug: \"a\") { id } } }", json!({}), "syntax error"),
     ];
-    for (q, vars, want) in cases {
-        let (got, err) = request_error(s, q, vars).await;
-        assert_eq!(got, want, "for {q}");
-        if !want.starts_with("Variable $s of required") && !want.contains("provided invalid") {
-            assert!(err["locations"][0]["line"].as_u64().unwrap() >= 1, "{err}");
+    // apollo-compiler's wording: each answer is `data: null` with an error that names the
+    // offending part.
+    let mut wrong = Vec::new();
+    for (q, vars, names) in cases {
+        let v = gql(s, q, vars).await;
+        let m = messages(&v);
+        if !(v["data"].is_null() && !m.is_empty() && m.iter().any(|m| m.contains(names))) {
+            wrong.push(format!("{q}: {m:?}"));
         }
     }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     // Locations point at the offending token.
     let (_, err) = request_error(
         s,
@@ -950,16 +850,16 @@ async fn invalid_requests_get_helpful_errors() {
     .await;
     let m = messages(&v);
     assert!(
-        m.contains(&"Fragment A contains an infinite loop".to_string()),
-        "{m:?}"
-    );
-    assert!(
-        m.contains(&"Fragment B contains an infinite loop".to_string()),
+        m.iter().any(|m| m.contains("cannot reference itself")),
         "{m:?}"
     );
     // Several problems are reported together.
     let v = gql(s, "{ build(slug: \"a\") { foo bar } }", json!({})).await;
-    assert_eq!(messages(&v).len(), 2);
+    let m = messages(&v);
+    assert!(
+        m.iter().any(|m| m.contains("`foo`")) && m.iter().any(|m| m.contains("`bar`")),
+        "{m:?}"
+    );
 
     // Requests that are not GraphQL at all: 400.
     for body in [
@@ -1007,9 +907,11 @@ async fn non_null_errors_propagate_to_the_nearest_nullable_field() {
     )
     .await;
     assert_eq!(v["data"], json!({"build": null}));
-    assert_eq!(
-        messages(&v),
-        ["Build.state: \"EXPLODED\" is not a valid BuildStates value"]
+    let m = messages(&v);
+    assert_eq!(m.len(), 1, "{m:?}");
+    assert!(
+        m[0].contains("EXPLODED") && m[0].contains("BuildStates"),
+        "{m:?}"
     );
     assert_eq!(v["errors"][0]["path"], json!(["build", "state"]));
     assert_eq!(w.s.count("graphql_errors"), 1);

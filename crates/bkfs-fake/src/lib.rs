@@ -15,30 +15,16 @@
 //! lists; get, download and delete an artifact.
 //!
 //! GraphQL (see `graphql_api.rs` for every detail): `POST /graphql` on the API port
-//! ([`FakeServer::graphql_url`]), a real parser, validator and executor ([`graphql`]) over a
-//! subset of Buildkite's published schema, spelled exactly as there:
+//! ([`FakeServer::graphql_url`]). Every query is validated against Buildkite's published
+//! schema (vendored in `schema/buildkite.graphql`) and executed by `apollo-compiler`
+//! ([`graphql`]); the fake answers the fields in `graphql_api::SERVED` (builds, pipelines and
+//! their builds, jobs of every type, artifacts with signed `downloadURL`s, connections with
+//! cursors, `first`/`last` at most 500 ([`GRAPHQL_MAX_PAGE`]; more is a field error), 100
+//! ([`GRAPHQL_DEFAULT_PAGE`]) when neither is given) and any other field of the schema with
+//! a field error. Not served: mutations, subscriptions, introspection (`__typename` is).
 //!
-//! - `Query { build(slug: ID, uuid: ID): Build  pipeline(slug: ID): Pipeline
-//!   job(uuid: ID!): Job  artifact(uuid: ID!): Artifact }`
-//! - `Pipeline { id uuid slug name url builds(first, after, branch, state): BuildConnection }`
-//! - `Build { id uuid number state url branch commit message createdAt startedAt finishedAt
-//!   pipeline jobs(first, after, type, state, order): JobConnection }`
-//! - `union Job = JobTypeCommand | JobTypeWait | JobTypeTrigger | JobTypeBlock`;
-//!   `JobTypeCommand { id uuid label state url createdAt startedAt finishedAt
-//!   parallelGroupIndex parallelGroupTotal passed retried retrySource step { key } build
-//!   artifacts(first, last, path, state): ArtifactConnection }`; the others `{ id uuid label
-//!   state retried retrySource build }`; interfaces `Node { id }`, `JobInterface { retried
-//!   retrySource uuid }`, `Step { key }`, `Connection { count pageInfo }`
-//! - `Artifact { id uuid path size sha1sum sha256sum mimeType state downloadURL expiresAt job }`
-//! - connections `{ count edges { cursor node } pageInfo { hasNextPage hasPreviousPage
-//!   startCursor endCursor } }`, `first`/`last` at most 500 ([`GRAPHQL_MAX_PAGE`]; more is a
-//!   field error), 100 ([`GRAPHQL_DEFAULT_PAGE`]) when neither is given
-//! - operations (several per document, chosen by `operationName`), variables with defaults,
-//!   aliases, fragments (inline and named), `__typename`, `@skip`/`@include`. Not served:
-//!   mutations, subscriptions, introspection (`__schema`, `__type`), any other field.
-//!
-//! Invalid documents answer 200 `{"data": null, "errors": [..]}` with graphql-ruby's messages
-//! ("Field 'foo' doesn't exist on type 'Build'"); field failures (a missing scope, `first` over
+//! Invalid documents answer 200 `{"data": null, "errors": [..]}` with apollo-compiler's
+//! messages (with `locations`); field failures (a missing scope, `first` over
 //! 500, a bad cursor) null that field and add an error with its `path`. GraphQL is not `api`:
 //! it has its own counts, but shares the REST rate-limit window, headers and 429, and
 //! [`FakeServer::set_api_latency`].
