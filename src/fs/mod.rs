@@ -12,15 +12,10 @@
 //!   tree is listed on first access inside it (lookup or readdir), never for `ls -l` of the
 //!   root, so builds never opened cost no request.
 //!
-//! # Live builds
-//! A build whose state is not final (running, scheduled, failing, ...) is listed again every
-//! `refresh` interval; the new tree is reconciled into the old one (surviving entries keep
-//! their inode numbers) and the kernel is told which entries and directories changed. The
-//! first listing that shows a final state is the last. Open files of artifacts that
-//! disappeared keep reading what is cached, else fail with `ENOENT`.
-//!
-//! Metadata operations on loaded builds touch memory only. `read` goes through the
-//! [`Reader`]; `unlink` through the [`crate::content::Remote`]'s DELETE.
+//! Live builds are refreshed in `live.rs`, pipeline roots in `pipeline.rs`. Metadata operations
+//! on loaded builds touch memory only. `read` goes through the [`Reader`]; `unlink` through
+//! the [`crate::content::Remote`]'s DELETE. What each operation answers, and which errno when,
+//! is specified in `docs/SEMANTICS.md`, section "Operations".
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;

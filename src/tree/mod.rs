@@ -1,110 +1,21 @@
-//! The inode table: a build's jobs and artifacts as a directory tree, and the naming rules.
+//! The inode table: a build's jobs, artifacts and job logs as a directory tree.
 //!
 //! Pure data: no I/O, no async, no FUSE types. [`Tree::build`] turns the build (with its jobs)
 //! and the artifact list into nodes; the filesystem layer reads it, removes entries after a
 //! successful delete, and, for a live build, updates it with [`Tree::reconcile`]. The same
 //! input always gives the same tree, with the same inode numbers, whatever the order of the
-//! artifact list.
+//! artifact list: the root is [`ROOT_INO`], the rest are numbered in depth-first pre-order,
+//! children visited in name (byte) order.
 //!
-//! # Layout
-//!
-//! `MOUNT/<job-dir>/<artifact path>`. Only artifacts in state `finished` are shown; there is
-//! one job directory per job with at least one finished artifact. Artifacts whose `job_id` is
-//! missing, null or empty go under a directory named `unknown-job`.
-//!
-//! Times: every file and directory under a job directory has the job's `finished_at`, else
-//! the build's `finished_at`, else the build's `created_at`, else the caller's fallback time
-//! (an unparsable time counts as missing). The root has the build's time (`finished_at`, else
-//! `created_at`, else the fallback). Inode numbers: the root is 1, the rest are numbered in
-//! depth-first pre-order, children visited in name (byte) order.
-//!
-//! # Job directory names
-//!
-//! Names are computed over all jobs of the build that have a non-empty id, in the build's job
-//! order (a repeated id counts once), so a job's name does not change as artifacts appear;
-//! only directories of jobs with finished artifacts are created.
-//!
-//! 1. From the job label (`name`): remove emoji shortcodes (`:[A-Za-z0-9_+\-]+:`, matched left
-//!    to right like a regex, e.g. `:rspec:`, `:docker:`), lowercase, replace every run of
-//!    characters other than Unicode letters (`char::is_alphabetic`), Unicode digits
-//!    (`char::is_numeric`), `.` and `_` with a single `-`, trim leading and trailing `-`. A
-//!    result made only of dots counts as empty.
-//! 2. Empty → the same treatment of `step_key` → literally `job`.
-//! 3. Parallel jobs (`parallel_group_total` > 1, or `parallel_group_index` present): append
-//!    `-<index+1>` (a missing index counts as 0).
-//! 4. Retried jobs: jobs form chains via `retried_in_job_id` (job A retried → job B; A's
-//!    `retried_in_job_id` is B). The final attempt (no `retried_in_job_id`) keeps the plain
-//!    name; each superseded attempt gets `-attempt-<n>`, n its 1-based position in its chain
-//!    (first try = `attempt-1`). Suffixes come in this order: `rspec-2-attempt-1`. (If two jobs
-//!    both name the same retry, the first in build order is the predecessor; cycles are cut.)
-//! 5. A name still shared by two or more jobs: every holder gets `-<first 8 chars of job id>`
-//!    appended; if that result is still shared with any other job's name, that holder uses
-//!    `-<full job id>` instead.
-//! 6. Names are at most 255 bytes: the base name is cut at a char boundary to leave room for
-//!    the suffixes.
-//! 7. If the build is unavailable (no `read_builds` scope), every job directory is named by its
-//!    job id. Jobs referenced by artifacts but absent from the build's job list are named by
-//!    their job id as well.
-//!
-//! A job id used as a name is escaped: NUL → `%00`, `/` → `%2F`, `.` → `%2E`, `..` →
-//! `%2E%2E`, over 255 bytes → cut + `~<8 hex of sha1 of the id>`; inside suffixes only NUL and
-//! `/` are escaped. Should names still clash after all this (only contrived input does that:
-//! e.g. a label that literally spells another job's id suffix, or `unknown-job` next to a job
-//! labelled "Unknown job"), the first holder keeps the name and later ones get `~2`, `~3`, …
-//! (the first free number). Build jobs are served first, in build order; then jobs absent from
-//! the build in job-id order; `unknown-job` last.
-//!
-//! # Artifact paths
-//!
-//! Nothing can escape its job directory, and every finished artifact is reachable exactly once
-//! under a deterministic name.
-//!
-//! - The `path` is split on `/` (a `\` is an ordinary character). Empty and `.` components are
-//!   dropped, so `/abs/path` → `abs/path`, `a//b` and `a/./b` → `a/b`.
-//! - `..` becomes `%2E%2E`; NUL becomes `%00`; a component longer than 255 bytes (after that)
-//!   is cut at a char boundary and gets `~<first 8 hex of sha1 of the original component>`, so
-//!   it is at most 255 bytes. `../../etc/passwd` → `%2E%2E/%2E%2E/etc/passwd`.
-//! - A missing or empty path (or one with no components left) → the file is at the job
-//!   directory root, named by its `filename` if that is non-empty, without `/`, and not `.`
-//!   or `..` (sanitized as a component), else by its artifact id (escaped like a job id), else
-//!   `artifact`.
-//! - Intermediate directories are created as needed.
-//! - Collisions inside one directory: a directory always keeps its name (`a/b` makes `a` a
-//!   directory even if another artifact's path is `a`). Among files wanting the same name, the
-//!   one with the smallest artifact id gets it, unless a directory has it. Every other file is
-//!   renamed by inserting a tag before its extension (the part from the last `.`, unless the
-//!   name starts with that dot): `~<first 8 chars of artifact id>` (`report.xml` →
-//!   `report~76365070.xml`, `README` → `README~76365070`, `.env` → `.env~76365070`); if that
-//!   is taken, `~<full artifact id>`; then `~<full artifact id>~2`, `~3`, … In tags the id has
-//!   NUL and `/` escaped and is cut to 100 bytes; the stem is cut to keep the name within 255
-//!   bytes (an extension too long to keep counts as part of the stem). Files keeping their
-//!   wanted name are placed before any renamed file; renamed files are placed in order of
-//!   (directory, wanted name, artifact id).
-//! - Size: `file_size`, or 0 when null.
-//!
-//! # Live builds
-//!
-//! A running build is listed again every few seconds. Each listing is built into a fresh tree
-//! with [`Tree::build`] (which numbers its inodes from scratch), and the mounted tree is
-//! brought to its shape with [`Tree::reconcile`], which keeps the inode numbers the kernel
-//! already holds stable:
-//!
-//! - A node whose path (from the root) exists in both trees with the same kind keeps its
-//!   inode number; a file must in addition have the same artifact id. A different artifact at
-//!   the same path, a file that became a directory or the reverse, or a node whose path
-//!   changed (e.g. a retry renames the old attempt's directory to `x-attempt-1`) is a removal
-//!   plus an addition. Surviving nodes take the new metadata and mtime.
-//! - New nodes get numbers above every number the tree has ever given out
-//!   ([`Tree::max_ino`]): the number of a removed node is never used again, since the kernel
-//!   may still hold it (open files, cached lookups). The node table therefore only grows:
-//!   removed nodes leave empty slots.
-//! - [`TreeChanges`] lists every entry added and removed (whole subtrees, not only their
-//!   tops), the surviving directories whose children changed, and the surviving nodes whose
-//!   attributes changed, for cache invalidation.
+//! The rules this module implements (layout, times, job directory names, artifact path
+//! sanitizing and collisions, job log names) are in `docs/SEMANTICS.md`, section "Contents of
+//! the tree"; what a live build's refresh keeps is in its section "Consistency", and the
+//! reconcile rules in `reconcile.rs`. [`naming`] holds the string functions.
 //!
 //! Times and names must be computed the same way for every listing: pass the same fallback
 //! time, and set [`Tree::set_build_number`] on the new tree before reconciling (the number is
-//! taken from it), or every node is reported as changed.
+//! taken from it), or every node is reported as changed. The node table only grows: removed
+//! nodes leave empty slots, and their numbers are never given out again ([`Tree::max_ino`]).
 
 pub mod naming;
 mod reconcile;
@@ -343,7 +254,7 @@ impl Tree {
 
     /// Builds the tree. `build` is `None` when the token cannot read the build (403 on
     /// `read_builds`): then job directories are named by job id and times fall back to
-    /// `fallback_mtime`. See the module documentation for the rules.
+    /// `fallback_mtime`. The rules are in `docs/SEMANTICS.md`, "Contents of the tree".
     pub fn build(
         build: Option<&Build>,
         artifacts: &[Artifact],
@@ -353,7 +264,7 @@ impl Tree {
     }
 
     /// [`Tree::build`], with a `<job-dir>.log` file for every job that has a log when `logs`
-    /// is set (see "Job logs" in the module documentation).
+    /// is set (see "Job logs" in `docs/SEMANTICS.md`).
     pub fn build_with(
         build: Option<&Build>,
         artifacts: &[Artifact],

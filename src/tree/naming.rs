@@ -1,7 +1,7 @@
 //! Naming rules: job directory names and artifact path components.
 //!
-//! The rules themselves are documented in the parent module ([`crate::tree`]); this file
-//! implements them as plain string functions.
+//! The rules themselves are in `docs/SEMANTICS.md`, sections "Job directory names" and
+//! "Artifact paths"; this file implements them as plain string functions.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 

@@ -1,5 +1,17 @@
 //! [`Tree::reconcile`]: updating a mounted tree in place to a newer listing of a live build,
-//! keeping the inode numbers the kernel already knows. See "Live builds" in the module docs.
+//! keeping the inode numbers the kernel already knows. Each listing is built into a fresh
+//! tree with [`Tree::build`] (numbered from scratch) and the mounted tree brought to its shape:
+//!
+//! - A node whose path (from the root) exists in both trees with the same kind keeps its
+//!   inode number; a file must also have the same artifact id, a log the same job id.
+//!   Anything else (another artifact at the same path, a file that became a directory or the
+//!   reverse, a path that changed) is a removal plus an addition. Surviving nodes take the new
+//!   metadata and mtime.
+//! - New nodes get numbers above [`Tree::max_ino`]: a removed node's number is never used
+//!   again, since the kernel may still hold it (open files, cached lookups).
+//! - [`TreeChanges`] says what to invalidate in the kernel.
+//!
+//! What users see of this is in `docs/SEMANTICS.md`, section "Consistency".
 
 use std::collections::BTreeMap;
 use std::iter::Peekable;
