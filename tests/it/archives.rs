@@ -313,7 +313,7 @@ fn big_zip_lists_and_reads_with_ranges() {
         let names = ls(&root);
         assert_eq!(names.len(), 11, "{names:?}");
         assert_eq!(ls(&root.join("small")).len(), 2000);
-        let gets = env.server.count("storage_get");
+        let gets = env.server.count(Count::StorageGet);
         eprintln!("listing a 10-part + 2000-file 200 MiB zip: {gets} storage GETs");
         assert!(gets <= 3, "listing cost {gets} storage requests");
         let before = env.server.storage_bytes_served();
@@ -378,7 +378,7 @@ fn remount_lists_and_reads_from_the_cache() {
         server.reset_counts();
         let m = mount(&server, &scratch, &bref, &[]);
         check(&m);
-        assert_eq!(server.count("storage"), 0, "{:?}", server.counts());
+        assert_eq!(server.count(Count::Storage), 0, "{:?}", server.counts());
     });
 }
 

@@ -330,8 +330,8 @@ fn cache_reuse_across_mounts() {
         }
         let c = s2.counts();
         eprintln!("first mount: {first:?}\nsecond mount: {c:?}");
-        assert_eq!(s2.count("storage_get"), 0, "second mount: {c:?}");
-        assert_eq!(s2.count("download"), 0, "second mount: {c:?}");
+        assert_eq!(s2.count(Count::StorageGet), 0, "second mount: {c:?}");
+        assert_eq!(s2.count(Count::Download), 0, "second mount: {c:?}");
         assert_eq!(s2.storage_bytes_served(), 0, "second mount: {c:?}");
     });
     unmount(m);
@@ -385,8 +385,8 @@ fn identical_artifacts_share_cache_across_builds() {
             read_ok(&mnt, a);
         }
         let c = s2.counts();
-        assert_eq!(s2.count("storage_get"), 0, "build B: {c:?}");
-        assert_eq!(s2.count("download"), 0, "build B: {c:?}");
+        assert_eq!(s2.count(Count::StorageGet), 0, "build B: {c:?}");
+        assert_eq!(s2.count(Count::Download), 0, "build B: {c:?}");
     });
     unmount(m);
 
@@ -477,7 +477,7 @@ fn eviction_under_small_cache_size() {
         read_ok(&mnt, &a2[5]);
         let c = s2.counts();
         assert_eq!(
-            s2.count("storage_get"),
+            s2.count(Count::StorageGet),
             0,
             "the last file read must come from the cache: {c:?}"
         );
@@ -485,7 +485,7 @@ fn eviction_under_small_cache_size() {
         read_ok(&mnt, &a2[0]);
         let c = s2.counts();
         assert!(
-            s2.count("storage_get") >= 1,
+            s2.count(Count::StorageGet) >= 1,
             "the first file read was evicted and must be fetched again: {c:?}"
         );
         let on_disk = |a: &Art| a.key_dir(&c2).join("0").exists();
@@ -665,7 +665,7 @@ fn corrupt_cache_block_on_disk_is_refetched() {
     bounded(LIMIT, move || {
         read_ok(&mnt, &a2);
         let c = s2.counts();
-        assert_eq!(s2.count("storage_get"), 1, "one refetch: {c:?}");
+        assert_eq!(s2.count(Count::StorageGet), 1, "one refetch: {c:?}");
     });
     unmount(m);
     assert_eq!(

@@ -59,7 +59,12 @@ fn bad_token() {
             !err.contains("not-a-valid-token"),
             "the token is echoed: {err}"
         );
-        assert_eq!(server.count("api_401"), 1, "{:?}", server.counts());
+        assert_eq!(
+            server.count(Count::ApiStatus(401)),
+            1,
+            "{:?}",
+            server.counts()
+        );
     });
 }
 
@@ -112,7 +117,7 @@ fn missing_mountpoint() {
             &["does not exist", scratch.mnt().to_str().unwrap()],
         );
         assert_eq!(
-            server.count("api"),
+            server.count(Count::Api),
             0,
             "requests before the mountpoint check"
         );
@@ -138,7 +143,7 @@ fn no_token_at_all() {
     bounded(LIMIT, move || {
         let r = try_mount(&server, &scratch, "acme/web-app/40", None, &[]);
         assert_failed(r, &scratch, &["BUILDKITE_API_TOKEN", "--token-file"]);
-        assert_eq!(server.count("api"), 0);
+        assert_eq!(server.count(Count::Api), 0);
     });
 }
 
@@ -174,7 +179,7 @@ fn malformed_build_reference() {
             let r = try_mount(&server, &scratch, bad, Some(TOKEN), &[]);
             assert_failed(r, &scratch, &["ORG/PIPELINE/NUMBER"]);
         }
-        assert_eq!(server.count("api"), 0);
+        assert_eq!(server.count(Count::Api), 0);
     });
 }
 

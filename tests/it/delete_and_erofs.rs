@@ -34,7 +34,7 @@ fn rm_without_allow_delete_is_erofs() {
             std::fs::read(&f).unwrap(),
             exp.files["build/notes.txt"].content
         );
-        assert_eq!(server.count("delete"), 0, "{:?}", server.counts());
+        assert_eq!(server.count(Count::Delete), 0, "{:?}", server.counts());
         for f in exp.files.values() {
             assert!(server.artifact_exists(&f.artifact_id));
         }
@@ -67,7 +67,7 @@ fn rm_with_allow_delete_deletes() {
             !server.artifact_exists(&id),
             "artifact {id} still exists on the server"
         );
-        assert_eq!(server.count("delete"), 1, "{:?}", server.counts());
+        assert_eq!(server.count(Count::Delete), 1, "{:?}", server.counts());
         // The rest is untouched and readable.
         for (rel, ef) in exp
             .files
@@ -94,7 +94,7 @@ fn rm_with_allow_delete_deletes() {
                 "{rel} still exists"
             );
         }
-        assert_eq!(server.count("delete"), 4, "{:?}", server.counts());
+        assert_eq!(server.count(Count::Delete), 4, "{:?}", server.counts());
     });
 }
 
@@ -130,7 +130,7 @@ fn rm_without_write_scope_is_permission_denied() {
             exp.files["build/notes.txt"].content
         );
         assert!(s.artifact_exists(&exp.files["build/notes.txt"].artifact_id));
-        assert!(s.count("api_403") >= 1, "{:?}", s.counts());
+        assert!(s.count(Count::ApiStatus(403)) >= 1, "{:?}", s.counts());
     });
 }
 
@@ -261,8 +261,8 @@ fn every_write_op_is_erofs() {
         let before = walk(&mnt);
         server.reset_counts();
         check_every_write_op_is_erofs(&mnt);
-        assert_eq!(server.count("api"), 0, "{:?}", server.counts());
-        assert_eq!(server.count("storage"), 0, "{:?}", server.counts());
+        assert_eq!(server.count(Count::Api), 0, "{:?}", server.counts());
+        assert_eq!(server.count(Count::Storage), 0, "{:?}", server.counts());
         assert_tree_eq("after refused writes", &before, &walk(&mnt));
         assert_eq!(
             std::fs::read(mnt.join("build/notes.txt")).unwrap(),
@@ -282,7 +282,7 @@ fn every_write_op_is_erofs_with_allow_delete() {
         let before = walk(&mnt);
         server.reset_counts();
         check_every_write_op_is_erofs(&mnt);
-        assert_eq!(server.count("api"), 0, "{:?}", server.counts());
+        assert_eq!(server.count(Count::Api), 0, "{:?}", server.counts());
         assert_tree_eq("after refused writes", &before, &walk(&mnt));
     });
 }

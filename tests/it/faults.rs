@@ -101,9 +101,9 @@ fn storage_5xx_is_retried() {
         server.fail_storage(3, 503);
         read_ok(&mnt, &arts[0]);
         let c = server.counts();
-        assert_eq!(server.count("storage_503"), 3, "{c:?}");
+        assert_eq!(server.count(Count::StorageStatus(503)), 3, "{c:?}");
         assert_eq!(
-            server.count("storage_get"),
+            server.count(Count::StorageGet),
             4,
             "3 failures + 1 success: {c:?}"
         );
@@ -113,8 +113,8 @@ fn storage_5xx_is_retried() {
         server.fail_storage(3, 500);
         read_ok(&mnt, &arts[1]);
         let c = server.counts();
-        assert_eq!(server.count("storage_500"), 3, "{c:?}");
-        assert_eq!(server.count("storage_faults_injected"), 3, "{c:?}");
+        assert_eq!(server.count(Count::StorageStatus(500)), 3, "{c:?}");
+        assert_eq!(server.count(Count::StorageFaultsInjected), 3, "{c:?}");
         // Every byte of the big file came back, and nothing was fetched twice: the failed
         // requests carried no body.
         assert_eq!(
@@ -152,7 +152,7 @@ fn reset_and_truncated_bodies_resume() {
             read_ok(&mnt, a);
             let c = server.counts();
             assert!(
-                server.count("storage_faults_injected") >= 2,
+                server.count(Count::StorageFaultsInjected) >= 2,
                 "{}: the faults did not hit: {c:?}",
                 a.rel
             );
@@ -233,8 +233,8 @@ fn stall_once_is_retried() {
             });
             assert!(got == a.content, "{}: bytes differ", a.rel);
             assert!(took < Duration::from_secs(20), "{}: took {took:?}", a.rel);
-            assert_eq!(server.count("storage_fault_stall"), 1, "{c:?}");
-            assert!(server.count("storage_get") >= 2, "no retry: {c:?}");
+            assert_eq!(server.count(Count::StorageFaultStall), 1, "{c:?}");
+            assert!(server.count(Count::StorageGet) >= 2, "no retry: {c:?}");
             let failed: Vec<String> = log_lines_with(&text, &a.path)
                 .into_iter()
                 .filter(|l| l.contains("read failed"))
@@ -332,7 +332,7 @@ fn corrupt_small_file_is_refused() {
         assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
         assert_eq!(read_err(&mnt, bad), libc::EIO);
         assert!(
-            server.count("storage_corrupt") >= 2,
+            server.count(Count::StorageCorrupt) >= 2,
             "{:?}",
             server.counts()
         );
@@ -468,7 +468,7 @@ fn api_5xx_during_mount_is_retried() {
     let mnt = m.mnt.clone();
     let s = server.clone();
     bounded(LIMIT, move || {
-        assert_eq!(s.count("api_503"), 2, "{:?}", s.counts());
+        assert_eq!(s.count(Count::ApiStatus(503)), 2, "{:?}", s.counts());
         assert_eq!(s.api_faults_pending(), 0);
         read_ok(&mnt, &arts[0]);
     });
@@ -509,7 +509,7 @@ fn api_5xx_that_persists_fails_the_mount() {
         "a daemon is left"
     );
     assert!(
-        server.count("api_500") >= 2,
+        server.count(Count::ApiStatus(500)) >= 2,
         "no retry before giving up: {:?}",
         server.counts()
     );
@@ -528,8 +528,8 @@ fn api_5xx_during_reads_is_retried() {
             server.fail_api(2, 502);
             read_ok(&mnt, a);
             let c = server.counts();
-            assert_eq!(server.count("api_502"), 2, "{}: {c:?}", a.rel);
-            assert_eq!(server.count("download"), 1, "{}: {c:?}", a.rel);
+            assert_eq!(server.count(Count::ApiStatus(502)), 2, "{}: {c:?}", a.rel);
+            assert_eq!(server.count(Count::Download), 1, "{}: {c:?}", a.rel);
             assert_eq!(server.api_faults_pending(), 0);
         }
     });
@@ -558,8 +558,8 @@ fn expired_url_is_refreshed() {
         assert!(buf == big.content[off..off + 4096], "bytes after expiry");
         let c = server.counts();
         // The URL says when it expires (`Expires=`), so bkfs fetched a new one in time.
-        assert!(server.count("download") >= 1, "{c:?}");
-        assert_eq!(server.count("storage_403"), 0, "{c:?}");
+        assert!(server.count(Count::Download) >= 1, "{c:?}");
+        assert_eq!(server.count(Count::StorageStatus(403)), 0, "{c:?}");
         // Storage refusing a URL before it says it expires: a new URL, transparently. The
         // refusal is for this read's range: kernel readahead after the read above may still be
         // fetching, and a 403 it took would be refreshed on its own time, not this read's.
@@ -573,8 +573,11 @@ fn expired_url_is_refreshed() {
             "bytes after a refused URL"
         );
         let c = server.counts();
-        assert!(server.count("storage_403") >= 1, "{c:?}");
-        assert!(server.count("download") >= 1, "URL not replaced: {c:?}");
+        assert!(server.count(Count::StorageStatus(403)) >= 1, "{c:?}");
+        assert!(
+            server.count(Count::Download) >= 1,
+            "URL not replaced: {c:?}"
+        );
         std::thread::sleep(Duration::from_millis(1500));
         read_ok(&mnt, &arts[1]);
         std::thread::sleep(Duration::from_millis(1500));
@@ -656,7 +659,7 @@ fn rate_limit_is_waited_out() {
         let took = t.elapsed();
         let c = s.counts();
         assert!(took < Duration::from_secs(60), "took {took:?}: {c:?}");
-        assert!(s.count("download") >= 20, "{c:?}");
+        assert!(s.count(Count::Download) >= 20, "{c:?}");
         // 20 downloads at 6 per 3 s cannot all happen in the first window.
         assert!(
             took > Duration::from_secs(3),
@@ -731,8 +734,8 @@ fn token_never_leaks() {
         let f = std::fs::File::open(mnt.join(&arts[1].rel)).unwrap();
         let mut buf = vec![0u8; 10];
         f.read_exact_at(&mut buf, 0).unwrap();
-        assert_eq!(s.count("storage_authorization"), 0, "{:?}", s.counts());
-        assert!(s.count("storage_get") >= 2);
+        assert_eq!(s.count(Count::StorageAuthorization), 0, "{:?}", s.counts());
+        assert!(s.count(Count::StorageGet) >= 2);
         assert_log_clean(&std::fs::read_to_string(&log).unwrap(), SECRET);
         assert_proc_clean(&mnt, SECRET, false);
     });
@@ -762,7 +765,7 @@ fn token_from_file_never_leaks() {
     let s = server.clone();
     bounded(LIMIT, move || {
         read_ok(&mnt, &arts[0]);
-        assert_eq!(s.count("storage_authorization"), 0, "{:?}", s.counts());
+        assert_eq!(s.count(Count::StorageAuthorization), 0, "{:?}", s.counts());
         assert_log_clean(&std::fs::read_to_string(&log).unwrap(), SECRET);
         assert_proc_clean(&mnt, SECRET, true);
     });

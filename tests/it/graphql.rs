@@ -50,7 +50,7 @@ fn grep_hits(mnt: &std::path::Path) -> Vec<String> {
 }
 
 fn api_requests(s: &FakeServer) -> u64 {
-    s.count("api") + s.count("graphql")
+    s.count(Count::Api) + s.count(Count::Graphql)
 }
 
 /// The issue's acceptance: 1,000 cold logs, a 50-per-minute limit enforced, `grep -r`
@@ -81,16 +81,16 @@ fn grep_1000_cold_logs_costs_a_few_requests() {
             api_requests(&s) <= 10,
             "{} API requests (REST {} + GraphQL {}): {counts:?}",
             api_requests(&s),
-            s.count("api"),
-            s.count("graphql")
+            s.count(Count::Api),
+            s.count(Count::Graphql)
         );
         assert_eq!(
-            s.count("download"),
+            s.count(Count::Download),
             0,
             "no per-artifact REST download calls"
         );
-        assert_eq!(s.count("api_429"), 0);
-        assert_eq!(s.count("storage_get"), 1000, "every log fetched once");
+        assert_eq!(s.count(Count::ApiStatus(429)), 0);
+        assert_eq!(s.count(Count::StorageGet), 1000, "every log fetched once");
     });
     assert!(
         m.log_text().contains("via=\"graphql\""),
@@ -125,17 +125,21 @@ fn rest_only_is_correct_and_paced() {
             s.counts()
         );
         assert_eq!(
-            s.count("graphql"),
+            s.count(Count::Graphql),
             0,
             "--no-graphql sends no GraphQL request"
         );
-        assert_eq!(s.count("download"), 120, "one download call per artifact");
+        assert_eq!(
+            s.count(Count::Download),
+            120,
+            "one download call per artifact"
+        );
         // 120 calls at 30 per 2 s window cannot take less than 3 full windows.
         assert!(secs >= 5.5, "not paced: {secs:.2} s");
         // RateLimit-Reset is in whole seconds, coarse against a 2 s window, so a few
         // requests at window edges meet a 429 (and wait it out); most never do.
         assert!(
-            s.count("api_429") * 10 <= s.count("api"),
+            s.count(Count::ApiStatus(429)) * 10 <= s.count(Count::Api),
             "{:?}",
             s.counts()
         );
@@ -177,12 +181,12 @@ fn graphql_failures_fall_back_to_rest() {
         bounded(Duration::from_secs(30), move || {
             assert_eq!(grep_hits(&mnt), hits, "{what}");
             assert_eq!(
-                s.count("graphql"),
+                s.count(Count::Graphql),
                 1,
                 "{what}: GraphQL asked once, then off"
             );
             assert_eq!(
-                s.count("download"),
+                s.count(Count::Download),
                 20,
                 "{what}: REST download per artifact"
             );
@@ -218,17 +222,21 @@ fn expired_and_refused_batch_urls_are_replaced() {
         };
         // Files are read out of name order so that no sibling prefetch runs.
         assert!(!read(0).is_empty());
-        assert_eq!(s.count("graphql"), 1);
+        assert_eq!(s.count(Count::Graphql), 1);
         // Let the whole batch age out (URLs say Expires = issue + 4 s).
         std::thread::sleep(Duration::from_millis(4600));
         assert!(!read(9).is_empty());
-        assert_eq!(s.count("graphql"), 2, "one new batch for the aged-out URLs");
-        assert_eq!(s.count("download"), 0);
+        assert_eq!(
+            s.count(Count::Graphql),
+            2,
+            "one new batch for the aged-out URLs"
+        );
+        assert_eq!(s.count(Count::Download), 0);
         // Storage refuses the next URL as expired: that artifact's URL comes from REST.
         s.fail_storage(1, 403);
         assert!(!read(3).is_empty());
-        assert_eq!(s.count("download"), 1, "{:?}", s.counts());
-        assert_eq!(s.count("graphql"), 2);
+        assert_eq!(s.count(Count::Download), 1, "{:?}", s.counts());
+        assert_eq!(s.count(Count::Graphql), 2);
     });
 }
 
@@ -251,10 +259,10 @@ fn artifacts_beyond_the_batch_use_rest() {
     let s = server.clone();
     bounded(Duration::from_secs(60), move || {
         assert_eq!(ls(&mnt.join("shard-0/log")).len(), 510);
-        assert!(s.count("list_job_artifacts") >= 1, "{:?}", s.counts());
+        assert!(s.count(Count::ListJobArtifacts) >= 1, "{:?}", s.counts());
         let (code, _, err) = sh(&format!("cat {}/shard-0/log/* > /dev/null", mnt.display()));
         assert_eq!(code, 0, "{err}");
-        assert_eq!(s.count("download"), 10, "{:?}", s.counts());
+        assert_eq!(s.count(Count::Download), 10, "{:?}", s.counts());
     });
 }
 
@@ -278,8 +286,8 @@ fn graphql_listing_gives_the_rest_tree() {
     let mnt = m.mnt.clone();
     let s = server.clone();
     bounded(Duration::from_secs(60), move || {
-        assert_eq!(s.count("list_build_artifacts"), 0, "{:?}", s.counts());
-        assert_eq!(s.count("graphql"), 1, "{:?}", s.counts());
+        assert_eq!(s.count(Count::ListBuildArtifacts), 0, "{:?}", s.counts());
+        assert_eq!(s.count(Count::Graphql), 1, "{:?}", s.counts());
         let want = exp.tree(my_uid());
         assert_tree_eq("GraphQL listing", &want, &walk(&mnt));
     });
@@ -304,7 +312,12 @@ fn transient_graphql_failure_only_pauses_it() {
     let s = server.clone();
     bounded(Duration::from_secs(30), move || {
         assert_eq!(grep_hits(&mnt), hits);
-        assert_eq!(s.count("download"), 10, "REST meanwhile: {:?}", s.counts());
+        assert_eq!(
+            s.count(Count::Download),
+            10,
+            "REST meanwhile: {:?}",
+            s.counts()
+        );
     });
     let log = m.log_text();
     assert!(log.contains("using the REST API for a while"), "{log}");

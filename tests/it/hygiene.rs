@@ -375,7 +375,11 @@ fn dead_mount_is_refused_with_the_fix() {
                 && err.contains("fusermount3 -u -z"),
             "{err:?}"
         );
-        assert_eq!(s.count("api"), 0, "requests before the mountpoint check");
+        assert_eq!(
+            s.count(Count::Api),
+            0,
+            "requests before the mountpoint check"
+        );
         assert_eq!(mount_count(&mnt), 1, "a mount was stacked on the dead one");
         assert!(daemon_pids(&mnt).is_empty(), "{:?}", daemon_pids(&mnt));
         let (code, _, e) = sh(&format!("fusermount3 -u -z {}", mnt.display()));

@@ -25,7 +25,7 @@ fn running_build(number: u64) -> (FakeBuild, String, String) {
 }
 
 fn listing_requests(s: &FakeServer) -> u64 {
-    s.count("list_build_artifacts") + s.count("graphql")
+    s.count(Count::ListBuildArtifacts) + s.count(Count::Graphql)
 }
 
 fn live_scenario(graphql: bool) {

@@ -77,7 +77,7 @@ fn finished_build(number: u64) -> (FakeBuild, Vec<(String, String)>) {
 }
 
 fn log_requests(s: &FakeServer) -> u64 {
-    s.count("log") + s.count("log_head")
+    s.count(Count::Log) + s.count(Count::LogHead)
 }
 
 #[test]
@@ -123,7 +123,7 @@ fn stat_is_free_then_size_and_content_agree() {
     let s = server.clone();
     let out_dir = scratch.dir.path().join("copy");
     bounded(LIMIT, move || {
-        let api_before = s.count("api");
+        let api_before = s.count(Count::Api);
         for cmd in ["ls -lR", "find", "du -a", "stat"] {
             let target = if cmd == "stat" {
                 format!("{}/lint.log {}/deploy.log", mnt.display(), mnt.display())
@@ -133,7 +133,7 @@ fn stat_is_free_then_size_and_content_agree() {
             let (code, _, err) = sh(&format!("{cmd} {target} > /dev/null"));
             assert_eq!(code, 0, "{cmd}: {err}");
         }
-        assert_eq!(s.count("api"), api_before, "listing made API requests");
+        assert_eq!(s.count(Count::Api), api_before, "listing made API requests");
         assert_eq!(log_requests(&s), 0);
 
         // cp reads the whole log on the first read; then stat agrees with it exactly.
@@ -162,7 +162,7 @@ fn stat_is_free_then_size_and_content_agree() {
         ));
         assert_eq!(code, 0, "{err}");
         // Each log was fetched once, and `bkfs status` says so.
-        assert_eq!(s.count("log"), want.len() as u64);
+        assert_eq!(s.count(Count::Log), want.len() as u64);
         let o = run(std::process::Command::new(BIN).arg("status").arg(&mnt));
         let text = String::from_utf8_lossy(&o.stdout);
         assert!(o.status.success(), "{text}");
@@ -226,7 +226,7 @@ fn a_remount_reads_every_log_with_no_log_request() {
         });
         assert!(m.unmount());
     }
-    assert_eq!(server.count("log"), want.len() as u64);
+    assert_eq!(server.count(Count::Log), want.len() as u64);
     server.reset_counts();
     let m = log_mount(&server, &scratch, &build, &[]);
     let mnt = m.mnt.clone();
@@ -308,7 +308,12 @@ fn tail_follows_a_running_job_and_stops_when_it_finishes() {
         assert!(text.contains("step 2 of 2 done\n"), "{text}");
         assert!(!text.contains('\x1b'));
         // Growth was fetched by suffix ranges, never the whole log again.
-        assert_eq!(s.count("log") - s.count("log_range"), 1, "{:?}", s.counts());
+        assert_eq!(
+            s.count(Count::Log) - s.count(Count::LogRange),
+            1,
+            "{:?}",
+            s.counts()
+        );
         // Finished: the size stops changing and the log is no longer polled.
         let size = std::fs::metadata(&path).unwrap().len();
         let polls = log_requests(&s);
@@ -378,7 +383,7 @@ fn a_missing_log_reads_as_enoent_without_retries() {
         let e = std::fs::read(mnt.join("lint.log")).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::ENOENT), "{e}");
         assert!(t0.elapsed() < Duration::from_secs(5));
-        assert_eq!(s.count("log"), 1, "a 404 was retried");
+        assert_eq!(s.count(Count::Log), 1, "a 404 was retried");
         // It is gone from the listing too; the others still read.
         assert!(!ls(&mnt).contains(&"lint.log".to_string()));
         assert!(std::fs::read(mnt.join("build.log")).is_ok());
@@ -418,7 +423,7 @@ fn server_errors_and_stalls_end_in_the_right_bytes_or_eio() {
             std::fs::read_to_string(mnt.join("deploy.log")).unwrap(),
             want[2].1
         );
-        assert!(s.count("log_range") >= 2, "{:?}", s.counts());
+        assert!(s.count(Count::LogRange) >= 2, "{:?}", s.counts());
     });
     // Endless stalls: EIO within the bound, and the mount keeps serving.
     let server = log_server();
@@ -459,12 +464,12 @@ fn rm_deletes_a_log_only_with_allow_delete() {
         let m = log_mount(&server, &scratch, &build, &[]);
         let e = std::fs::remove_file(m.path("lint.log")).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
-        assert_eq!(server.count("log_delete"), 0);
+        assert_eq!(server.count(Count::LogDelete), 0);
         assert!(m.unmount());
     }
     let m = log_mount(&server, &scratch, &build, &["--allow-delete"]);
     std::fs::remove_file(m.path("lint.log")).unwrap();
-    assert_eq!(server.count("log_delete"), 1);
+    assert_eq!(server.count(Count::LogDelete), 1);
     assert!(!ls(&m.mnt).contains(&"lint.log".to_string()));
     let mut left = 0;
     server.update_build(ORG, PIPE, 10, |b| left = b.logs.len());

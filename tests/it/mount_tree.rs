@@ -20,7 +20,7 @@ fn tree_matches_expected() {
     bounded(LIMIT, move || {
         // The listing really was paginated (per_page=100, 290-odd artifacts).
         assert!(
-            server.count("list_build_artifacts") >= 3,
+            server.count(Count::ListBuildArtifacts) >= 3,
             "expected >= 3 list pages, counts: {:?}",
             server.counts()
         );
@@ -108,12 +108,12 @@ fn listing_makes_zero_requests() {
         assert!(du >= total, "du {du} < total {total}");
         let counts = server.counts();
         assert_eq!(
-            server.count("api"),
+            server.count(Count::Api),
             0,
             "API requests while listing: {counts:?}"
         );
         assert_eq!(
-            server.count("storage"),
+            server.count(Count::Storage),
             0,
             "storage requests while listing: {counts:?}"
         );

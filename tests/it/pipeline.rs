@@ -48,7 +48,7 @@ fn readlink(p: &std::path::Path) -> String {
 }
 
 fn build_requests(s: &FakeServer) -> u64 {
-    s.count("get_build") + s.count("list_build_artifacts") + s.count("graphql")
+    s.count(Count::GetBuild) + s.count(Count::ListBuildArtifacts) + s.count(Count::Graphql)
 }
 
 #[test]
@@ -61,7 +61,7 @@ fn pipeline_root_symlinks_and_lazy_builds() {
     bounded(Duration::from_secs(60), move || {
         // Mount: token check + one builds page (latest-passed is among the 4 newest,
         // latest-failed too), nothing per build.
-        assert_eq!(s.count("list_builds"), 1, "{:?}", s.counts());
+        assert_eq!(s.count(Count::ListBuilds), 1, "{:?}", s.counts());
         assert_eq!(build_requests(&s), 0, "{:?}", s.counts());
         assert_eq!(
             ls(&mnt),
@@ -91,7 +91,7 @@ fn pipeline_root_symlinks_and_lazy_builds() {
             std::fs::read_to_string(mnt.join("latest-passed/test/log/test.log")).unwrap(),
             "test log of build 5\nresult: ok\n"
         );
-        assert_eq!(s.count("list_build_artifacts"), 1, "{:?}", s.counts());
+        assert_eq!(s.count(Count::ListBuildArtifacts), 1, "{:?}", s.counts());
 
         // diff across builds.
         let (code, out, _) = sh(&format!(
@@ -108,19 +108,19 @@ fn pipeline_root_symlinks_and_lazy_builds() {
             mnt.display()
         ));
         assert_eq!(code, 0, "{err}");
-        assert_eq!(s.count("list_build_artifacts"), 2, "builds 4 and 5 only");
+        assert_eq!(s.count(Count::ListBuildArtifacts), 2, "builds 4 and 5 only");
 
         // An old build not in the root listing works by number: one build lookup, then its
         // listing (REST: the build again and its artifacts).
-        let before = s.count("get_build");
+        let before = s.count(Count::GetBuild);
         assert!(std::fs::metadata(mnt.join("1")).unwrap().is_dir());
-        assert_eq!(s.count("get_build"), before + 1, "{:?}", s.counts());
+        assert_eq!(s.count(Count::GetBuild), before + 1, "{:?}", s.counts());
         assert_eq!(ls(&mnt.join("1")), vec!["test"]);
         assert_eq!(
             std::fs::read_to_string(mnt.join("1/test/log/test.log")).unwrap(),
             "test log of build 1\nresult: ok\n"
         );
-        assert_eq!(s.count("get_build"), before + 2, "{:?}", s.counts());
+        assert_eq!(s.count(Count::GetBuild), before + 2, "{:?}", s.counts());
         // The root keeps listing the recent builds only.
         assert!(!ls(&mnt).contains(&"1".to_string()));
         // ...and unknown numbers or names are ENOENT, numbers asked once.
@@ -128,11 +128,15 @@ fn pipeline_root_symlinks_and_lazy_builds() {
             let e = std::fs::metadata(mnt.join(bad)).unwrap_err();
             assert_eq!(e.raw_os_error(), Some(libc::ENOENT), "{bad}");
         }
-        let gets = s.count("get_build");
+        let gets = s.count(Count::GetBuild);
         let _ = std::fs::metadata(mnt.join("999"));
-        assert_eq!(s.count("get_build"), gets, "a missing number is remembered");
+        assert_eq!(
+            s.count(Count::GetBuild),
+            gets,
+            "a missing number is remembered"
+        );
         // Builds 2 and 3 were never opened: still never listed.
-        assert_eq!(s.count("list_build_artifacts"), 3, "{:?}", s.counts());
+        assert_eq!(s.count(Count::ListBuildArtifacts), 3, "{:?}", s.counts());
 
         // Read-only root.
         let e = std::fs::create_dir(mnt.join("7")).unwrap_err();
@@ -208,9 +212,13 @@ fn root_follows_new_builds() {
     let s = server.clone();
     bounded(Duration::from_secs(30), move || {
         assert_eq!(readlink(&mnt.join("latest")), "6");
-        let idle = s.count("list_builds");
+        let idle = s.count(Count::ListBuilds);
         std::thread::sleep(Duration::from_millis(1500));
-        assert_eq!(s.count("list_builds"), idle, "an idle mount polls nothing");
+        assert_eq!(
+            s.count(Count::ListBuilds),
+            idle,
+            "an idle mount polls nothing"
+        );
 
         let mut b = FakeBuild::new(ORG, PIPE, 7);
         let job = b.add_job("test");

@@ -186,14 +186,14 @@ fn url_expiry_mid_session() {
         let off = MIB + 5;
         f.read_exact_at(&mut buf, off as u64).unwrap();
         assert!(buf == content[off..off + 4096]);
-        assert_eq!(server.count("download"), 1, "{:?}", server.counts());
+        assert_eq!(server.count(Count::Download), 1, "{:?}", server.counts());
         // Past the TTL (a sleep is the point here): the cached URL is now refused.
         std::thread::sleep(URL_EXPIRED);
         let off = 40 * MIB + 123;
         f.read_exact_at(&mut buf, off as u64).unwrap();
         assert!(buf == content[off..off + 4096], "bytes after expiry differ");
         assert!(
-            server.count("download") >= 2,
+            server.count(Count::Download) >= 2,
             "no fresh URL was fetched: {:?}",
             server.counts()
         );
@@ -234,7 +234,7 @@ fn url_expiry_during_long_sequential_read() {
             server.counts(),
             failed[0]
         );
-        assert!(server.count("download") >= 2, "{:?}", server.counts());
+        assert!(server.count(Count::Download) >= 2, "{:?}", server.counts());
     });
 }
 
@@ -328,11 +328,11 @@ fn token_never_reaches_storage_or_log() {
             assert_eq!(std::fs::read(mnt.join(rel)).unwrap(), f.content, "{rel}");
         }
         assert!(
-            s.count("storage_get") >= exp.files.len() as u64,
+            s.count(Count::StorageGet) >= exp.files.len() as u64,
             "{:?}",
             s.counts()
         );
-        assert_eq!(s.count("storage_authorization"), 0, "{:?}", s.counts());
+        assert_eq!(s.count(Count::StorageAuthorization), 0, "{:?}", s.counts());
         let text = std::fs::read_to_string(&log).unwrap();
         assert!(text.len() > 200, "the -vv log is nearly empty: {text:?}");
         assert!(!text.contains(SECRET), "the token is in the log");

@@ -181,7 +181,17 @@ fn dot_segment_paths_are_read_through_the_mount() {
                 .unwrap_or_else(|e| panic!("read {rel}: {e}; {:?}", server.counts()));
             assert!(got == f.content, "{rel}: wrong bytes");
         }
-        assert_eq!(server.count("storage_403"), 0, "{:?}", server.counts());
-        assert_eq!(server.count("storage_404"), 0, "{:?}", server.counts());
+        assert_eq!(
+            server.count(Count::StorageStatus(403)),
+            0,
+            "{:?}",
+            server.counts()
+        );
+        assert_eq!(
+            server.count(Count::StorageStatus(404)),
+            0,
+            "{:?}",
+            server.counts()
+        );
     });
 }

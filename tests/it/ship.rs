@@ -174,7 +174,7 @@ fn unknown_mount_option_is_one_line() {
         );
         assert!(!is_mounted(&mnt));
         assert_eq!(
-            server.count("api"),
+            server.count(Count::Api),
             0,
             "requests before the options were checked"
         );
@@ -288,7 +288,7 @@ fn status_of_a_real_mount() {
             api.starts_with("127.0.0.1:") && api.ends_with("via REST"),
             "{report}"
         );
-        let rest = server.count("api");
+        let rest = server.count(Count::Api);
         assert_eq!(
             field(&report, "API requests:"),
             format!("{rest} REST, 0 GraphQL"),
@@ -557,10 +557,14 @@ fn status_counts_graphql_apart() {
         assert!(o.status.success(), "{}", out(&o));
         let report = String::from_utf8(o.stdout).unwrap();
         assert!(field(&report, "API:").ends_with("via GraphQL"), "{report}");
-        assert!(s2.count("graphql") >= 1);
+        assert!(s2.count(Count::Graphql) >= 1);
         assert_eq!(
             field(&report, "API requests:"),
-            format!("{} REST, {} GraphQL", s2.count("api"), s2.count("graphql")),
+            format!(
+                "{} REST, {} GraphQL",
+                s2.count(Count::Api),
+                s2.count(Count::Graphql)
+            ),
             "{report}"
         );
     });

@@ -13,6 +13,7 @@
 //! `branch` (exact; several with `branch[]=`) and `state` (one, or several with
 //! `state[]=`), paginated as above; a pipeline the fake holds no build of is 404.
 
+use crate::Count;
 use std::sync::Arc;
 
 use axum::extract::{Path, RawQuery, Request, State};
@@ -74,7 +75,7 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
 
 /// Counting, latency, rate-limit headers and injected faults around every API request.
 async fn api_layer(State(s): S, req: Request, next: Next) -> Response {
-    s.count("api");
+    s.count(Count::Api);
     let latency = s.knobs().api_latency;
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
@@ -94,7 +95,7 @@ async fn api_layer(State(s): S, req: Request, next: Next) -> Response {
         next.run(req).await
     };
     if let code @ (401 | 403 | 404 | 429 | 500..=599) = resp.status().as_u16() {
-        s.count(&format!("api_{code}"));
+        s.count(Count::ApiStatus(code));
     }
     let h = resp.headers_mut();
     h.insert("RateLimit-Limit", HeaderValue::from(rate.limit));
@@ -238,7 +239,7 @@ fn find_artifact<'a>(b: &'a FakeBuild, job: &str, id: &str) -> Result<&'a Artifa
 }
 
 async fn access_token(State(s): S, headers: HeaderMap, RawQuery(q): RawQuery) -> ApiResult {
-    s.count("access_token");
+    s.count(Count::AccessToken);
     let q = parse_query(&q);
     authorize(&s, &headers, &q, None)?;
     // authorize() found the token; look it up again for its scopes.
@@ -268,7 +269,7 @@ async fn get_build(
     RawQuery(q): RawQuery,
     Path((org, pipeline, number)): Path<(String, String, String)>,
 ) -> ApiResult {
-    s.count("get_build");
+    s.count(Count::GetBuild);
     authorize(&s, &headers, &parse_query(&q), Some("read_builds"))?;
     let base = base_url(&s, &headers);
     let w = s.world();
@@ -293,7 +294,7 @@ async fn list_builds(
     RawQuery(q): RawQuery,
     Path((org, pipeline)): Path<(String, String)>,
 ) -> ApiResult {
-    s.count("list_builds");
+    s.count(Count::ListBuilds);
     let q = parse_query(&q);
     authorize(&s, &headers, &q, Some("read_builds"))?;
     let base = base_url(&s, &headers);
@@ -338,7 +339,7 @@ async fn list_build_artifacts(
     RawQuery(q): RawQuery,
     Path((org, pipeline, number)): Path<(String, String, String)>,
 ) -> ApiResult {
-    s.count("list_build_artifacts");
+    s.count(Count::ListBuildArtifacts);
     let q = parse_query(&q);
     authorize(&s, &headers, &q, Some("read_artifacts"))?;
     let base = base_url(&s, &headers);
@@ -360,7 +361,7 @@ async fn list_job_artifacts(
     RawQuery(q): RawQuery,
     Path((org, pipeline, number, job)): Path<(String, String, String, String)>,
 ) -> ApiResult {
-    s.count("list_job_artifacts");
+    s.count(Count::ListJobArtifacts);
     let q = parse_query(&q);
     authorize(&s, &headers, &q, Some("read_artifacts"))?;
     let base = base_url(&s, &headers);
@@ -435,7 +436,7 @@ async fn get_artifact(
     RawQuery(q): RawQuery,
     Path((org, pipeline, number, job, id)): Path<(String, String, String, String, String)>,
 ) -> ApiResult {
-    s.count("get_artifact");
+    s.count(Count::GetArtifact);
     authorize(&s, &headers, &parse_query(&q), Some("read_artifacts"))?;
     let base = base_url(&s, &headers);
     let w = s.world();
@@ -450,7 +451,7 @@ async fn download(
     RawQuery(q): RawQuery,
     Path((org, pipeline, number, job, id)): Path<(String, String, String, String, String)>,
 ) -> ApiResult {
-    s.count("download");
+    s.count(Count::Download);
     authorize(&s, &headers, &parse_query(&q), Some("read_artifacts"))?;
     let url = {
         let w = s.world();
@@ -473,7 +474,7 @@ async fn delete_artifact(
     RawQuery(q): RawQuery,
     Path((org, pipeline, number, job, id)): Path<(String, String, String, String, String)>,
 ) -> ApiResult {
-    s.count("delete");
+    s.count(Count::Delete);
     authorize(&s, &headers, &parse_query(&q), Some("write_artifacts"))?;
     let mut w = s.world();
     let b = find_build_mut(&mut w, org, pipeline, &number)?;

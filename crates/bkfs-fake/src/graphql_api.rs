@@ -44,6 +44,7 @@
 //! `downloadURL` a signed storage URL valid for [`super::FakeServer::set_graphql_url_ttl`]
 //! (default 600 s), `sha256sum` and `expiresAt` are `null`.
 
+use crate::Count;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -185,7 +186,7 @@ pub(super) async fn handler(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    s.count("graphql");
+    s.count(Count::Graphql);
     let latency = s.knobs().api_latency;
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
@@ -203,9 +204,9 @@ pub(super) async fn handler(
         answer(&s, &method, &headers, &body)
     };
     match resp.status().as_u16() {
-        200 if has_errors => s.count("graphql_errors"),
+        200 if has_errors => s.count(Count::GraphqlErrors),
         200 => {}
-        code => s.count(&format!("graphql_{code}")),
+        code => s.count(Count::GraphqlStatus(code)),
     }
     let h = resp.headers_mut();
     h.insert("RateLimit-Limit", HeaderValue::from(rate.limit));

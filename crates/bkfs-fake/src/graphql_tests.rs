@@ -365,9 +365,9 @@ async fn build_query_matches_rest() {
     .await;
     assert_eq!(d, json!({"build": null}));
 
-    assert_eq!(w.s.count("graphql"), 9);
-    assert_eq!(w.s.count("api"), 1, "GraphQL is not counted as REST");
-    assert_eq!(w.s.count("graphql_errors"), 0);
+    assert_eq!(w.s.count(Count::Graphql), 9);
+    assert_eq!(w.s.count(Count::Api), 1, "GraphQL is not counted as REST");
+    assert_eq!(w.s.count(Count::GraphqlErrors), 0);
 }
 
 #[tokio::test]
@@ -511,7 +511,7 @@ async fn jobs_paginate_with_cursors_and_filters() {
     }
     let v = gql(&s, q, json!({"after": "bm9wZQ=="})).await;
     assert!(messages(&v)[0].contains("not a valid cursor"), "{v}");
-    assert!(s.count("graphql_errors") >= 3);
+    assert!(s.count(Count::GraphqlErrors) >= 3);
 }
 
 #[tokio::test]
@@ -888,9 +888,9 @@ async fn invalid_requests_get_helpful_errors() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(r.headers()["allow"], "POST");
-    assert_eq!(s.count("graphql_400"), 4);
-    assert_eq!(s.count("graphql_405"), 1);
-    assert_eq!(s.count("api"), 0);
+    assert_eq!(s.count(Count::GraphqlStatus(400)), 4);
+    assert_eq!(s.count(Count::GraphqlStatus(405)), 1);
+    assert_eq!(s.count(Count::Api), 0);
 }
 
 #[tokio::test]
@@ -914,7 +914,7 @@ async fn non_null_errors_propagate_to_the_nearest_nullable_field() {
         "{m:?}"
     );
     assert_eq!(v["errors"][0]["path"], json!(["build", "state"]));
-    assert_eq!(w.s.count("graphql_errors"), 1);
+    assert_eq!(w.s.count(Count::GraphqlErrors), 1);
 }
 
 #[tokio::test]
@@ -986,11 +986,11 @@ async fn auth_access_and_scopes() {
         json!(["build", "jobs", "edges", 0, "node", "artifacts"])
     );
 
-    assert_eq!(s.count("graphql_401"), 2);
-    assert_eq!(s.count("graphql_403"), 1);
-    assert_eq!(s.count("graphql_errors"), 3);
-    assert_eq!(s.count("graphql"), 7);
-    assert_eq!(s.count("api"), 1);
+    assert_eq!(s.count(Count::GraphqlStatus(401)), 2);
+    assert_eq!(s.count(Count::GraphqlStatus(403)), 1);
+    assert_eq!(s.count(Count::GraphqlErrors), 3);
+    assert_eq!(s.count(Count::Graphql), 7);
+    assert_eq!(s.count(Count::Api), 1);
 }
 
 #[tokio::test]
@@ -1027,12 +1027,12 @@ async fn modes_and_faults() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(v, json!({"data": {"build": {"number": 7}}}));
 
-    assert_eq!(s.count("graphql_404"), 1);
-    assert_eq!(s.count("graphql_502"), 2);
-    assert_eq!(s.count("graphql_faults_injected"), 2);
-    assert_eq!(s.count("graphql_errors"), 1);
-    assert_eq!(s.count("graphql"), 6);
-    assert_eq!(s.count("api"), 0);
+    assert_eq!(s.count(Count::GraphqlStatus(404)), 1);
+    assert_eq!(s.count(Count::GraphqlStatus(502)), 2);
+    assert_eq!(s.count(Count::GraphqlFaultsInjected), 2);
+    assert_eq!(s.count(Count::GraphqlErrors), 1);
+    assert_eq!(s.count(Count::Graphql), 6);
+    assert_eq!(s.count(Count::Api), 0);
 }
 
 #[tokio::test]
@@ -1068,8 +1068,8 @@ async fn rate_limit_is_shared_with_rest_and_latency_applies() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(s.count("graphql_429"), 1);
-    assert_eq!(s.count("api_429"), 1);
+    assert_eq!(s.count(Count::GraphqlStatus(429)), 1);
+    assert_eq!(s.count(Count::ApiStatus(429)), 1);
 
     s.set_rate_limit(200, Duration::from_secs(60), false);
     s.set_api_latency(Duration::from_millis(150));

@@ -35,19 +35,9 @@
 //! builds ([`FakeServer::update_build`], [`FakeServer::set_build_state`],
 //! [`FakeServer::set_artifact_state`]): every endpoint answers from the current state.
 //!
-//! Count kinds: `api` (every REST request), `access_token`, `list_builds`, `get_build`,
-//! `list_build_artifacts`, `list_job_artifacts`, `get_artifact`, `download`, `delete` (one
-//! per request to that endpoint, whatever the answer), `api_401`, `api_403`, `api_404`,
-//! `api_429` and `api_5xx` codes such as `api_503` (answers by status), `api_faults_injected`;
-//! `graphql` (every request to `/graphql`), `graphql_errors` (200 answers carrying `errors`),
-//! `graphql_<status>` for every other status (`graphql_400`, `graphql_401`, `graphql_403`,
-//! `graphql_404`, `graphql_405`, `graphql_429`, `graphql_5xx` codes), `graphql_faults_injected`;
-//! `storage` (every storage request), `storage_get`, `storage_head`, `storage_authorization`
-//! (storage requests carrying `Authorization`), `storage_403`, `storage_404`, `storage_416`,
-//! `storage_5xx` codes such as `storage_500`; `storage_faults_injected` (every injected
-//! storage fault) and by kind `storage_fault_status`, `storage_fault_reset`,
-//! `storage_fault_truncate`, `storage_fault_stall`; `storage_corrupt` (responses served with
-//! flipped bytes).
+//! Counts: one [`Count`] per request to each endpoint (whatever the answer), answers by
+//! status (`Count::ApiStatus(503)`, `Count::StorageStatus(416)`, `Count::GraphqlStatus(400)`),
+//! injected faults by kind, and storage requests that carried `Authorization`.
 //!
 //! Fault injection: [`FakeServer::fail_storage`], [`FakeServer::reset_storage`],
 //! [`FakeServer::truncate_storage`] and [`FakeServer::stall_storage`] each arm a fault for the
@@ -63,6 +53,7 @@
 //! ([`GraphqlMode`]); [`FakeServer::set_graphql_access`] refuses a token (403).
 
 mod api;
+mod count;
 mod demo;
 pub mod fakelog;
 pub mod graphql;
@@ -84,6 +75,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+pub use count::Count;
 pub use demo::{demo_build, DEMO_TOKEN};
 pub use graphql_api::{DEFAULT_PAGE as GRAPHQL_DEFAULT_PAGE, MAX_PAGE as GRAPHQL_MAX_PAGE};
 pub use world::{guess_mime, now_rfc3339, FakeArtifact, FakeBuild, FakeJob, FINAL_BUILD_STATES};
@@ -103,7 +95,7 @@ pub(crate) struct Shared {
     pub secret: String,
     world: Mutex<World>,
     knobs: Mutex<Knobs>,
-    counts: Mutex<BTreeMap<String, u64>>,
+    counts: Mutex<BTreeMap<Count, u64>>,
     bytes_served: AtomicU64,
     /// Raw log bytes sent in log bodies.
     log_bytes: AtomicU64,
@@ -265,13 +257,8 @@ impl Shared {
         self.knobs.lock().unwrap().clone()
     }
 
-    pub fn count(&self, kind: &str) {
-        *self
-            .counts
-            .lock()
-            .unwrap()
-            .entry(kind.to_string())
-            .or_default() += 1;
+    pub fn count(&self, kind: Count) {
+        *self.counts.lock().unwrap().entry(kind).or_default() += 1;
     }
 
     pub fn add_bytes_served(&self, n: u64) {
@@ -292,7 +279,7 @@ impl Shared {
             f.log.0 -= 1;
             f.log.1
         };
-        self.count("log_faults_injected");
+        self.count(Count::LogFaultsInjected);
         fault
     }
 
@@ -320,12 +307,12 @@ impl Shared {
                 None
             }
         }?;
-        self.count("storage_faults_injected");
+        self.count(Count::StorageFaultsInjected);
         self.count(match fault {
-            StorageFault::Status(_) => "storage_fault_status",
-            StorageFault::Reset => "storage_fault_reset",
-            StorageFault::Truncate => "storage_fault_truncate",
-            StorageFault::Stall(_) => "storage_fault_stall",
+            StorageFault::Status(_) => Count::StorageFaultStatus,
+            StorageFault::Reset => Count::StorageFaultReset,
+            StorageFault::Truncate => Count::StorageFaultTruncate,
+            StorageFault::Stall(_) => Count::StorageFaultStall,
         });
         Some(fault)
     }
@@ -345,7 +332,7 @@ impl Shared {
             f.api_status.0 -= 1;
             f.api_status.1
         };
-        self.count("api_faults_injected");
+        self.count(Count::ApiFaultsInjected);
         Some(status)
     }
 
@@ -359,7 +346,7 @@ impl Shared {
             f.graphql_status.0 -= 1;
             f.graphql_status.1
         };
-        self.count("graphql_faults_injected");
+        self.count(Count::GraphqlFaultsInjected);
         Some(status)
     }
 
@@ -533,19 +520,20 @@ impl FakeServer {
     }
 
     /// Requests of one kind since the start or the last [`FakeServer::reset_counts`].
-    pub fn count(&self, kind: &str) -> u64 {
+    pub fn count(&self, kind: Count) -> u64 {
         self.shared
             .counts
             .lock()
             .unwrap()
-            .get(kind)
+            .get(&kind)
             .copied()
             .unwrap_or(0)
     }
 
-    /// All non-zero counts.
+    /// All non-zero counts, by name.
     pub fn counts(&self) -> BTreeMap<String, u64> {
-        self.shared.counts.lock().unwrap().clone()
+        let counts = self.shared.counts.lock().unwrap();
+        counts.iter().map(|(k, v)| (k.to_string(), *v)).collect()
     }
 
     /// Zeroes the counts and the bytes served.

@@ -15,6 +15,7 @@
 //! `log_bytes` (raw bytes sent in bodies). Faults: [`super::FakeServer::stall_logs`] and
 //! [`super::FakeServer::reset_logs`] arm a fault for the next `n` text GETs with content.
 
+use crate::Count;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -95,12 +96,12 @@ async fn serve_log(
     Path((org, pipeline, number, job)): LogPath,
     text: bool,
 ) -> Result<Response, ApiError> {
-    s.count("log");
+    s.count(Count::Log);
     authorize(&s, &headers, &parse_query(&q), Some("read_build_logs"))?;
     let log = the_log(&s, &org, &pipeline, &number, &job)?;
     let range = headers.get(header::RANGE).map(|v| v.to_str().unwrap_or(""));
     if range.is_some() {
-        s.count("log_range");
+        s.count(Count::LogRange);
     }
     if !text {
         if range.is_some() {
@@ -196,7 +197,7 @@ pub(super) async fn head_log(
     RawQuery(q): RawQuery,
     Path((org, pipeline, number, job)): LogPath,
 ) -> Result<Response, ApiError> {
-    s.count("log_head");
+    s.count(Count::LogHead);
     authorize(&s, &headers, &parse_query(&q), Some("read_build_logs"))?;
     let log = the_log(&s, &org, &pipeline, &number, &job)?;
     let mut resp = Response::new(Body::empty());
@@ -216,7 +217,7 @@ pub(super) async fn delete_log(
     RawQuery(q): RawQuery,
     Path((org, pipeline, number, job)): LogPath,
 ) -> Result<Response, ApiError> {
-    s.count("log_delete");
+    s.count(Count::LogDelete);
     authorize(&s, &headers, &parse_query(&q), Some("write_build_logs"))?;
     let mut w = s.world();
     let b = find_build_mut(&mut w, org, pipeline, &number)?;
@@ -333,8 +334,8 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(r.status().as_u16(), 403);
-        assert_eq!(s.count("log"), 14);
-        assert_eq!(s.count("log_head"), 1);
+        assert_eq!(s.count(Count::Log), 14);
+        assert_eq!(s.count(Count::LogHead), 1);
     }
 
     #[tokio::test]
@@ -355,13 +356,13 @@ mod tests {
             .await
             .unwrap();
         assert!(r.bytes().await.is_err());
-        assert_eq!(s.count("log_faults_injected"), 1);
+        assert_eq!(s.count(Count::LogFaultsInjected), 1);
         // Delete needs write_build_logs, then the log is gone.
         let (st, _, _) = req(reqwest::Method::DELETE, &u, &[]).await;
         assert_eq!(st, 204);
         let (st, _, _) = req(reqwest::Method::GET, &u, &text).await;
         assert_eq!(st, 404);
-        assert_eq!(s.count("log_delete"), 1);
+        assert_eq!(s.count(Count::LogDelete), 1);
     }
 
     #[test]

@@ -19,6 +19,7 @@
 //! would serve content: a 5xx XML error, a body aborted or truncated halfway, a body that
 //! stalls, or inverted bytes.
 
+use crate::Count;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -133,9 +134,9 @@ fn encode_segment(seg: &str) -> String {
 
 /// Counting and first-byte latency around every storage request.
 async fn storage_layer(State(s): S, req: Request, next: Next) -> Response {
-    s.count("storage");
+    s.count(Count::Storage);
     if req.headers().contains_key(header::AUTHORIZATION) {
-        s.count("storage_authorization");
+        s.count(Count::StorageAuthorization);
     }
     let latency = s.knobs().storage_latency;
     if !latency.is_zero() {
@@ -143,7 +144,7 @@ async fn storage_layer(State(s): S, req: Request, next: Next) -> Response {
     }
     let resp = next.run(req).await;
     if let code @ (403 | 404 | 416 | 500..=599) = resp.status().as_u16() {
-        s.count(&format!("storage_{code}"));
+        s.count(Count::StorageStatus(code));
     }
     resp
 }
@@ -178,9 +179,9 @@ async fn object(
     uri: axum::http::Uri,
 ) -> Response {
     s.count(if method == Method::HEAD {
-        "storage_head"
+        Count::StorageHead
     } else {
-        "storage_get"
+        Count::StorageGet
     });
     // The path as the client sent it (not normalized, not decoded by a router).
     let (key, path) = key_and_path(uri.path());
@@ -219,7 +220,7 @@ async fn object(
     // a large object for every ranged GET); corruption happens on the way.
     let etag = format!("\"{}-{}\"", key, content.len());
     if s.is_corrupt(&key) {
-        s.count("storage_corrupt");
+        s.count(Count::StorageCorrupt);
         content = Bytes::from(corrupted(&content));
     }
 

@@ -131,11 +131,11 @@ async fn auth_errors_and_access_token() {
     let r = get(&format!("{}?access_token={TOKEN}", build_url(&s)), None).await;
     assert_eq!(r.status(), StatusCode::OK);
 
-    assert_eq!(s.count("api_401"), 2);
-    assert_eq!(s.count("api_403"), 1);
-    assert_eq!(s.count("access_token"), 1);
-    assert_eq!(s.count("get_build"), 4);
-    assert_eq!(s.count("api"), 5);
+    assert_eq!(s.count(Count::ApiStatus(401)), 2);
+    assert_eq!(s.count(Count::ApiStatus(403)), 1);
+    assert_eq!(s.count(Count::AccessToken), 1);
+    assert_eq!(s.count(Count::GetBuild), 4);
+    assert_eq!(s.count(Count::Api), 5);
 }
 
 #[tokio::test]
@@ -181,7 +181,7 @@ async fn build_and_not_found() {
         assert_eq!(r.status(), StatusCode::NOT_FOUND, "{url}");
         assert_eq!(message(r).await, "Not Found");
     }
-    assert_eq!(s.count("api_404"), 7);
+    assert_eq!(s.count(Count::ApiStatus(404)), 7);
 }
 
 #[tokio::test]
@@ -257,8 +257,8 @@ async fn pagination_and_links() {
     let url = format!("{}/jobs/{job2}/artifacts/{}", build_url(&s), a.id);
     assert_eq!(a.url.as_deref(), Some(url.as_str()));
     assert_eq!(a.download_url, Some(format!("{url}/download")));
-    assert_eq!(s.count("list_job_artifacts"), 1);
-    assert_eq!(s.count("list_build_artifacts"), 6);
+    assert_eq!(s.count(Count::ListJobArtifacts), 1);
+    assert_eq!(s.count(Count::ListBuildArtifacts), 6);
 }
 
 #[tokio::test]
@@ -338,13 +338,13 @@ async fn get_download_and_storage_ranges() {
     assert_eq!(r.status(), StatusCode::OK);
     r.bytes().await.unwrap();
 
-    assert_eq!(s.count("storage_authorization"), 1);
-    assert_eq!(s.count("storage_head"), 2);
-    assert_eq!(s.count("storage_get"), 7);
-    assert_eq!(s.count("storage"), 9);
-    assert_eq!(s.count("storage_416"), 1);
-    assert_eq!(s.count("download"), 1);
-    assert_eq!(s.count("get_artifact"), 1);
+    assert_eq!(s.count(Count::StorageAuthorization), 1);
+    assert_eq!(s.count(Count::StorageHead), 2);
+    assert_eq!(s.count(Count::StorageGet), 7);
+    assert_eq!(s.count(Count::Storage), 9);
+    assert_eq!(s.count(Count::StorageStatus(416)), 1);
+    assert_eq!(s.count(Count::Download), 1);
+    assert_eq!(s.count(Count::GetArtifact), 1);
     // 7 + 4 + 2 + 2 + 5 + 7 bytes of bodies (the 416 has an XML body, not counted).
     assert_eq!(s.storage_bytes_served(), 27);
 }
@@ -410,7 +410,7 @@ async fn storage_signature_and_expiry() {
     let unknown = loc.replace(&b.artifacts[0].artifact.id, "nope");
     let (st, _) = xml_error(get(&unknown, None).await).await;
     assert_eq!(st, StatusCode::FORBIDDEN, "signature covers the key");
-    assert_eq!(s.count("storage_403"), 5);
+    assert_eq!(s.count(Count::StorageStatus(403)), 5);
 }
 
 #[tokio::test]
@@ -467,7 +467,7 @@ async fn delete_removes_everywhere() {
     let (st, body) = xml_error(get(&loc, None).await).await;
     assert_eq!(st, StatusCode::NOT_FOUND);
     assert!(body.contains("<Code>NoSuchKey</Code>"));
-    assert_eq!(s.count("delete"), 3);
+    assert_eq!(s.count(Count::Delete), 3);
 }
 
 #[tokio::test]
@@ -536,7 +536,7 @@ async fn rate_limit_headers_and_enforcement() {
     let r = get(&url, Some(TOKEN)).await;
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(r.headers()["ratelimit-remaining"], "0");
-    assert_eq!(s.count("api_429"), 1);
+    assert_eq!(s.count(Count::ApiStatus(429)), 1);
 
     // A window long enough that three requests fit in it even on a loaded machine.
     s.set_rate_limit(2, Duration::from_millis(1000), true);
@@ -755,10 +755,10 @@ async fn storage_status_faults_count_down() {
     assert_eq!(st, StatusCode::INTERNAL_SERVER_ERROR);
     assert!(body.contains("<Code>InternalError</Code>"), "{body}");
     assert_eq!(s.storage_faults_pending(), 0);
-    assert_eq!(s.count("storage_503"), 2);
-    assert_eq!(s.count("storage_500"), 1);
-    assert_eq!(s.count("storage_faults_injected"), 3);
-    assert_eq!(s.count("storage_fault_status"), 3);
+    assert_eq!(s.count(Count::StorageStatus(503)), 2);
+    assert_eq!(s.count(Count::StorageStatus(500)), 1);
+    assert_eq!(s.count(Count::StorageFaultsInjected), 3);
+    assert_eq!(s.count(Count::StorageFaultStatus), 3);
     assert_eq!(s.storage_bytes_served(), content.len() as u64);
 }
 
@@ -805,9 +805,9 @@ async fn storage_reset_and_truncate_send_half_then_cut() {
     // Armed counts are used up; the next GET is whole.
     let r = get(&loc, None).await;
     assert_eq!(drain(r).await, (content.clone(), false));
-    assert_eq!(s.count("storage_fault_reset"), 1);
-    assert_eq!(s.count("storage_fault_truncate"), 2);
-    assert_eq!(s.count("storage_faults_injected"), 3);
+    assert_eq!(s.count(Count::StorageFaultReset), 1);
+    assert_eq!(s.count(Count::StorageFaultTruncate), 2);
+    assert_eq!(s.count(Count::StorageFaultsInjected), 3);
     assert_eq!(s.storage_bytes_served(), 100_000 + 500 + 1 + 200_000);
 }
 
@@ -856,7 +856,7 @@ async fn storage_stall_holds_until_the_client_leaves() {
         .unwrap();
     let got = tokio::time::timeout(Duration::from_millis(500), drain(r)).await;
     assert!(got.is_err(), "the last byte must be held back");
-    assert_eq!(s.count("storage_fault_stall"), 2);
+    assert_eq!(s.count(Count::StorageFaultStall), 2);
     assert_eq!(s.storage_bytes_served(), 70_000 + 200_000 + 99);
 }
 
@@ -883,11 +883,11 @@ async fn corrupt_storage_inverts_bytes_while_on() {
         .await
         .unwrap();
     assert_eq!(r.bytes().await.unwrap(), super::corrupted(&content[10..20]));
-    assert_eq!(s.count("storage_corrupt"), 2);
+    assert_eq!(s.count(Count::StorageCorrupt), 2);
 
     s.corrupt_storage(&id, false);
     assert_eq!(get(&loc, None).await.bytes().await.unwrap(), content);
-    assert_eq!(s.count("storage_corrupt"), 2);
+    assert_eq!(s.count(Count::StorageCorrupt), 2);
 }
 
 #[tokio::test]
@@ -906,8 +906,8 @@ async fn api_faults_count_down_after_the_rate_limit() {
         get(&build_url(&s), Some(TOKEN)).await.status(),
         StatusCode::OK
     );
-    assert_eq!(s.count("api_502"), 2);
-    assert_eq!(s.count("api_faults_injected"), 2);
+    assert_eq!(s.count(Count::ApiStatus(502)), 2);
+    assert_eq!(s.count(Count::ApiFaultsInjected), 2);
 
     // A 429 comes first and does not use a fault up.
     s.set_rate_limit(1, Duration::from_secs(60), true);
@@ -925,9 +925,9 @@ async fn api_faults_count_down_after_the_rate_limit() {
         StatusCode::SERVICE_UNAVAILABLE
     );
     assert_eq!(get(&token_url, Some(TOKEN)).await.status(), StatusCode::OK);
-    assert_eq!(s.count("api_500"), 1);
-    assert_eq!(s.count("api_503"), 1);
-    assert_eq!(s.count("api_faults_injected"), 4);
+    assert_eq!(s.count(Count::ApiStatus(500)), 1);
+    assert_eq!(s.count(Count::ApiStatus(503)), 1);
+    assert_eq!(s.count(Count::ApiFaultsInjected), 4);
 }
 
 fn builds_url(s: &FakeServer, pipeline: &str) -> String {
@@ -1028,8 +1028,8 @@ async fn list_builds_newest_first_filtered_and_paginated() {
         "Your access token does not have the required scope(s): read_builds"
     );
     assert_eq!(get(&list, None).await.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(s.count("list_builds"), 15);
-    assert_eq!(s.count("get_build"), 1);
+    assert_eq!(s.count(Count::ListBuilds), 15);
+    assert_eq!(s.count(Count::GetBuild), 1);
 }
 
 #[tokio::test]

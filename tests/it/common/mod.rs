@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-pub use bkfs_fake::{FakeBuild, FakeServer};
+pub use bkfs_fake::{Count, FakeBuild, FakeServer};
 
 pub const TOKEN: &str = "test-token";
 pub const BIN: &str = env!("CARGO_BIN_EXE_bkfs");

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bkfs_fake::{FakeBuild, FakeServer};
+use bkfs_fake::{Count, FakeBuild, FakeServer};
 
 const TOKEN: &str = "bench-token";
 
@@ -866,10 +866,10 @@ fn graphql_compare(w: &Path, logs: usize, window: u64, rows: &mut Vec<Row>) {
             let n = sh(&format!("grep -rl needle-5c1d {} | wc -l", m.mnt.display()));
             assert_eq!(n.trim(), "1");
         });
-        let (rest, gq) = (server.count("api"), server.count("graphql"));
+        let (rest, gq) = (server.count(Count::Api), server.count(Count::Graphql));
         eprintln!(
             "  {secs:.1} s, {rest} REST + {gq} GraphQL requests, {} answered 429",
-            server.count("api_429")
+            server.count(Count::ApiStatus(429))
         );
         results.push((secs, rest + gq));
         let _ = std::fs::remove_dir_all(&cache);
