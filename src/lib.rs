@@ -11,6 +11,7 @@ pub mod control;
 pub mod docs;
 pub mod fs;
 pub mod fuse;
+pub mod http;
 pub mod joblog;
 pub mod logging;
 pub mod mount;

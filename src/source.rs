@@ -413,7 +413,7 @@ impl LogSource for Source {
             let body = match b.response {
                 Some(r) => r
                     .bytes_stream()
-                    .map_err(crate::api::client::reqwest_detail)
+                    .map_err(crate::http::reqwest_detail)
                     .boxed(),
                 None => futures_util::stream::empty().boxed(),
             };

@@ -20,9 +20,10 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
 
-use super::client::{error_message, reqwest_detail, ApiClient, ApiError};
+use super::client::{error_message, ApiClient, ApiError};
 use super::model::{Artifact, Build, Job};
 use crate::build_ref::BuildRef;
+use crate::http::reqwest_detail;
 
 /// Jobs per query. Buildkite refuses a query whose *requested* complexity exceeds 50,000
 /// before running it; each job node costs about `ARTIFACTS_PER_JOB` + 6 points (one per

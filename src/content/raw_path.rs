@@ -95,7 +95,7 @@ pub async fn get(url: &str, headers: &[(&str, String)]) -> Result<reqwest::Respo
     let resp = client()?
         .request(req)
         .await
-        .map_err(|e| crate::api::client::error_chain(&e))?;
+        .map_err(|e| crate::http::error_chain(&e))?;
     Ok(resp.map(reqwest::Body::wrap).into())
 }
 

@@ -720,7 +720,7 @@ impl Reader {
                 });
             }
             tracing::warn!(artifact = %meta.artifact_id, path = %meta.original_path, attempt = failures, error = %err, "storage request failed; retrying");
-            crate::api::client::backoff(failures).await;
+            crate::http::backoff(failures).await;
         }
     }
 }

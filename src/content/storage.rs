@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use reqwest::{header, StatusCode};
 
-use crate::api::client::{error_chain, reqwest_detail};
+use crate::http::{error_chain, reqwest_detail};
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum StorageError {

@@ -500,7 +500,7 @@ impl LogStore {
                 return Err(LogError::Io(last_err));
             }
             if failures > 0 {
-                crate::api::client::backoff(failures).await;
+                crate::http::backoff(failures).await;
             }
             let (build, job) = (meta.build_number, meta.job_id.as_str());
             // The whole log first. Then one suffix range that most likely covers what is new

@@ -27,8 +27,8 @@ use std::time::SystemTime;
 use crate::api::model::{Artifact, Build, Job};
 
 pub use naming::{
-    escape_name, job_base_name, name_jobs, path_components, sanitize_component, slugify,
-    slugify_label, NAME_MAX, UNKNOWN_JOB_DIR,
+    escape_name, job_base_name, name_jobs, path_components, sanitize_component, slugify, NAME_MAX,
+    UNKNOWN_JOB_DIR,
 };
 pub use reconcile::TreeChanges;
 pub use time::parse_time;
@@ -51,7 +51,6 @@ pub struct FileMeta {
     pub state: Option<String>,
     /// The artifact's path as uploaded (its `path`, else its `filename`, else empty).
     pub original_path: String,
-    pub download_url: Option<String>,
     /// The number of the build the artifact belongs to: 0 from [`Tree::build`], set with
     /// [`Tree::set_build_number`] (a pipeline mount holds several builds).
     pub build_number: u64,
@@ -630,7 +629,6 @@ fn file_meta(a: &Artifact) -> FileMeta {
         mime_type: a.mime_type.clone(),
         state: a.state.clone(),
         original_path,
-        download_url: a.download_url.clone(),
         build_number: 0,
     }
 }

@@ -84,11 +84,6 @@ pub fn slugify(s: &str) -> String {
     out
 }
 
-/// Steps 1–2 for a label alone: [`slugify`], or `job` when that is empty.
-pub fn slugify_label(label: &str) -> String {
-    job_base_name(Some(label), None)
-}
-
 /// Steps 1–2: the slug of the label, else the slug of the step key, else `job`.
 pub fn job_base_name(label: Option<&str>, step_key: Option<&str>) -> String {
     [label, step_key]
@@ -359,10 +354,10 @@ mod tests {
     }
 
     #[test]
-    fn slugify_label_falls_back_to_job() {
-        assert_eq!(slugify_label(":rspec: RSpec"), "rspec");
-        assert_eq!(slugify_label(""), "job");
-        assert_eq!(slugify_label(":bomb:"), "job");
+    fn job_base_name_falls_back_to_job() {
+        assert_eq!(job_base_name(Some(":rspec: RSpec"), None), "rspec");
+        assert_eq!(job_base_name(Some(""), None), "job");
+        assert_eq!(job_base_name(Some(":bomb:"), None), "job");
         assert_eq!(
             job_base_name(Some(":bomb:"), Some("unit-tests")),
             "unit-tests"

@@ -414,7 +414,6 @@ fn sizes_and_metadata() {
     a.file_size = None;
     a.sha1sum = Some("abc".to_string());
     a.mime_type = Some("text/plain".to_string());
-    a.download_url = Some("https://example/dl".to_string());
     let mut z = art("a2", Some("j"), Some("y"));
     z.file_size = Some(0);
     let big = art("a3", Some("j"), Some("z"));
@@ -427,7 +426,6 @@ fn sizes_and_metadata() {
     assert_eq!(f.sha1sum.as_deref(), Some("abc"));
     assert_eq!(f.mime_type.as_deref(), Some("text/plain"));
     assert_eq!(f.state.as_deref(), Some("finished"));
-    assert_eq!(f.download_url.as_deref(), Some("https://example/dl"));
     assert_eq!(t.resolve("j/y").unwrap().file().unwrap().size, 0);
     assert_eq!(t.total_size(), 10);
 }

@@ -1462,7 +1462,7 @@ async fn a_missing_page_is_not_found_without_secrets() {
         .list_build_artifacts(&build_ref())
         .await
         .unwrap_err();
-    assert!(e.is_not_found(), "{e:?}");
+    assert!(matches!(e, bkfs::api::ApiError::NotFound { .. }), "{e:?}");
     assert_redacted(&e, "404 page");
 }
 
