@@ -145,7 +145,7 @@ impl Derived {
     }
 }
 
-fn block_len(total: u64, idx: u64) -> u64 {
+pub fn block_len(total: u64, idx: u64) -> u64 {
     (total - idx * DBLOCK).min(DBLOCK)
 }
 
