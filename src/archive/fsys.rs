@@ -23,7 +23,7 @@
 //!   network failures are not remembered.
 
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -126,7 +126,7 @@ impl Cursor {
         while !d.is_empty() && o < total {
             let start = match *blk_at {
                 Some(s) => s,
-                None if o % DBLOCK == 0 => {
+                None if o.is_multiple_of(DBLOCK) => {
                     *blk_at = Some(o);
                     blk.clear();
                     o
@@ -456,8 +456,7 @@ impl Archives {
             Ok((idx, points)) => {
                 tracing::info!(path = %a.meta.original_path, format = ?idx.format, entries = idx.entries.len() - 1, points = points.len(), ms = t0.elapsed().as_millis() as u64, "indexed the archive");
                 if a.format == Format::TarGz {
-                    self.store
-                        .put_blob(&pkey, &gzindex::encode_points(&points));
+                    self.store.put_blob(&pkey, &gzindex::encode_points(&points));
                 }
                 *a.points.write().unwrap() = Some(Arc::new(points));
                 if let Ok(json) = serde_json::to_vec(&idx) {
@@ -536,11 +535,49 @@ impl Archives {
             Some(b) => b,
             None => self.raw(a, loc.offset, loc.size, None).await?,
         };
-        let raw = zip::parse_cd(&cd, &loc)?
-            .into_iter()
-            .map(zip::CdEntry::into_raw)
-            .collect();
+        let mut raw = Vec::new();
+        for e in zip::parse_cd(&cd, &loc)? {
+            if e.is_symlink() {
+                let target = self.zip_link_target(a, &e).await?;
+                raw.push(e.into_link(target));
+            } else {
+                raw.push(e.into_raw());
+            }
+        }
         Ok(Index::build(Format::Zip, raw, 0)?)
+    }
+
+    /// A zip symlink's target: its entry's data (local header checked, inflated if need be,
+    /// size and CRC checked), read once while indexing.
+    async fn zip_link_target(&self, a: &Archive, e: &zip::CdEntry) -> Result<Vec<u8>, Fail> {
+        let d = e.data();
+        let local = self
+            .raw(a, e.header, zip::LOCAL_LEN + e.name.len() as u64, None)
+            .await?;
+        let start = zip::data_offset(&local, &d)?;
+        if start.saturating_add(e.csize) > a.meta.size {
+            return Err(Fail::Bad(super::corrupt(
+                "entry data past the end of the archive",
+            )));
+        }
+        let b = self.raw(a, start, e.csize, None).await?;
+        let target = if e.method == zip::STORED {
+            b.to_vec()
+        } else {
+            let mut out = Vec::new();
+            let r = flate2::read::DeflateDecoder::new(&b[..])
+                .take(e.usize + 1)
+                .read_to_end(&mut out);
+            r.map_err(|err| Fail::Bad(super::corrupt(format!("inflate: {err}"))))?;
+            out
+        };
+        if target.len() as u64 != e.usize || crc32fast::hash(&target) != e.crc {
+            return Err(Fail::Bad(super::corrupt(format!(
+                "symlink {}: its target does not match its size or CRC",
+                String::from_utf8_lossy(&e.name)
+            ))));
+        }
+        Ok(target)
     }
 
     async fn index_tar(&self, a: &Archive) -> Result<Index, Fail> {

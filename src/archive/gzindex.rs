@@ -270,6 +270,9 @@ enum Phase {
     Next,
 }
 
+/// Where an [`Extractor`] puts decompressed bytes: `(offset, bytes)`.
+pub type OutSink<'a> = dyn FnMut(u64, &[u8]) -> Result<(), ArchiveError> + 'a;
+
 /// Decompression resumed at an access point. Feed it the compressed bytes from
 /// [`Point::start`] on, in order.
 pub struct Extractor {
@@ -316,7 +319,7 @@ impl Extractor {
     pub fn feed(
         &mut self,
         mut input: &[u8],
-        sink: &mut dyn FnMut(u64, &[u8]) -> Result<(), ArchiveError>,
+        sink: &mut OutSink<'_>,
     ) -> Result<(), ArchiveError> {
         if let Some(w) = self.window.take() {
             let s = self.strm.as_mut().expect("a stream");
