@@ -43,6 +43,8 @@ const ID_SHIFT: u32 = 32;
 const CHUNK: u64 = 1 << 20;
 /// Most bytes a tar.gz may expand to, as a multiple of its size (plus 1 MiB).
 const GZ_RATIO: u64 = 1032;
+/// What a zip listing reads from the end at first.
+const SPECULATIVE_TAIL: u64 = 1 << 20;
 /// Suspended tar.gz decompressions kept per archive.
 const MAX_CURSORS: usize = 4;
 /// A streaming pass longer than this logs its progress.
@@ -153,7 +155,7 @@ impl Cursor {
 
 pub struct Archives {
     reader: Arc<Reader>,
-    store: Derived,
+    store: Arc<Derived>,
     uid: u32,
     gid: u32,
     list: std::sync::atomic::AtomicBool,
@@ -164,7 +166,7 @@ pub struct Archives {
 impl Archives {
     pub fn new(reader: Arc<Reader>, uid: u32, gid: u32) -> Archives {
         Archives {
-            store: Derived::new(reader.disk().cloned()),
+            store: Arc::new(Derived::new(reader.disk().cloned())),
             reader,
             uid,
             gid,
@@ -455,14 +457,22 @@ impl Archives {
         match r {
             Ok((idx, points)) => {
                 tracing::info!(path = %a.meta.original_path, format = ?idx.format, entries = idx.entries.len() - 1, points = points.len(), ms = t0.elapsed().as_millis() as u64, "indexed the archive");
-                if a.format == Format::TarGz {
-                    self.store.put_blob(&pkey, &gzindex::encode_points(&points));
-                }
-                *a.points.write().unwrap() = Some(Arc::new(points));
-                if let Ok(json) = serde_json::to_vec(&idx) {
-                    self.store.put_blob(&key, &json);
-                }
-                *a.index.write().unwrap() = Some(Arc::new(idx));
+                let idx = Arc::new(idx);
+                let points = Arc::new(points);
+                *a.points.write().unwrap() = Some(points.clone());
+                *a.index.write().unwrap() = Some(idx.clone());
+                // Persisted off the lookup's path (serializing a big index takes a while);
+                // the points are written first, so an index is never found without them.
+                let store = self.store.clone();
+                let targz = a.format == Format::TarGz;
+                drop(tokio::task::spawn_blocking(move || {
+                    if targz {
+                        store.put_blob(&pkey, &gzindex::encode_points(&points));
+                    }
+                    if let Ok(json) = serde_json::to_vec(&*idx) {
+                        store.put_blob(&key, &json);
+                    }
+                }));
                 Ok(())
             }
             Err(Fail::Net(m)) => {
@@ -512,7 +522,10 @@ impl Archives {
 
     async fn index_zip(&self, a: &Archive) -> Result<Index, Fail> {
         let size = a.meta.size;
-        let tail_len = size.min(zip::TAIL_LEN);
+        // The end records need the last TAIL_LEN bytes at most; reading the last MiB instead
+        // (blocks fetched in parallel) also brings the central directory of most archives
+        // (about 10,000 entries), so listing is one round trip instead of two.
+        let tail_len = size.min(zip::TAIL_LEN.max(SPECULATIVE_TAIL));
         let tail_at = size - tail_len;
         let tail = self.raw(a, tail_at, tail_len, None).await?;
         let slice = |at: u64, len: u64| -> Option<Bytes> {
