@@ -316,11 +316,7 @@ impl Extractor {
 
     /// Feeds the compressed bytes at [`Extractor::next_in`]; decompressed bytes go to
     /// `sink(offset, bytes)`.
-    pub fn feed(
-        &mut self,
-        mut input: &[u8],
-        sink: &mut OutSink<'_>,
-    ) -> Result<(), ArchiveError> {
+    pub fn feed(&mut self, mut input: &[u8], sink: &mut OutSink<'_>) -> Result<(), ArchiveError> {
         if let Some(w) = self.window.take() {
             let s = self.strm.as_mut().expect("a stream");
             if self.prime > 0 {
