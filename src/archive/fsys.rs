@@ -12,6 +12,8 @@
 //!   are inflated whole once (never past their declared size; size and CRC checked) into
 //!   the derived store, then served from it. Encrypted entries: `EACCES`. Other methods:
 //!   `EIO` with a log line naming the method.
+//!   Entries with a unix `S_IFLNK` mode are symlinks: their target (the entry's data) is
+//!   read once while indexing and confined like a tar link's.
 //! - tar: headers walked with ranged reads that skip entry data; entries read by range.
 //! - tar.gz: one streaming pass gunzips the artifact, walks the headers and records zran
 //!   access points ([`super::gzindex`]) every few MiB; both are persisted. An entry is read
@@ -423,7 +425,8 @@ impl Archives {
         if a.index.read().unwrap().is_some() {
             return Ok(());
         }
-        let key = format!("{}.ix1", a.ckey);
+        // `.ix2`: indexes since zip symlinks (an `.ix1` index shows them as files).
+        let key = format!("{}.ix2", a.ckey);
         let pkey = format!("{}.gzp1", a.ckey);
         if let Some(b) = self.store.get_blob(&key) {
             // A tar.gz index is only usable with its access points.
