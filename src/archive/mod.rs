@@ -13,6 +13,7 @@
 //! bytes of stored paths; a larger archive is refused with `EIO`.
 
 pub mod fsys;
+pub mod gzindex;
 pub mod store;
 pub mod tar;
 pub mod zip;

@@ -1,5 +1,5 @@
-//! Bytes derived from archives: decompressed zip entries and gunzipped tar streams, in 1 MiB
-//! blocks, and persisted indexes. Kept in the disk cache (its CRC-checked, temp+rename
+//! Bytes derived from archives: decompressed zip entries and blocks of tar.gz streams, in
+//! 1 MiB blocks, and persisted indexes and gzip access points. Kept in the disk cache (its CRC-checked, temp+rename
 //! blocks) under keys derived from the artifact's content key, plus a small in-memory LRU
 //! (the only copy when the disk cache is off).
 //!
@@ -145,7 +145,7 @@ impl Derived {
     }
 }
 
-fn block_len(total: u64, idx: u64) -> u64 {
+pub fn block_len(total: u64, idx: u64) -> u64 {
     (total - idx * DBLOCK).min(DBLOCK)
 }
 

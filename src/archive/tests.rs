@@ -592,3 +592,46 @@ fn deep_and_numerous_paths_are_bounded() {
     let idx = Index::build(Format::Tar, raw, 0).unwrap();
     assert_eq!(idx.entries.len(), 1 + (MAX_DEPTH - 1) + 2000);
 }
+
+#[test]
+fn zip_unix_symlinks_are_recognized() {
+    let mut w = ::zip::ZipWriter::new(Cursor::new(Vec::new()));
+    let o = ::zip::write::SimpleFileOptions::default();
+    w.start_file("d/f.txt", o).unwrap();
+    w.write_all(b"x").unwrap();
+    w.add_symlink("d/in", "f.txt", o).unwrap();
+    w.add_symlink("d/out", "../../etc/passwd", o).unwrap();
+    let b = w.finish().unwrap().into_inner();
+    let tail = &b[b.len().saturating_sub(z::TAIL_LEN as usize)..];
+    let Tail::Found(loc) = z::parse_tail(tail, b.len() as u64).unwrap() else {
+        panic!("no end record")
+    };
+    let cd = &b[loc.offset as usize..(loc.offset + loc.size) as usize];
+    let cd = z::parse_cd(cd, &loc).unwrap();
+    let links: Vec<bool> = cd.iter().map(|e| e.is_symlink()).collect();
+    assert_eq!(links, [false, true, true]);
+    assert_eq!(cd[0].unix_mode.map(|m| m & 0o170000), Some(0o100000));
+    // A link's target is its data; the index confines it like a tar link's.
+    let raw: Vec<RawEntry> = cd
+        .into_iter()
+        .map(|e| {
+            if e.is_symlink() {
+                let t = if e.name.ends_with(b"in") {
+                    "f.txt"
+                } else {
+                    "../../etc/passwd"
+                };
+                e.into_link(t.as_bytes().to_vec())
+            } else {
+                e.into_raw()
+            }
+        })
+        .collect();
+    let idx = Index::build(Format::Zip, raw, 0).unwrap();
+    let target = |p: &str| match &idx.get(idx.resolve(p).unwrap()).unwrap().kind {
+        EntryKind::Symlink { target } => target.clone(),
+        k => panic!("{p}: {k:?}"),
+    };
+    assert_eq!(target("d/in"), "f.txt");
+    assert_eq!(target("d/out"), format!("../{OUTSIDE}"));
+}

@@ -161,7 +161,12 @@ pub struct CdEntry {
     pub usize: u64,
     pub header: u64,
     pub mtime: i64,
+    /// The unix mode in the external attributes, when the archive was made on unix.
+    pub unix_mode: Option<u32>,
 }
+
+/// Longest zip symlink target taken as a link (PATH_MAX); a longer one stays a file.
+pub const MAX_LINK_TARGET: u64 = 4096;
 
 /// Parses the central directory (`cd` is all of it; `loc` where it is). Entries must lie
 /// before it.
@@ -178,6 +183,8 @@ pub fn parse_cd(cd: &[u8], loc: &CdLocation) -> Result<Vec<CdEntry>, ArchiveErro
             )));
         }
         let r = &cd[i..];
+        let made_by = u16_at(r, 4);
+        let external = u32_at(r, 38);
         let flags = u16_at(r, 8);
         let method = u16_at(r, 10);
         let time = u16_at(r, 12);
@@ -239,6 +246,7 @@ pub fn parse_cd(cd: &[u8], loc: &CdLocation) -> Result<Vec<CdEntry>, ArchiveErro
             usize,
             header,
             mtime,
+            unix_mode: (made_by >> 8 == 3).then_some(external >> 16),
         });
         i += 46 + nlen + xlen + clen;
     }
@@ -253,6 +261,41 @@ pub fn parse_cd(cd: &[u8], loc: &CdLocation) -> Result<Vec<CdEntry>, ArchiveErro
 }
 
 impl CdEntry {
+    /// A symlink: unix mode `S_IFLNK`, its target (the entry's data) short enough, and an
+    /// entry bkfs can read (not encrypted; stored or deflated).
+    pub fn is_symlink(&self) -> bool {
+        self.unix_mode.is_some_and(|m| m & 0o170000 == 0o120000)
+            && !self.name.ends_with(b"/")
+            && self.usize <= MAX_LINK_TARGET
+            && self.csize <= MAX_LINK_TARGET * 2 + 64
+            && self.flags & 1 == 0
+            && matches!(self.method, STORED | DEFLATED)
+    }
+
+    /// A symlink's entry, given its target.
+    pub fn into_link(self, target: Vec<u8>) -> RawEntry {
+        RawEntry {
+            kind: RawKind::Symlink(target),
+            size: 0,
+            mtime: self.mtime,
+            data: None,
+            path: self.name,
+        }
+    }
+
+    /// The [`Data`] that locates this entry's bytes.
+    pub fn data(&self) -> Data {
+        Data::Zip {
+            header: self.header,
+            method: self.method,
+            csize: self.csize,
+            crc: self.crc,
+            encrypted: self.flags & 1 != 0,
+            raw_name: self.name.clone(),
+            flags: self.flags,
+        }
+    }
+
     pub fn into_raw(self) -> RawEntry {
         let is_dir = self.name.ends_with(b"/");
         RawEntry {

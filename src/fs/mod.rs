@@ -425,6 +425,17 @@ impl Fs {
         .ok()
     }
 
+    /// `name` in `parent` is an archive entry or a `NAME#` itself: read-only whatever the
+    /// mount options (`EROFS`, not `ENOENT`, for `rm`/`rmdir`).
+    fn in_archive(&self, parent: Ino, name: &OsStr) -> bool {
+        is_archive_ino(parent)
+            || (!self.is_pipeline_ns(parent)
+                && name.to_str().is_some_and(|n| {
+                    let (s, local) = split(parent);
+                    self.archive_dir(s, local, n).is_some()
+                }))
+    }
+
     pub fn deletes_allowed(&self) -> bool {
         self.cfg.allow_delete
     }
@@ -906,6 +917,9 @@ impl Fs {
 
     /// `rm`: deletes the artifact through the API, only with `--allow-delete`.
     pub async fn unlink(&self, parent: Ino, name: &OsStr) -> Result<()> {
+        if self.in_archive(parent, name) {
+            return Err(FsError::ReadOnly("archives are read-only"));
+        }
         if !self.cfg.allow_delete {
             return Err(FsError::ReadOnly(
                 "mount with --allow-delete to delete artifacts",
@@ -915,9 +929,6 @@ impl Fs {
             return Err(FsError::ReadOnly(
                 "builds and their links cannot be removed",
             ));
-        }
-        if is_archive_ino(parent) {
-            return Err(FsError::ReadOnly("archive entries cannot be removed"));
         }
         let (s, local_parent) = split(parent);
         let slot = self.slot(s).ok_or(FsError::NotFound)?;
@@ -954,6 +965,9 @@ impl Fs {
 
     /// `rmdir` of a directory emptied by deletes.
     pub fn rmdir(&self, parent: Ino, name: &OsStr) -> Result<()> {
+        if self.in_archive(parent, name) {
+            return Err(FsError::ReadOnly("archives are read-only"));
+        }
         if !self.cfg.allow_delete {
             return Err(FsError::ReadOnly(
                 "mount with --allow-delete to delete artifacts",

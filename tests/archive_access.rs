@@ -1,0 +1,227 @@
+//! Archives through the kernel, continued: a tar.gz entry is read from the nearest gzip
+//! access point (not from the start of the archive), zip symlinks, and every mutating
+//! operation inside `NAME#` answers `EROFS` (with and without `--allow-delete`).
+
+mod common;
+
+use std::io::{Cursor, Read, Seek, SeekFrom, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use common::builds::{Builder, ORG, PIPELINE};
+use common::*;
+
+const MIB: usize = 1 << 20;
+const T: Duration = Duration::from_secs(120);
+
+/// A build of one job (dir `job`) with these artifacts.
+fn build(number: u64, files: Vec<(&str, Vec<u8>)>) -> FakeBuild {
+    let mut b = Builder::new(ORG, PIPELINE, number);
+    let job = b.simple_job(
+        &format!("b{number:07}-0000-4000-8000-000000000001"),
+        "Job",
+        "2024-06-01T00:00:00.000Z",
+        "job",
+    );
+    for (path, content) in files {
+        b.text_file(&job, "job", path, &content);
+    }
+    b.finish().0
+}
+
+fn tar_file(t: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]) {
+    let mut h = tar::Header::new_gnu();
+    h.set_size(data.len() as u64);
+    h.set_mode(0o644);
+    h.set_mtime(1_700_000_000);
+    h.set_cksum();
+    t.append_data(&mut h, path, data).unwrap();
+}
+
+/// Drops the artifacts' own blocks from a disk cache, keeping what bkfs derived from them
+/// (persisted indexes, access points: keys with a `.`). Returns how many it dropped.
+fn drop_raw_blocks(cache: &Path) -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir(cache.join("v1")).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name != "tmp" && !name.contains('.') && e.path().is_dir() {
+            std::fs::remove_dir_all(e.path()).unwrap();
+            n += 1;
+        }
+    }
+    n
+}
+
+/// A 64 MiB tar.gz (incompressible parts, gzip's default level, so deflate blocks of the
+/// usual size): after a remount, listing costs nothing and reading the last entry fetches
+/// at most a span (4 MiB) and a chunk from an access point, not the archive.
+#[test]
+fn targz_entry_near_the_end_is_read_from_an_access_point() {
+    bounded(T, || {
+        let parts: Vec<Vec<u8>> = (0..16).map(|i| det_bytes(4 * MIB, 100 + i)).collect();
+        let last = det_bytes(300_000, 99);
+        let mut t = tar::Builder::new(Vec::with_capacity(66 * MIB));
+        for (i, p) in parts.iter().enumerate() {
+            tar_file(&mut t, &format!("parts/p{i:02}.bin"), p);
+        }
+        tar_file(&mut t, "z/last.bin", &last);
+        let tarb = t.into_inner().unwrap();
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(&tarb).unwrap();
+        let tgz = e.finish().unwrap();
+        let size = tgz.len() as u64;
+        let fb = build(21, vec![("big.tar.gz", tgz)]);
+        let server = std::sync::Arc::new(server());
+        let bref = build_ref(&fb);
+        server.add_build(fb);
+        let scratch = Scratch::new();
+        {
+            let m = mount(&server, &scratch, &bref, &[]);
+            let root = m.path("job/big.tar.gz#");
+            assert_eq!(ls(&root), ["parts", "z"]);
+            let log = m.log_text();
+            assert!(log.contains("indexed the archive"), "{log}");
+            assert!(m.unmount());
+        }
+        assert!(
+            drop_raw_blocks(&scratch.cache()) >= 1,
+            "no raw blocks cached?"
+        );
+        server.reset_counts();
+        let m = mount(&server, &scratch, &bref, &[]);
+        let root = m.path("job/big.tar.gz#");
+        assert_eq!(ls(&root.join("parts")).len(), 16);
+        assert_eq!(server.count("storage"), 0, "{:?}", server.counts());
+        let got = std::fs::read(root.join("z/last.bin")).unwrap();
+        assert!(got == last, "wrong bytes");
+        let served = server.storage_bytes_served();
+        eprintln!("reading the last entry of a {size}-byte tar.gz fetched {served} bytes");
+        assert!(
+            served > 0 && served <= 8 * MIB as u64,
+            "fetched {served} of {size} bytes: {:?}\n{}",
+            server.counts(),
+            m.log_text()
+        );
+        // A random read in the middle of an entry, then the whole entry (sequential reads
+        // go on from where the last one stopped).
+        let before = server.storage_bytes_served();
+        let mut fh = std::fs::File::open(root.join("parts/p09.bin")).unwrap();
+        fh.seek(SeekFrom::Start(3 * MIB as u64 + 77)).unwrap();
+        let mut buf = vec![0u8; 4096];
+        fh.read_exact(&mut buf).unwrap();
+        assert!(buf[..] == parts[9][3 * MIB + 77..3 * MIB + 77 + 4096]);
+        let served = server.storage_bytes_served() - before;
+        eprintln!("a 4 KiB read in the middle fetched {served} bytes");
+        assert!(served <= 8 * MIB as u64, "fetched {served} of {size} bytes");
+        for i in [3usize, 10] {
+            let got = std::fs::read(root.join(format!("parts/p{i:02}.bin"))).unwrap();
+            assert!(got == parts[i], "p{i:02}");
+        }
+        let total = server.storage_bytes_served();
+        eprintln!("all reads of the remount fetched {total} bytes");
+        assert!(total < size, "fetched {total} of {size} bytes");
+    });
+}
+
+#[test]
+fn zip_symlinks_are_links_confined_to_the_archive() {
+    bounded(T, || {
+        let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        let stored = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        let deflated = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        w.start_file("d/f.txt", deflated).unwrap();
+        w.write_all(b"the file").unwrap();
+        w.add_directory("e/", stored).unwrap();
+        w.add_symlink("d/same", "f.txt", stored).unwrap();
+        w.add_symlink("up", "d/f.txt", deflated).unwrap();
+        w.add_symlink("d/todir", "../e", stored).unwrap();
+        w.add_symlink("d/escape", "../../../etc/passwd", stored)
+            .unwrap();
+        w.add_symlink("abs", "/etc/passwd", stored).unwrap();
+        let z = w.finish().unwrap().into_inner();
+        let env = Env::new(build(22, vec![("l.zip", z)]), &[]);
+        let root = env.mnt().join("job/l.zip#");
+        assert_eq!(ls(&root), ["abs", "d", "e", "up"]);
+        let link = |p: &str| {
+            let md = std::fs::symlink_metadata(root.join(p)).unwrap();
+            assert!(md.file_type().is_symlink(), "{p} is not a symlink");
+            std::fs::read_link(root.join(p)).unwrap()
+        };
+        assert_eq!(link("d/same"), Path::new("f.txt"));
+        assert_eq!(link("up"), Path::new("d/f.txt"));
+        assert_eq!(std::fs::read(root.join("d/same")).unwrap(), b"the file");
+        assert_eq!(std::fs::read(root.join("up")).unwrap(), b"the file");
+        assert_eq!(link("d/todir"), Path::new("../e"));
+        assert!(std::fs::metadata(root.join("d/todir")).unwrap().is_dir());
+        for p in ["d/escape", "abs"] {
+            let t = link(p);
+            assert!(
+                t.to_string_lossy().ends_with(".bkfs-link-outside-archive"),
+                "{p} -> {t:?}"
+            );
+            let e = std::fs::metadata(root.join(p)).unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::ENOENT), "{p} must dangle");
+        }
+        // `find -L` follows the links and stays inside.
+        let (_, out, _) = sh(&format!("find -L {} -type f", root.display()));
+        let mut files: Vec<&str> = out.lines().collect();
+        files.sort();
+        let inside = |p: &str| root.join(p).display().to_string();
+        assert_eq!(files, [inside("d/f.txt"), inside("d/same"), inside("up")]);
+    });
+}
+
+#[test]
+fn mutating_operations_inside_archives_answer_erofs() {
+    bounded(T, || {
+        let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        let o = zip::write::SimpleFileOptions::default();
+        w.start_file("dir/f.txt", o).unwrap();
+        w.write_all(b"f").unwrap();
+        w.add_directory("empty/", o).unwrap();
+        w.start_file("g.txt", o).unwrap();
+        w.write_all(b"g").unwrap();
+        let z = w.finish().unwrap().into_inner();
+        for (n, opts) in [(23u64, &[][..]), (24, &["--allow-delete"][..])] {
+            let env = Env::new(build(n, vec![("a.zip", z.clone())]), opts);
+            let job = env.mnt().join("job");
+            let r = job.join("a.zip#");
+            let before = ls(&r);
+            assert_eq!(before, ["dir", "empty", "g.txt"]);
+            let q = |p: &str| format!("'{}'", r.join(p).display());
+            let cmds = [
+                format!("rmdir {}", q("empty")),
+                format!("rmdir {}", q("dir")),
+                format!("rmdir '{}'", r.display()),
+                format!("mkdir {}", q("new")),
+                format!("mkdir {}", q("dir/new")),
+                format!("rm -f {}", q("g.txt")),
+                format!("rm -f {}", q("dir/f.txt")),
+                format!("rm -rf {}", q("dir")),
+                format!("mv {} {}", q("g.txt"), q("h.txt")),
+                format!("mv {} {}", q("g.txt"), q("dir/g.txt")),
+                format!("touch {}", q("g.txt")),
+                format!("touch {}", q("new.txt")),
+                format!("echo x >> {}", q("g.txt")),
+                format!("truncate -s 0 {}", q("g.txt")),
+                format!("chmod 600 {}", q("g.txt")),
+                format!("ln -s g.txt {}", q("l")),
+                format!("ln {} {}", q("g.txt"), q("hard")),
+                format!("setfattr -n user.x -v 1 {}", q("g.txt")),
+            ];
+            for c in &cmds {
+                let (code, out, err) = sh(&format!("LC_ALL=C {c}"));
+                assert_ne!(code, 0, "{c} succeeded: {out}");
+                assert!(
+                    err.contains("Read-only file system"),
+                    "{c} (opts {opts:?}): {err}"
+                );
+            }
+            assert_eq!(ls(&r), before);
+            assert_eq!(std::fs::read(r.join("g.txt")).unwrap(), b"g");
+            assert!(job.join("a.zip").is_file());
+        }
+    });
+}
