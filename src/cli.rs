@@ -82,6 +82,10 @@ pub struct MountArgs {
     /// Pipeline mounts: only builds of this branch.
     #[arg(long)]
     pub branch: Option<String>,
+    /// Pipeline mounts: how many opened builds stay listed in memory; the least recently
+    /// used finished one beyond that leaves memory and is listed again when next used.
+    #[arg(long, default_value_t = crate::fs::DEFAULT_RESIDENT_BUILDS as u64, value_parser = clap::value_parser!(u64).range(1..=100000))]
+    pub resident_builds: u64,
     /// Read the API token from this file (otherwise from BUILDKITE_API_TOKEN).
     #[arg(long)]
     pub token_file: Option<PathBuf>,
@@ -243,6 +247,7 @@ fn plan(a: MountArgs) -> Result<MountPlan, String> {
         refresh: a.refresh,
         builds: a.builds as usize,
         branch: a.branch,
+        resident_builds: a.resident_builds as usize,
         token,
         mountpoint: a.mountpoint,
         foreground: a.foreground,

@@ -51,6 +51,7 @@ pub fn run(mountpoint: PathBuf, verbose: u8) -> i32 {
         refresh: Duration::from_secs(10),
         builds: 50,
         branch: None,
+        resident_builds: crate::fs::DEFAULT_RESIDENT_BUILDS,
         token: Token::new(DEMO_TOKEN),
         mountpoint,
         foreground: true,

@@ -23,11 +23,18 @@ use crate::fs::{Attr, DirEntry, Fs, FsError, KernelCache, Kind};
 /// build's refreshes invalidate what changed (see [`KernelNotifier`]).
 const TTL: Duration = Duration::from_secs(3600);
 
-/// How long the kernel may keep an entry and its attributes: [`TTL`], or not at all for a
-/// size that may still change (a job log not fetched yet, or a running job's).
-fn ttl(a: &Attr) -> Duration {
+/// A finished build never changes (deletes through this mount tell the kernel themselves):
+/// its names and attributes are cached for good.
+const TTL_SETTLED: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// How long the kernel may keep an entry and its attributes: for good in a finished build,
+/// [`TTL`] elsewhere, and not at all for a size that may still change (a job log not fetched
+/// yet, or a running job's).
+fn ttl(fs: &Fs, a: &Attr) -> Duration {
     if a.volatile {
         Duration::ZERO
+    } else if fs.settled(a.ino) {
+        TTL_SETTLED
     } else {
         TTL
     }
@@ -170,8 +177,9 @@ impl Filesystem for FuseFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let fs = self.fs.clone();
         let answer = move |r: Result<Attr, FsError>, reply: ReplyEntry| match r {
-            Ok(a) => reply.entry(&ttl(&a), &file_attr(&a), Generation(0)),
+            Ok(a) => reply.entry(&ttl(&fs, &a), &file_attr(&a), Generation(0)),
             Err(e) => reply.error(errno(&e)),
         };
         let cached = self.fs.lookup_cached(parent.0, name);
@@ -194,7 +202,7 @@ impl Filesystem for FuseFs {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.fs.getattr(ino.0) {
-            Ok(a) => reply.attr(&ttl(&a), &file_attr(&a)),
+            Ok(a) => reply.attr(&ttl(&self.fs, &a), &file_attr(&a)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -398,7 +406,10 @@ impl Filesystem for FuseFs {
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.fs.opendir(ino.0) {
             Ok(fh) => {
-                let flags = if self.fs.dir_cacheable(ino.0) {
+                let flags = if self.fs.dir_cacheable(ino.0) && self.fs.settled(ino.0) {
+                    // A finished build's listing never changes: keep it across opens too.
+                    FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
+                } else if self.fs.dir_cacheable(ino.0) {
                     FopenFlags::FOPEN_CACHE_DIR
                 } else {
                     FopenFlags::empty()
@@ -468,7 +479,7 @@ impl Filesystem for FuseFs {
                             INodeNo(e.ino),
                             (i + 1) as u64,
                             &e.name,
-                            &ttl(&a),
+                            &ttl(&fs, &a),
                             &file_attr(&a),
                             Generation(0),
                         );

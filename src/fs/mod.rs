@@ -24,7 +24,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -37,7 +37,7 @@ use crate::content::remote::BoxFuture;
 use crate::content::{Handle, ReadError, Reader};
 use crate::joblog::{LogAttr, LogStore};
 use crate::source::Listing;
-use crate::tree::{parse_time, FileMeta, Ino, LogMeta, Node, NodeKind, Tree, TreeError, ROOT_INO};
+use crate::tree::{FileMeta, Ino, LogMeta, Node, NodeKind, Tree, TreeError, ROOT_INO};
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum FsError {
@@ -55,6 +55,8 @@ pub enum FsError {
     NotEmpty,
     #[error("no such attribute")]
     NoAttr,
+    #[error("attributes of this kind are not supported")]
+    NotSupported,
     #[error("bad file handle")]
     BadHandle,
     #[error("invalid argument")]
@@ -74,6 +76,7 @@ impl FsError {
             FsError::Access(_) => libc::EACCES,
             FsError::NotEmpty => libc::ENOTEMPTY,
             FsError::NoAttr => libc::ENODATA,
+            FsError::NotSupported => libc::EOPNOTSUPP,
             FsError::BadHandle => libc::EBADF,
             FsError::Invalid => libc::EINVAL,
             FsError::Io(_) => libc::EIO,
@@ -170,59 +173,14 @@ mod live;
 mod logs;
 mod pipeline;
 mod prefetch;
+mod slots;
 mod xattrs;
 
 pub use live::is_final_state;
 pub use pipeline::list_pipeline;
 use pipeline::{PipelineRoot, LINKS, MISSING_TTL};
-
-const SLOT_SHIFT: u32 = 40;
-const LOCAL_MASK: u64 = (1 << SLOT_SHIFT) - 1;
-
-fn global(slot: usize, local: Ino) -> Ino {
-    ((slot as u64) << SLOT_SHIFT) | local
-}
-
-fn split(ino: Ino) -> (usize, Ino) {
-    ((ino >> SLOT_SHIFT) as usize, ino & LOCAL_MASK)
-}
-
-/// One build of the mount.
-struct Slot {
-    number: u64,
-    /// What is known of the build (from the builds list or its latest listing).
-    info: RwLock<Option<Build>>,
-    /// `None` until first listed.
-    tree: RwLock<Option<Tree>>,
-    /// Serializes the first listing.
-    loading: tokio::sync::Mutex<()>,
-    /// A refresh loop is running for it.
-    watched: AtomicBool,
-}
-
-impl Slot {
-    fn new(number: u64, info: Option<Build>, tree: Option<Tree>) -> Arc<Slot> {
-        Arc::new(Slot {
-            number,
-            info: RwLock::new(info),
-            tree: RwLock::new(tree),
-            loading: tokio::sync::Mutex::new(()),
-            watched: AtomicBool::new(false),
-        })
-    }
-
-    fn mtime(&self) -> SystemTime {
-        let info = self.info.read().unwrap();
-        info.as_ref()
-            .and_then(|b| {
-                b.finished_at
-                    .as_deref()
-                    .and_then(parse_time)
-                    .or_else(|| b.created_at.as_deref().and_then(parse_time))
-            })
-            .unwrap_or(SystemTime::UNIX_EPOCH)
-    }
-}
+pub use slots::DEFAULT_RESIDENT_BUILDS;
+use slots::{global, split, Slot};
 
 struct OpenFile {
     ino: Ino,
@@ -256,16 +214,22 @@ pub struct Fs {
     next_fh: AtomicU64,
     /// Artifacts deleted through this mount: their open files read as ENOENT.
     deleted: Mutex<HashSet<String>>,
-    /// Per directory: the last file opened in it and the sibling prefetch window.
-    dir_seq: Mutex<HashMap<Ino, (String, usize)>>,
+    /// Per directory: the last file opened in it and the sibling prefetch window (the
+    /// [`DIR_SEQ_MAX`] most recently used directories).
+    dir_seq: Mutex<lru::LruCache<Ino, (String, usize)>>,
     /// Per open directory handle: the listing being read.
     dirs: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
     /// `NAME#` directories of archive artifacts (their own inode range).
     archives: Archives,
+    /// Pipeline mounts: how many listed builds stay in memory ([`slots`]).
+    resident: AtomicUsize,
 }
 
 /// Most small sibling files fetched ahead of a directory scan.
 const SIBLING_WINDOW_MAX: usize = 16;
+
+/// Directories whose sibling prefetch window is remembered.
+const DIR_SEQ_MAX: usize = 1024;
 
 /// The tree of a listing, with the build number in every file's metadata, and job logs
 /// when `logs` is given (without the ones that turned out to be gone).
@@ -339,9 +303,12 @@ impl Fs {
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             deleted: Mutex::new(HashSet::new()),
-            dir_seq: Mutex::new(HashMap::new()),
+            dir_seq: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(DIR_SEQ_MAX).unwrap(),
+            )),
             dirs: Mutex::new(HashMap::new()),
             archives,
+            resident: AtomicUsize::new(DEFAULT_RESIDENT_BUILDS),
         })
     }
 
@@ -435,7 +402,9 @@ impl Fs {
     }
 
     fn slot(&self, s: usize) -> Option<Arc<Slot>> {
-        self.slots.read().unwrap().get(s).cloned()
+        let slot = self.slots.read().unwrap().get(s).cloned()?;
+        slot.touch();
+        Some(slot)
     }
 
     /// Runs `f` on the tree of slot `s`: `None` when that build is not listed yet.
@@ -634,7 +603,11 @@ impl Fs {
             tracing::error!(build = slot.number, error = %e, "cannot list the build");
             api_error(e)
         })?;
-        let tree = tree_of(&listing, slot.number, self.logs.as_deref());
+        let evicted = slot.evicted.lock().unwrap().take();
+        let tree = slots::restore(
+            evicted,
+            tree_of(&listing, slot.number, self.logs.as_deref()),
+        );
         tracing::info!(
             build = slot.number,
             via = listing.via,
@@ -652,6 +625,7 @@ impl Fs {
             k.inval_inode(global(s, ROOT_INO));
         }
         self.watch_if_live(s);
+        self.evict_idle(s);
         Ok(())
     }
 
@@ -846,8 +820,37 @@ impl Fs {
         Ok(fh)
     }
 
+    /// Closes a file. The last handle of an artifact deleted through this mount takes it out
+    /// of the deleted set (which so holds only artifacts still open).
     pub fn release(&self, fh: u64) {
-        self.handles.lock().unwrap().remove(&fh);
+        let mut handles = self.handles.lock().unwrap();
+        let Some(OpenFile {
+            what: Opened::Artifact { meta, .. },
+            ..
+        }) = handles.remove(&fh)
+        else {
+            return;
+        };
+        let mut deleted = self.deleted.lock().unwrap();
+        if deleted.contains(&meta.artifact_id) && !Self::is_open(&handles, &meta.artifact_id) {
+            deleted.remove(&meta.artifact_id);
+        }
+    }
+
+    fn is_open(handles: &HashMap<u64, OpenFile>, artifact_id: &str) -> bool {
+        handles.values().any(
+            |o| matches!(&o.what, Opened::Artifact { meta, .. } if meta.artifact_id == artifact_id),
+        )
+    }
+
+    /// How many deleted artifacts are remembered (open ones only; for tests).
+    pub fn deleted_open(&self) -> usize {
+        self.deleted.lock().unwrap().len()
+    }
+
+    /// How many directories' prefetch windows are remembered (for tests).
+    pub fn dir_windows(&self) -> usize {
+        self.dir_seq.lock().unwrap().len()
     }
 
     pub async fn read(&self, ino: Ino, fh: u64, offset: u64, size: u32) -> Result<Bytes> {
@@ -945,10 +948,16 @@ impl Fs {
             self.reader.remote().delete(&meta).await,
             &meta.original_path,
         )?;
-        self.deleted
-            .lock()
-            .unwrap()
-            .insert(meta.artifact_id.clone());
+        {
+            // Only open files need to know (their reads then fail with ENOENT).
+            let handles = self.handles.lock().unwrap();
+            if Self::is_open(&handles, &meta.artifact_id) {
+                self.deleted
+                    .lock()
+                    .unwrap()
+                    .insert(meta.artifact_id.clone());
+            }
+        }
         if let Some(t) = slot.tree.write().unwrap().as_mut() {
             t.remove_file(local);
         }
