@@ -52,6 +52,7 @@ pub fn run(mountpoint: PathBuf, verbose: u8) -> i32 {
         builds: 50,
         branch: None,
         resident_builds: crate::fs::DEFAULT_RESIDENT_BUILDS,
+        evict_after: crate::fs::DEFAULT_EVICT_AFTER,
         token: Token::new(DEMO_TOKEN),
         mountpoint,
         foreground: true,

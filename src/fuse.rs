@@ -63,6 +63,17 @@ impl FuseFs {
         self
     }
 
+    /// An inode of an evicted build (`fs::slots`) is listed again before a request that
+    /// answers from memory. The usual way back in is a lookup or readdir, which lists in a
+    /// task; this covers inodes the kernel resolved before the eviction, and blocks this
+    /// fuser thread for that one listing.
+    fn resident(&self, ino: INodeNo) {
+        if self.fs.is_evicted(ino.0) {
+            let fs = self.fs.clone();
+            let _ = self.rt.block_on(async move { fs.reload(ino.0).await });
+        }
+    }
+
     /// Answers at once when the core could answer from memory (`now`); otherwise (a build
     /// not listed yet, a pipeline root due for a refresh) runs `later` as a tokio task that
     /// answers when done, so the fuser thread never waits on the network.
@@ -201,6 +212,7 @@ impl Filesystem for FuseFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.resident(ino);
         match self.fs.getattr(ino.0) {
             Ok(a) => reply.attr(&ttl(&self.fs, &a), &file_attr(&a)),
             Err(e) => reply.error(errno(&e)),
@@ -254,6 +266,7 @@ impl Filesystem for FuseFs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.resident(parent);
         let fs = self.fs.clone();
         let name = name.to_owned();
         self.rt.spawn(async move {
@@ -265,6 +278,7 @@ impl Filesystem for FuseFs {
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.resident(parent);
         match self.fs.rmdir(parent.0, name) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
@@ -307,6 +321,7 @@ impl Filesystem for FuseFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        self.resident(ino);
         if self.fs.is_log(ino.0) {
             // A job log is fetched before open answers, so fstat shows its size. One whose
             // size may still change is read with direct I/O: never cut at a size the kernel
@@ -404,6 +419,7 @@ impl Filesystem for FuseFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        self.resident(ino);
         match self.fs.opendir(ino.0) {
             Ok(fh) => {
                 let flags = if self.fs.dir_cacheable(ino.0) && self.fs.settled(ino.0) {
@@ -527,6 +543,7 @@ impl Filesystem for FuseFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        self.resident(ino);
         match self.fs.getxattr(ino.0, name) {
             Ok(v) => xattr_reply(reply, size, &v),
             Err(e) => reply.error(errno(&e)),
@@ -534,6 +551,7 @@ impl Filesystem for FuseFs {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        self.resident(ino);
         match self.fs.xattrs(ino.0) {
             Ok(list) => {
                 let mut buf = Vec::new();
@@ -552,6 +570,7 @@ impl Filesystem for FuseFs {
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        self.resident(ino);
         match self.fs.getattr(ino.0) {
             Ok(a) => {
                 let node = crate::access::Node {
@@ -639,6 +658,7 @@ impl Filesystem for FuseFs {
         whence: i32,
         reply: ReplyLseek,
     ) {
+        self.resident(ino);
         let size = match self.fs.getattr(ino.0) {
             Ok(a) => a.size as i64,
             Err(e) => return reply.error(errno(&e)),

@@ -56,7 +56,7 @@ fn idle_builds_leave_memory_and_come_back_the_same() {
         &server,
         &scratch,
         &format!("{ORG}/{PIPE}"),
-        &["--resident-builds", "1"],
+        &["--resident-builds", "1", "--evict-after", "0"],
     );
     let mnt = m.mnt.clone();
     let log = m.log.clone();

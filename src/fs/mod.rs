@@ -179,8 +179,8 @@ mod xattrs;
 pub use live::is_final_state;
 pub use pipeline::list_pipeline;
 use pipeline::{PipelineRoot, LINKS, MISSING_TTL};
-pub use slots::DEFAULT_RESIDENT_BUILDS;
 use slots::{global, split, Slot};
+pub use slots::{DEFAULT_EVICT_AFTER, DEFAULT_RESIDENT_BUILDS};
 
 struct OpenFile {
     ino: Ino,
@@ -223,10 +223,16 @@ pub struct Fs {
     archives: Archives,
     /// Pipeline mounts: how many listed builds stay in memory ([`slots`]).
     resident: AtomicUsize,
+    /// Pipeline mounts: how long a build must be unused before it may be evicted (ms).
+    evict_after_ms: AtomicU64,
 }
 
 /// Most small sibling files fetched ahead of a directory scan.
 const SIBLING_WINDOW_MAX: usize = 16;
+
+/// How many times a request lists an evicted build again before it gives up (each listing
+/// may be evicted before the request reads it only under `--evict-after 0` thrash).
+const RELOADS: usize = 4;
 
 /// Directories whose sibling prefetch window is remembered.
 const DIR_SEQ_MAX: usize = 1024;
@@ -309,6 +315,7 @@ impl Fs {
             dirs: Mutex::new(HashMap::new()),
             archives,
             resident: AtomicUsize::new(DEFAULT_RESIDENT_BUILDS),
+            evict_after_ms: AtomicU64::new(slots::DEFAULT_EVICT_AFTER.as_millis() as u64),
         })
     }
 
@@ -579,13 +586,18 @@ impl Fs {
             let s = self.discover(number).await?;
             return self.build_dir_attr(s).ok_or(FsError::NotFound);
         }
-        self.ensure_loaded(split(parent).0).await?;
         let (s, local) = split(parent);
-        if let Some(root) = name.to_str().and_then(|n| self.archive_dir(s, local, n)) {
-            return self.archives.root(root).await;
+        // Listed, then answered from memory; again if the build was evicted in between.
+        for _ in 0..RELOADS {
+            self.ensure_loaded(s).await?;
+            if let Some(root) = name.to_str().and_then(|n| self.archive_dir(s, local, n)) {
+                return self.archives.root(root).await;
+            }
+            if let Some(r) = self.lookup_cached(parent, name) {
+                return r;
+            }
         }
-        self.lookup_cached(parent, name)
-            .unwrap_or(Err(FsError::NotFound))
+        Err(FsError::NotFound)
     }
 
     /// Lists the build of slot `s` unless it is listed already (single-flight).
@@ -603,7 +615,8 @@ impl Fs {
             tracing::error!(build = slot.number, error = %e, "cannot list the build");
             api_error(e)
         })?;
-        let evicted = slot.evicted.lock().unwrap().take();
+        // Still marked evicted until the tree is back (sync callers reload meanwhile).
+        let evicted = *slot.evicted.lock().unwrap();
         let tree = slots::restore(
             evicted,
             tree_of(&listing, slot.number, self.logs.as_deref()),
@@ -619,7 +632,12 @@ impl Fs {
         if listing.build.is_some() {
             *slot.info.write().unwrap() = listing.build;
         }
-        *slot.tree.write().unwrap() = Some(tree);
+        {
+            let mut g = slot.tree.write().unwrap();
+            *g = Some(tree);
+            *slot.evicted.lock().unwrap() = None;
+        }
+        slot.touch();
         // The directory's attributes (link count, build time) were answered before listing.
         if let Some(k) = self.kernel.get() {
             k.inval_inode(global(s, ROOT_INO));
@@ -753,13 +771,20 @@ impl Fs {
         if let Some(r) = self.listing_cached(ino, fh, offset) {
             return r;
         }
-        self.prepare_dir(ino).await?;
-        let entries = if self.is_pipeline_ns(ino) {
-            self.root_entries()
-        } else {
-            self.build_entries(ino).unwrap_or(Err(FsError::NotFound))?
-        };
-        Ok(self.keep_listing(fh, entries))
+        for _ in 0..RELOADS {
+            self.prepare_dir(ino).await?;
+            let entries = if self.is_pipeline_ns(ino) {
+                self.root_entries()
+            } else {
+                // None: the build was evicted again in between.
+                match self.build_entries(ino) {
+                    Some(e) => e?,
+                    None => continue,
+                }
+            };
+            return Ok(self.keep_listing(fh, entries));
+        }
+        Err(FsError::NotFound)
     }
 
     /// The file at `ino` as the tree has it now.

@@ -18,8 +18,8 @@
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::Fs;
 use crate::api::model::Build;
@@ -31,6 +31,11 @@ pub(super) const LOCAL_MASK: u64 = (1 << SLOT_SHIFT) - 1;
 /// Listed builds a pipeline mount keeps in memory by default.
 pub const DEFAULT_RESIDENT_BUILDS: usize = 8;
 
+/// How long a build must go unused before it may leave memory, by default: builds in use
+/// (a `grep -r` over several of them, readers switching between builds) are never listed
+/// again and again; the bound is exceeded meanwhile.
+pub const DEFAULT_EVICT_AFTER: Duration = Duration::from_secs(10);
+
 pub(super) fn global(slot: usize, local: Ino) -> Ino {
     ((slot as u64) << SLOT_SHIFT) | local
 }
@@ -39,8 +44,11 @@ pub(super) fn split(ino: Ino) -> (usize, Ino) {
     ((ino >> SLOT_SHIFT) as usize, ino & LOCAL_MASK)
 }
 
-/// Orders accesses to slots (least recently used first), across the process.
-static CLOCK: AtomicU64 = AtomicU64::new(1);
+/// Milliseconds since the first use of a slot in this process (the use clock).
+fn now_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
 
 /// What an evicted build's tree was: enough to check that a reload numbers it the same way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,7 +69,7 @@ pub(super) struct Slot {
     pub(super) loading: tokio::sync::Mutex<()>,
     /// A refresh loop is running for it.
     pub(super) watched: AtomicBool,
-    /// When it was last used ([`CLOCK`] ticks).
+    /// When it was last used ([`now_ms`]).
     pub(super) used: AtomicU64,
     /// Set while evicted (until listed again).
     pub(super) evicted: Mutex<Option<Evicted>>,
@@ -75,14 +83,13 @@ impl Slot {
             tree: RwLock::new(tree),
             loading: tokio::sync::Mutex::new(()),
             watched: AtomicBool::new(false),
-            used: AtomicU64::new(CLOCK.fetch_add(1, Ordering::Relaxed)),
+            used: AtomicU64::new(now_ms()),
             evicted: Mutex::new(None),
         })
     }
 
     pub(super) fn touch(&self) {
-        self.used
-            .store(CLOCK.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
+        self.used.store(now_ms(), Ordering::Relaxed);
     }
 
     pub(super) fn mtime(&self) -> SystemTime {
@@ -155,9 +162,38 @@ impl Fs {
             .is_some_and(|s| s.finished())
     }
 
+    /// Whether `ino` is in a build that was evicted (and not listed again yet): answering
+    /// anything about it needs [`Fs::reload`] first.
+    pub fn is_evicted(&self, ino: Ino) -> bool {
+        if self.is_pipeline_ns(ino) || super::is_archive_ino(ino) {
+            return false;
+        }
+        self.slots
+            .read()
+            .unwrap()
+            .get(split(ino).0)
+            .is_some_and(|s| s.evicted.lock().unwrap().is_some())
+    }
+
+    /// Lists the build of `ino` again if it was evicted. The kernel may use an inode it
+    /// resolved before the eviction (an open directory, a walk in progress) without a new
+    /// lookup: the adapter calls this before answering from memory.
+    pub async fn reload(self: &Arc<Self>, ino: Ino) -> super::Result<()> {
+        if !self.is_evicted(ino) {
+            return Ok(());
+        }
+        self.ensure_loaded(split(ino).0).await
+    }
+
     /// Pipeline mounts: how many listed builds stay in memory (at least 1).
     pub fn set_resident_builds(&self, n: usize) {
         self.resident.store(n.max(1), Ordering::Relaxed);
+    }
+
+    /// Pipeline mounts: how long a build must be unused before it may leave memory.
+    pub fn set_evict_after(&self, d: Duration) {
+        self.evict_after_ms
+            .store(d.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// How many builds are listed and in memory now.
@@ -180,7 +216,8 @@ impl Fs {
     }
 
     /// Evicts least recently used builds until at most the resident bound are listed; never
-    /// `keep`, a live build, or one with an open file. Pipeline mounts only.
+    /// `keep`, a build used within the eviction delay, a live build, or one with an open
+    /// file. Pipeline mounts only.
     pub(super) fn evict_idle(&self, keep: usize) {
         if self.pipeline.is_none() {
             return;
@@ -198,9 +235,15 @@ impl Fs {
         if slots.len() <= bound {
             return;
         }
+        let idle_since = now_ms().saturating_sub(self.evict_after_ms.load(Ordering::Relaxed));
         let mut idle: Vec<(u64, usize, Arc<Slot>)> = slots
             .iter()
-            .filter(|(i, s)| *i != keep && s.finished() && !self.has_open_files(*i))
+            .filter(|(i, s)| {
+                *i != keep
+                    && s.used.load(Ordering::Relaxed) <= idle_since
+                    && s.finished()
+                    && !self.has_open_files(*i)
+            })
             .map(|(i, s)| (s.used.load(Ordering::Relaxed), *i, s.clone()))
             .collect();
         idle.sort_by_key(|(used, _, _)| *used);
@@ -211,7 +254,8 @@ impl Fs {
 
     /// Takes the tree of slot `s` out of memory (see the module header).
     fn evict(&self, s: usize, slot: &Slot) {
-        let Some(tree) = slot.tree.write().unwrap().take() else {
+        let mut g = slot.tree.write().unwrap();
+        let Some(tree) = g.take() else {
             return;
         };
         let e = Evicted {
@@ -219,8 +263,10 @@ impl Fs {
             max_ino: tree.max_ino(),
         };
         let nodes = tree.len();
-        drop(tree);
+        // Marked under the tree's lock: a build without a tree is evicted or never listed.
         *slot.evicted.lock().unwrap() = Some(e);
+        drop(g);
+        drop(tree);
         // The listing brings the jobs back; the builds list's summary is what an unopened
         // build shows.
         if let Some(b) = slot.info.write().unwrap().as_mut() {

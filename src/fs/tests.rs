@@ -1401,7 +1401,18 @@ async fn one_resident() -> (Env, Arc<Fs>) {
     let env = pipeline_env();
     let fs = env.pipeline(3, FAR).await;
     fs.set_resident_builds(1);
+    fs.set_evict_after(Duration::ZERO);
     (env, fs)
+}
+
+#[tokio::test]
+async fn builds_used_within_the_delay_stay() {
+    let (_env, fs) = one_resident().await;
+    fs.set_evict_after(FAR);
+    fs.lookup(global(2, ROOT_INO), name("build")).await.unwrap();
+    let b5 = fs.lookup(ROOT_INO, name("5")).await.unwrap().ino;
+    fs.lookup(b5, name("build")).await.unwrap();
+    assert_eq!(fs.resident_builds(), 2, "11 was used a moment ago");
 }
 
 #[tokio::test]
