@@ -6,7 +6,7 @@
 //! `find -type f` (the first after the mount), `find -type f` again, `ls -lR` (the first), and
 //! `ls -lR` again. The local tree is timed warm (after one untimed pass), as a user's would be.
 //!
-//! `--soak-seconds N` (default 60, 0 skips it) adds the daemon's RSS through a week-long
+//! `--soak-seconds N` (default 120, 0 skips it) adds the daemon's RSS through a week-long
 //! pipeline soak (`bkfs-soak --week`).
 //!
 //! `BKFS_BENCH_PROFILE='strace -c -f find $MNT -type f'` runs a command on the first fresh
@@ -204,7 +204,7 @@ pub fn only() -> bool {
         value("--runs", 3),
     );
     let mut rows = rows;
-    let soak = value("--soak-seconds", 60);
+    let soak = value("--soak-seconds", 120);
     if soak > 0 {
         rows.push(week_rss(soak));
     }
