@@ -74,6 +74,14 @@ pub struct MountArgs {
     /// Pipeline mounts: only builds of this branch.
     #[arg(long)]
     pub branch: Option<String>,
+    /// Pipeline mounts: how many opened builds stay listed in memory; the least recently
+    /// used finished one beyond that leaves memory and is listed again when next used.
+    #[arg(long, default_value_t = crate::fs::DEFAULT_RESIDENT_BUILDS as u64, value_parser = clap::value_parser!(u64).range(1..=100000))]
+    pub resident_builds: u64,
+    /// Pipeline mounts: seconds a build must go unused before it may leave memory (when more
+    /// than --resident-builds are listed; decimals allowed, 0 for at once).
+    #[arg(long, default_value = "10", value_parser = parse_secs_or_zero)]
+    pub evict_after: Duration,
     /// Read the API token from this file (otherwise from BUILDKITE_API_TOKEN).
     #[arg(long)]
     pub token_file: Option<PathBuf>,
@@ -147,6 +155,18 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
         .map_err(|_| format!("not a number of seconds: {s:?}"))?;
     if !v.is_finite() || v < 0.1 {
         return Err(format!("must be at least 0.1 seconds: {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+/// A number of seconds, 0 allowed (decimals too).
+fn parse_secs_or_zero(s: &str) -> Result<Duration, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("not a number of seconds: {s:?}"))?;
+    if !v.is_finite() || v < 0.0 {
+        return Err(format!("must be 0 or more seconds: {s:?}"));
     }
     Ok(Duration::from_secs_f64(v))
 }
@@ -235,6 +255,8 @@ fn plan(a: MountArgs) -> Result<MountPlan, String> {
         refresh: a.refresh,
         builds: a.builds as usize,
         branch: a.branch,
+        resident_builds: a.resident_builds as usize,
+        evict_after: a.evict_after,
         token,
         mountpoint: a.mountpoint,
         foreground: a.foreground,

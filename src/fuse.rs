@@ -23,11 +23,18 @@ use crate::fs::{Attr, DirEntry, Fs, FsError, KernelCache, Kind};
 /// build's refreshes invalidate what changed (see [`KernelNotifier`]).
 const TTL: Duration = Duration::from_secs(3600);
 
-/// How long the kernel may keep an entry and its attributes: [`TTL`], or not at all for a
-/// size that may still change (a job log not fetched yet, or a running job's).
-fn ttl(a: &Attr) -> Duration {
+/// A finished build never changes (deletes through this mount tell the kernel themselves):
+/// its names and attributes are cached for good.
+const TTL_SETTLED: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// How long the kernel may keep an entry and its attributes: for good in a finished build,
+/// [`TTL`] elsewhere, and not at all for a size that may still change (a job log not fetched
+/// yet, or a running job's).
+fn ttl(fs: &Fs, a: &Attr) -> Duration {
     if a.volatile {
         Duration::ZERO
+    } else if fs.settled(a.ino) {
+        TTL_SETTLED
     } else {
         TTL
     }
@@ -54,6 +61,17 @@ impl FuseFs {
     pub fn signal_end(mut self, ended: tokio::sync::oneshot::Sender<()>) -> FuseFs {
         self._ended = Some(ended);
         self
+    }
+
+    /// An inode of an evicted build (`fs::slots`) is listed again before a request that
+    /// answers from memory. The usual way back in is a lookup or readdir, which lists in a
+    /// task; this covers inodes the kernel resolved before the eviction, and blocks this
+    /// fuser thread for that one listing.
+    fn resident(&self, ino: INodeNo) {
+        if self.fs.is_evicted(ino.0) {
+            let fs = self.fs.clone();
+            let _ = self.rt.block_on(async move { fs.reload(ino.0).await });
+        }
     }
 
     /// Answers at once when the core could answer from memory (`now`); otherwise (a build
@@ -170,8 +188,9 @@ impl Filesystem for FuseFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let fs = self.fs.clone();
         let answer = move |r: Result<Attr, FsError>, reply: ReplyEntry| match r {
-            Ok(a) => reply.entry(&ttl(&a), &file_attr(&a), Generation(0)),
+            Ok(a) => reply.entry(&ttl(&fs, &a), &file_attr(&a), Generation(0)),
             Err(e) => reply.error(errno(&e)),
         };
         let cached = self.fs.lookup_cached(parent.0, name);
@@ -193,8 +212,9 @@ impl Filesystem for FuseFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.resident(ino);
         match self.fs.getattr(ino.0) {
-            Ok(a) => reply.attr(&ttl(&a), &file_attr(&a)),
+            Ok(a) => reply.attr(&ttl(&self.fs, &a), &file_attr(&a)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -246,6 +266,7 @@ impl Filesystem for FuseFs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.resident(parent);
         let fs = self.fs.clone();
         let name = name.to_owned();
         self.rt.spawn(async move {
@@ -257,6 +278,7 @@ impl Filesystem for FuseFs {
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.resident(parent);
         match self.fs.rmdir(parent.0, name) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
@@ -299,6 +321,7 @@ impl Filesystem for FuseFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        self.resident(ino);
         if self.fs.is_log(ino.0) {
             // A job log is fetched before open answers, so fstat shows its size. One whose
             // size may still change is read with direct I/O: never cut at a size the kernel
@@ -396,9 +419,13 @@ impl Filesystem for FuseFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        self.resident(ino);
         match self.fs.opendir(ino.0) {
             Ok(fh) => {
-                let flags = if self.fs.dir_cacheable(ino.0) {
+                let flags = if self.fs.dir_cacheable(ino.0) && self.fs.settled(ino.0) {
+                    // A finished build's listing never changes: keep it across opens too.
+                    FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
+                } else if self.fs.dir_cacheable(ino.0) {
                     FopenFlags::FOPEN_CACHE_DIR
                 } else {
                     FopenFlags::empty()
@@ -468,7 +495,7 @@ impl Filesystem for FuseFs {
                             INodeNo(e.ino),
                             (i + 1) as u64,
                             &e.name,
-                            &ttl(&a),
+                            &ttl(&fs, &a),
                             &file_attr(&a),
                             Generation(0),
                         );
@@ -516,6 +543,7 @@ impl Filesystem for FuseFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        self.resident(ino);
         match self.fs.getxattr(ino.0, name) {
             Ok(v) => xattr_reply(reply, size, &v),
             Err(e) => reply.error(errno(&e)),
@@ -523,6 +551,7 @@ impl Filesystem for FuseFs {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        self.resident(ino);
         match self.fs.xattrs(ino.0) {
             Ok(list) => {
                 let mut buf = Vec::new();
@@ -541,6 +570,7 @@ impl Filesystem for FuseFs {
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        self.resident(ino);
         match self.fs.getattr(ino.0) {
             Ok(a) => {
                 let node = crate::access::Node {
@@ -628,6 +658,7 @@ impl Filesystem for FuseFs {
         whence: i32,
         reply: ReplyLseek,
     ) {
+        self.resident(ino);
         let size = match self.fs.getattr(ino.0) {
             Ok(a) => a.size as i64,
             Err(e) => return reply.error(errno(&e)),

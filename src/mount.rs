@@ -41,6 +41,10 @@ pub struct MountPlan {
     pub builds: usize,
     /// Pipeline mounts: only builds of this branch.
     pub branch: Option<String>,
+    /// Pipeline mounts: how many listed builds stay in memory.
+    pub resident_builds: usize,
+    /// Pipeline mounts: how long a build must go unused before it may leave memory.
+    pub evict_after: Duration,
     pub token: Token,
     pub mountpoint: PathBuf,
     pub foreground: bool,
@@ -470,6 +474,8 @@ fn serve(plan: MountPlan, mountpoint: PathBuf, mut ready: Ready) -> i32 {
         ),
     };
     fs.set_list_archives(plan.list_archives);
+    fs.set_resident_builds(plan.resident_builds);
+    fs.set_evict_after(plan.evict_after);
     let mut cfg = Config::default();
     cfg.mount_options = mount_options(&plan);
     cfg.acl = if plan.allow_other {

@@ -272,7 +272,8 @@ impl Source {
     }
 
     /// Fetches a new batch of URLs for a build whose batch aged out (single-flight: callers
-    /// that wait find the fresh batch).
+    /// that wait find the fresh batch). The build's lock leaves the map with its last user,
+    /// so the map holds only builds being refreshed right now.
     async fn refresh_batch(&self, number: u64) {
         let lock = self
             .refreshing
@@ -281,7 +282,23 @@ impl Source {
             .entry(number)
             .or_default()
             .clone();
-        let _g = lock.lock().await;
+        {
+            let _g = lock.lock().await;
+            self.refresh_batch_locked(number).await;
+        }
+        let mut m = self.refreshing.lock().unwrap();
+        // Clones are taken under the map's lock: 2 (the map's and this one) means no waiter.
+        if m.get(&number).is_some_and(|l| Arc::strong_count(l) <= 2) {
+            m.remove(&number);
+        }
+    }
+
+    /// How many builds have a refresh in flight or waiting (for tests).
+    pub fn refreshing_builds(&self) -> usize {
+        self.refreshing.lock().unwrap().len()
+    }
+
+    async fn refresh_batch_locked(&self, number: u64) {
         if !self.batch_stale(number) || !self.graphql_enabled() {
             return;
         }

@@ -19,20 +19,18 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime};
-
-use bytes::Bytes;
 
 use crate::api::model::Build;
 use crate::api::ApiError;
 use crate::archive::fsys::{archive_stem, is_archive_ino, Archives};
 use crate::content::remote::BoxFuture;
-use crate::content::{Handle, ReadError, Reader};
+use crate::content::Reader;
 use crate::joblog::{LogAttr, LogStore};
 use crate::source::Listing;
-use crate::tree::{parse_time, FileMeta, Ino, LogMeta, Node, NodeKind, Tree, TreeError, ROOT_INO};
+use crate::tree::{Ino, Node, NodeKind, Tree, TreeError, ROOT_INO};
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum FsError {
@@ -50,6 +48,8 @@ pub enum FsError {
     NotEmpty,
     #[error("no such attribute")]
     NoAttr,
+    #[error("attributes of this kind are not supported")]
+    NotSupported,
     #[error("bad file handle")]
     BadHandle,
     #[error("invalid argument")]
@@ -69,6 +69,7 @@ impl FsError {
             FsError::Access(_) => libc::EACCES,
             FsError::NotEmpty => libc::ENOTEMPTY,
             FsError::NoAttr => libc::ENODATA,
+            FsError::NotSupported => libc::EOPNOTSUPP,
             FsError::BadHandle => libc::EBADF,
             FsError::Invalid => libc::EINVAL,
             FsError::Io(_) => libc::EIO,
@@ -161,79 +162,20 @@ pub trait KernelCache: Send + Sync + 'static {
     fn inval_inode(&self, ino: Ino);
 }
 
+mod handles;
 mod live;
 mod logs;
 mod pipeline;
 mod prefetch;
+mod slots;
 mod xattrs;
 
+use handles::{OpenFile, Opened};
 pub use live::is_final_state;
 pub use pipeline::list_pipeline;
 use pipeline::{PipelineRoot, LINKS, MISSING_TTL};
-
-const SLOT_SHIFT: u32 = 40;
-const LOCAL_MASK: u64 = (1 << SLOT_SHIFT) - 1;
-
-fn global(slot: usize, local: Ino) -> Ino {
-    ((slot as u64) << SLOT_SHIFT) | local
-}
-
-fn split(ino: Ino) -> (usize, Ino) {
-    ((ino >> SLOT_SHIFT) as usize, ino & LOCAL_MASK)
-}
-
-/// One build of the mount.
-struct Slot {
-    number: u64,
-    /// What is known of the build (from the builds list or its latest listing).
-    info: RwLock<Option<Build>>,
-    /// `None` until first listed.
-    tree: RwLock<Option<Tree>>,
-    /// Serializes the first listing.
-    loading: tokio::sync::Mutex<()>,
-    /// A refresh loop is running for it.
-    watched: AtomicBool,
-}
-
-impl Slot {
-    fn new(number: u64, info: Option<Build>, tree: Option<Tree>) -> Arc<Slot> {
-        Arc::new(Slot {
-            number,
-            info: RwLock::new(info),
-            tree: RwLock::new(tree),
-            loading: tokio::sync::Mutex::new(()),
-            watched: AtomicBool::new(false),
-        })
-    }
-
-    fn mtime(&self) -> SystemTime {
-        let info = self.info.read().unwrap();
-        info.as_ref()
-            .and_then(|b| {
-                b.finished_at
-                    .as_deref()
-                    .and_then(parse_time)
-                    .or_else(|| b.created_at.as_deref().and_then(parse_time))
-            })
-            .unwrap_or(SystemTime::UNIX_EPOCH)
-    }
-}
-
-struct OpenFile {
-    ino: Ino,
-    what: Opened,
-}
-
-enum Opened {
-    Artifact {
-        meta: Arc<FileMeta>,
-        handle: Arc<Handle>,
-    },
-    /// A job log. Reads take its metadata from the tree (it changes as the job finishes),
-    /// or this copy once the tree no longer has it (a retry renamed it, the job vanished):
-    /// an open file keeps reading its log.
-    Log(LogMeta),
-}
+use slots::{global, split, Slot};
+pub use slots::{DEFAULT_EVICT_AFTER, DEFAULT_RESIDENT_BUILDS};
 
 pub struct Fs {
     /// `Some` for a pipeline mount.
@@ -251,16 +193,28 @@ pub struct Fs {
     next_fh: AtomicU64,
     /// Artifacts deleted through this mount: their open files read as ENOENT.
     deleted: Mutex<HashSet<String>>,
-    /// Per directory: the last file opened in it and the sibling prefetch window.
-    dir_seq: Mutex<HashMap<Ino, (String, usize)>>,
+    /// Per directory: the last file opened in it and the sibling prefetch window (the
+    /// [`DIR_SEQ_MAX`] most recently used directories).
+    dir_seq: Mutex<lru::LruCache<Ino, (String, usize)>>,
     /// Per open directory handle: the listing being read.
     dirs: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
     /// `NAME#` directories of archive artifacts (their own inode range).
     archives: Archives,
+    /// Pipeline mounts: how many listed builds stay in memory ([`slots`]).
+    resident: AtomicUsize,
+    /// Pipeline mounts: how long a build must be unused before it may be evicted (ms).
+    evict_after_ms: AtomicU64,
 }
 
 /// Most small sibling files fetched ahead of a directory scan.
 const SIBLING_WINDOW_MAX: usize = 16;
+
+/// How many times a request lists an evicted build again before it gives up (each listing
+/// may be evicted before the request reads it only under `--evict-after 0` thrash).
+const RELOADS: usize = 4;
+
+/// Directories whose sibling prefetch window is remembered.
+const DIR_SEQ_MAX: usize = 1024;
 
 /// The tree of a listing, with the build number in every file's metadata, and job logs
 /// when `logs` is given (without the ones that turned out to be gone).
@@ -334,9 +288,13 @@ impl Fs {
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             deleted: Mutex::new(HashSet::new()),
-            dir_seq: Mutex::new(HashMap::new()),
+            dir_seq: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(DIR_SEQ_MAX).unwrap(),
+            )),
             dirs: Mutex::new(HashMap::new()),
             archives,
+            resident: AtomicUsize::new(DEFAULT_RESIDENT_BUILDS),
+            evict_after_ms: AtomicU64::new(slots::DEFAULT_EVICT_AFTER.as_millis() as u64),
         })
     }
 
@@ -441,7 +399,9 @@ impl Fs {
     }
 
     fn slot(&self, s: usize) -> Option<Arc<Slot>> {
-        self.slots.read().unwrap().get(s).cloned()
+        let slot = self.slots.read().unwrap().get(s).cloned()?;
+        slot.touch();
+        Some(slot)
     }
 
     /// Runs `f` on the tree of slot `s`: `None` when that build is not listed yet.
@@ -616,13 +576,18 @@ impl Fs {
             let s = self.discover(number).await?;
             return self.build_dir_attr(s).ok_or(FsError::NotFound);
         }
-        self.ensure_loaded(split(parent).0).await?;
         let (s, local) = split(parent);
-        if let Some(root) = name.to_str().and_then(|n| self.archive_dir(s, local, n)) {
-            return self.archives.root(root).await;
+        // Listed, then answered from memory; again if the build was evicted in between.
+        for _ in 0..RELOADS {
+            self.ensure_loaded(s).await?;
+            if let Some(root) = name.to_str().and_then(|n| self.archive_dir(s, local, n)) {
+                return self.archives.root(root).await;
+            }
+            if let Some(r) = self.lookup_cached(parent, name) {
+                return r;
+            }
         }
-        self.lookup_cached(parent, name)
-            .unwrap_or(Err(FsError::NotFound))
+        Err(FsError::NotFound)
     }
 
     /// Lists the build of slot `s` unless it is listed already (single-flight).
@@ -640,7 +605,12 @@ impl Fs {
             tracing::error!(build = slot.number, error = %e, "cannot list the build");
             api_error(e)
         })?;
-        let tree = tree_of(&listing, slot.number, self.logs.as_deref());
+        // Still marked evicted until the tree is back (sync callers reload meanwhile).
+        let evicted = *slot.evicted.lock().unwrap();
+        let tree = slots::restore(
+            evicted,
+            tree_of(&listing, slot.number, self.logs.as_deref()),
+        );
         tracing::info!(
             build = slot.number,
             via = listing.via,
@@ -652,12 +622,18 @@ impl Fs {
         if listing.build.is_some() {
             *slot.info.write().unwrap() = listing.build;
         }
-        *slot.tree.write().unwrap() = Some(tree);
+        {
+            let mut g = slot.tree.write().unwrap();
+            *g = Some(tree);
+            *slot.evicted.lock().unwrap() = None;
+        }
+        slot.touch();
         // The directory's attributes (link count, build time) were answered before listing.
         if let Some(k) = self.kernel.get() {
             k.inval_inode(global(s, ROOT_INO));
         }
         self.watch_if_live(s);
+        self.evict_idle(s);
         Ok(())
     }
 
@@ -785,134 +761,20 @@ impl Fs {
         if let Some(r) = self.listing_cached(ino, fh, offset) {
             return r;
         }
-        self.prepare_dir(ino).await?;
-        let entries = if self.is_pipeline_ns(ino) {
-            self.root_entries()
-        } else {
-            self.build_entries(ino).unwrap_or(Err(FsError::NotFound))?
-        };
-        Ok(self.keep_listing(fh, entries))
-    }
-
-    /// The file at `ino` as the tree has it now.
-    fn current_file(&self, ino: Ino) -> Result<Arc<FileMeta>> {
-        if self.is_pipeline_ns(ino) {
-            return Err(FsError::Invalid);
-        }
-        let (s, local) = split(ino);
-        let slot = self.slot(s).ok_or(FsError::NotFound)?;
-        let tree = slot.tree.read().unwrap();
-        let tree = tree.as_ref().ok_or(FsError::NotFound)?;
-        match &tree.get(local).ok_or(FsError::NotFound)?.kind {
-            NodeKind::File(f) => Ok(Arc::new(f.clone())),
-            NodeKind::Log(_) => Err(FsError::Invalid),
-            NodeKind::Dir { .. } => Err(FsError::IsDir),
-        }
-    }
-
-    /// Whether `ino` is still the file of artifact `id` (no copy of its metadata: this runs
-    /// on every read).
-    fn still_holds(&self, ino: Ino, id: &str) -> bool {
-        if self.is_pipeline_ns(ino) {
-            return false;
-        }
-        let (s, local) = split(ino);
-        self.in_tree(s, |t| {
-            Ok(t.get(local)
-                .and_then(Node::file)
-                .map(|f| f.artifact_id == id))
-        })
-        .and_then(|r| r.ok())
-        .flatten()
-        .unwrap_or(false)
-    }
-
-    /// Opens a file for reading. `flags` are the open(2) flags.
-    pub fn open(&self, ino: Ino, flags: i32) -> Result<u64> {
-        if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
-            return Err(FsError::ReadOnly("files cannot be opened for writing"));
-        }
-        if is_archive_ino(ino) {
-            self.archives.open(ino)?;
-            return Ok(self.next_fh.fetch_add(1, Ordering::Relaxed));
-        }
-        let meta = self.current_file(ino)?;
-        self.prefetch_siblings(ino);
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.handles.lock().unwrap().insert(
-            fh,
-            OpenFile {
-                ino,
-                what: Opened::Artifact {
-                    meta,
-                    handle: Arc::new(Handle::default()),
-                },
-            },
-        );
-        Ok(fh)
-    }
-
-    pub fn release(&self, fh: u64) {
-        self.handles.lock().unwrap().remove(&fh);
-    }
-
-    pub async fn read(&self, ino: Ino, fh: u64, offset: u64, size: u32) -> Result<Bytes> {
-        if is_archive_ino(ino) {
-            return self.archives.read(ino, offset, size).await;
-        }
-        let open = match self
-            .handles
-            .lock()
-            .unwrap()
-            .get(&fh)
-            .filter(|o| o.ino == ino)
-            .map(|o| &o.what)
-        {
-            Some(Opened::Artifact { meta, handle }) => Some(Ok((meta.clone(), handle.clone()))),
-            Some(Opened::Log(meta)) => Some(Err(meta.clone())),
-            None => None,
-        };
-        let open = match open {
-            Some(Err(meta)) => return self.read_log(ino, meta, offset, size).await,
-            Some(Ok(o)) => Some(o),
-            None => None,
-        };
-        let (meta, handle) = match open {
-            Some((m, h)) if self.still_holds(ino, &m.artifact_id) => (m, Some(h)),
-            Some((m, _)) => {
-                // The artifact disappeared (a live build's refresh) while open: what is
-                // cached can still be read.
-                if self.deleted.lock().unwrap().contains(&m.artifact_id) {
-                    return Err(FsError::NotFound);
+        for _ in 0..RELOADS {
+            self.prepare_dir(ino).await?;
+            let entries = if self.is_pipeline_ns(ino) {
+                self.root_entries()
+            } else {
+                // None: the build was evicted again in between.
+                match self.build_entries(ino) {
+                    Some(e) => e?,
+                    None => continue,
                 }
-                return match self.reader.read_cached(&m, offset, size).await {
-                    Some(b) => Ok(b),
-                    None => {
-                        tracing::info!(path = %m.original_path, "artifact is gone from the build and not cached");
-                        Err(FsError::NotFound)
-                    }
-                };
-            }
-            None => (self.current_file(ino)?, None),
-        };
-        let t0 = std::time::Instant::now();
-        match self
-            .reader
-            .read(&meta, offset, size, handle.as_deref())
-            .await
-        {
-            Ok(b) => {
-                tracing::trace!(path = %meta.original_path, offset, size, got = b.len(), us = t0.elapsed().as_micros() as u64, "read");
-                Ok(b)
-            }
-            Err(e) => {
-                tracing::error!(path = %meta.original_path, artifact = %meta.artifact_id, error = %e, "read failed");
-                Err(match e {
-                    ReadError::NotFound => FsError::NotFound,
-                    e => FsError::Io(e.to_string()),
-                })
-            }
+            };
+            return Ok(self.keep_listing(fh, entries));
         }
+        Err(FsError::NotFound)
     }
 
     /// `rm`: deletes the artifact through the API, only with `--allow-delete`.
@@ -951,10 +813,16 @@ impl Fs {
             self.reader.remote().delete(&meta).await,
             &meta.original_path,
         )?;
-        self.deleted
-            .lock()
-            .unwrap()
-            .insert(meta.artifact_id.clone());
+        {
+            // Only open files need to know (their reads then fail with ENOENT).
+            let handles = self.handles.lock().unwrap();
+            if Self::is_open(&handles, &meta.artifact_id) {
+                self.deleted
+                    .lock()
+                    .unwrap()
+                    .insert(meta.artifact_id.clone());
+            }
+        }
         if let Some(t) = slot.tree.write().unwrap().as_mut() {
             t.remove_file(local);
         }

@@ -34,7 +34,7 @@ impl Fs {
                 Some((last, w)) if name > *last => (w * 2).clamp(1, SIBLING_WINDOW_MAX),
                 _ => 0,
             };
-            seq.insert(key, (name.clone(), w));
+            seq.put(key, (name.clone(), w));
             w
         };
         if window == 0 {

@@ -67,8 +67,15 @@ impl Fs {
         Ok(out)
     }
 
+    /// One attribute. Only the `user.` namespace exists here: any other name (what `ls -l`
+    /// probes on every file: `security.selinux`, `system.posix_acl_access`) is
+    /// `EOPNOTSUPP` at once, which tells `ls` the filesystem has none, so it asks once per run
+    /// instead of once per file (coreutils caches that answer per device).
     pub fn getxattr(&self, ino: Ino, name: &OsStr) -> Result<Vec<u8>> {
         let name = name.to_str().ok_or(FsError::NoAttr)?;
+        if !name.starts_with("user.") {
+            return Err(FsError::NotSupported);
+        }
         self.xattrs(ino)?
             .into_iter()
             .find(|(k, _)| k == name)

@@ -578,6 +578,23 @@ impl Tree {
         self.nodes.len() as Ino - 1
     }
 
+    /// A tree with only this tree's root (no children) that gives out inode numbers above
+    /// `max` from now on: [`Tree::reconcile`] of a tree into it numbers every node but the
+    /// root above `max` (a build listed again whose numbering changed, `fs::slots`).
+    pub fn root_only_above(&self, max: Ino) -> Tree {
+        let mut nodes: Vec<Option<Node>> = (0..=max.max(ROOT_INO)).map(|_| None).collect();
+        let mut root = self.get(ROOT_INO).cloned();
+        if let Some(NodeKind::Dir { children, .. }) = root.as_mut().map(|r| &mut r.kind) {
+            children.clear();
+        }
+        nodes[ROOT_INO as usize] = root;
+        Tree {
+            nodes,
+            count: 1,
+            total_size: 0,
+        }
+    }
+
     /// Sets [`FileMeta::build_number`] on every file (and log).
     pub fn set_build_number(&mut self, n: u64) {
         for node in self.nodes.iter_mut().flatten() {

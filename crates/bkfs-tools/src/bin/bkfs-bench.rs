@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 
 use bkfs_fake::{Count, FakeBuild, FakeServer};
 
+#[path = "bench/listing.rs"]
+mod listing;
+
 const TOKEN: &str = "bench-token";
 
 struct Opts {
@@ -264,6 +267,9 @@ struct Row {
 }
 
 fn main() {
+    if listing::only() {
+        return;
+    }
     let o = parse_opts();
     let work = tempfile::Builder::new()
         .prefix("bkfs-bench-")

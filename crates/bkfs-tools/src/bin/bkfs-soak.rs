@@ -12,8 +12,11 @@
 //! Exit status: 0 when nothing was found, 1 on a finding, 2 when the soak could not start,
 //! 130 when interrupted (SIGINT/SIGTERM stop the run early; the mount is always removed).
 //!
-//! Over 1,000 lines, and known: it is issue 14's to rebuild on clap in a tools crate and split
-//! (scenario, fault schedule, report); left whole until then so the soak keeps one shape.
+//! `--week` runs the week-long pipeline mount of `soak/week.rs` instead (builds appearing and
+//! being opened, the daemon's RSS over time).
+//!
+//! Over 1,000 lines, and known: it is issue 14's to move into a tools crate and split
+//! (scenario, fault schedule, report); the arguments are clap's already.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -26,6 +29,9 @@ use std::time::{Duration, Instant};
 
 use bkfs_fake::{FakeBuild, FakeServer};
 use bytes::Bytes;
+
+#[path = "soak/week.rs"]
+mod week;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -60,60 +66,91 @@ struct Opts {
     rate_limit: u64,
     /// Lifetime of the signed storage URLs.
     url_ttl: Duration,
+    /// `--week`: the week-long pipeline mount instead (see [`week`]).
+    week: Option<week::WeekOpts>,
 }
 
-const USAGE: &str = "usage: bkfs-soak [--minutes N | --seconds N] [--threads N] [--seed N] \
-[--workdir DIR] [--bkfs PATH] [--no-faults] [--rate-limit N (per 10 s, default 100)] \
-[--url-ttl SECS (default 20)]";
+/// A positive, finite number (of minutes, seconds, threads, requests).
+fn positive(v: &str) -> Result<f64, String> {
+    v.parse::<f64>()
+        .ok()
+        .filter(|n| n.is_finite() && *n > 0.0)
+        .ok_or_else(|| format!("not a positive number: {v}"))
+}
+
+/// The soak's command line (the flag names are the ones scripts use: keep them).
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "bkfs-soak",
+    about = "Soak the real bkfs binary against the fake Buildkite on 127.0.0.1"
+)]
+struct Args {
+    /// Run for this many minutes [default: 10].
+    #[arg(long, value_parser = positive)]
+    minutes: Option<f64>,
+    /// Run for this many seconds.
+    #[arg(long, value_parser = positive)]
+    seconds: Option<f64>,
+    /// Reader threads (1-256).
+    #[arg(long, default_value = "16", value_parser = positive)]
+    threads: f64,
+    #[arg(long, default_value_t = 0x50a6)]
+    seed: u64,
+    /// Work directory (mount, cache, log) [default: a temporary one, removed at the end].
+    #[arg(long)]
+    workdir: Option<PathBuf>,
+    /// The bkfs binary [default: `bkfs` beside this one].
+    #[arg(long)]
+    bkfs: Option<PathBuf>,
+    /// No injected faults.
+    #[arg(long)]
+    no_faults: bool,
+    /// API requests allowed per 10 s (429 beyond).
+    #[arg(long, default_value = "100", value_parser = positive)]
+    rate_limit: f64,
+    /// Lifetime of the signed storage URLs, in seconds.
+    #[arg(long, default_value = "20", value_parser = positive)]
+    url_ttl: f64,
+    /// Simulate a week-long pipeline mount instead: builds keep appearing and being opened
+    /// by the readers, in compressed time; reports the daemon's RSS over time.
+    #[arg(long)]
+    week: bool,
+    /// `--week`: how many builds appear during the run.
+    #[arg(long, default_value_t = 400)]
+    week_builds: u64,
+    /// `--week`: extra `bkfs mount` arguments (e.g. "--resident-builds 4").
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
+    mount_args: String,
+}
 
 fn parse_opts() -> Result<Opts, String> {
-    let mut o = Opts {
-        duration: Duration::from_secs(600),
-        threads: 16,
-        seed: 0x50a6,
-        workdir: None,
-        bkfs: std::env::current_exe()
+    use clap::Parser;
+    let a = Args::parse();
+    let duration = match (a.minutes, a.seconds) {
+        (_, Some(s)) => Duration::from_secs_f64(s),
+        (Some(m), None) => Duration::from_secs_f64(m * 60.0),
+        (None, None) => Duration::from_secs(600),
+    };
+    let bkfs = match a.bkfs {
+        Some(b) => b,
+        None => std::env::current_exe()
             .map_err(|e| format!("current exe: {e}"))?
             .with_file_name("bkfs"),
-        faults: true,
-        rate_limit: 100,
-        url_ttl: Duration::from_secs(20),
     };
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut i = 0;
-    while i < args.len() {
-        let flag = args[i].as_str();
-        let mut value = || -> Result<String, String> {
-            i += 1;
-            args.get(i)
-                .cloned()
-                .ok_or_else(|| format!("{flag} needs a value"))
-        };
-        let num = |v: String| -> Result<f64, String> {
-            v.parse::<f64>()
-                .ok()
-                .filter(|n| n.is_finite() && *n > 0.0)
-                .ok_or_else(|| format!("{flag}: not a positive number: {v}"))
-        };
-        match flag {
-            "--minutes" => o.duration = Duration::from_secs_f64(num(value()?)? * 60.0),
-            "--seconds" => o.duration = Duration::from_secs_f64(num(value()?)?),
-            "--threads" => o.threads = (num(value()?)? as usize).clamp(1, 256),
-            "--seed" => o.seed = value()?.parse().map_err(|e| format!("--seed: {e}"))?,
-            "--workdir" => o.workdir = Some(PathBuf::from(value()?)),
-            "--bkfs" => o.bkfs = PathBuf::from(value()?),
-            "--no-faults" => o.faults = false,
-            "--rate-limit" => o.rate_limit = num(value()?)? as u64,
-            "--url-ttl" => o.url_ttl = Duration::from_secs_f64(num(value()?)?),
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
-        }
-        i += 1;
-    }
-    Ok(o)
+    Ok(Opts {
+        duration,
+        threads: (a.threads as usize).clamp(1, 256),
+        seed: a.seed,
+        workdir: a.workdir,
+        bkfs,
+        faults: !a.no_faults,
+        rate_limit: a.rate_limit as u64,
+        url_ttl: Duration::from_secs_f64(a.url_ttl),
+        week: a.week.then(|| week::WeekOpts {
+            builds: a.week_builds.max(1),
+            mount_args: a.mount_args.split_whitespace().map(String::from).collect(),
+        }),
+    })
 }
 
 /// Deterministic incompressible bytes (xorshift64*), different for each seed.
@@ -681,6 +718,9 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if o.week.is_some() {
+        std::process::exit(week::run(&o));
+    }
     std::process::exit(soak(o));
 }
 
