@@ -59,6 +59,7 @@ pub fn run(mountpoint: PathBuf, verbose: u8) -> i32 {
         allow_other: false,
         cache_dir: cache_dir.clone(),
         cache_size: 256 << 20,
+        memory_limit: crate::content::reader::DEFAULT_MEMORY_LIMIT,
         log_file: cache_dir.join("bkfs.log"),
         verbose,
         read_timeout: Duration::from_secs(30),

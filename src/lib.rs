@@ -17,6 +17,7 @@ pub mod joblog;
 pub mod logging;
 pub mod mount;
 pub mod mount_opts;
+pub mod passthrough;
 pub mod progress;
 pub mod secret;
 pub mod source;

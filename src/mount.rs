@@ -51,6 +51,8 @@ pub struct MountPlan {
     pub cache_dir: PathBuf,
     /// Budget of the on-disk cache, in bytes (0 disables it).
     pub cache_size: u64,
+    /// Memory budget of the read path, in bytes (`--memory-limit`).
+    pub memory_limit: u64,
     pub log_file: PathBuf,
     pub verbose: u8,
     pub read_timeout: Duration,
@@ -440,6 +442,7 @@ fn serve(plan: MountPlan, mountpoint: PathBuf, mut ready: Ready) -> i32 {
         prepared.source.clone(),
         ReaderConfig {
             read_timeout: plan.read_timeout,
+            memory_limit: plan.memory_limit.max(1 << 20),
             ..ReaderConfig::default()
         },
         disk,

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::content::remote::SignedUrl;
+use sha1::{Digest, Sha1};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// A remote over one in-memory object. URLs carry a generation; `expire_before` makes

@@ -168,6 +168,7 @@ pub trait KernelCache: Send + Sync + 'static {
 
 mod live;
 mod logs;
+mod passthrough;
 mod pipeline;
 mod prefetch;
 mod xattrs;
