@@ -112,6 +112,7 @@ impl Passthrough {
 
     /// Records an open handle (`passthrough`: opened with a backing id).
     pub fn opened(&self, ino: u64, fh: u64, passthrough: bool) {
+        tracing::debug!(ino, fh, passthrough, "opened");
         let mut st = self.st.lock().unwrap();
         if passthrough {
             if let Some((_, n)) = st.backing.get_mut(&ino) {
