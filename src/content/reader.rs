@@ -241,6 +241,14 @@ impl Reader {
 
         if let Some(h) = handle {
             if let Some((from, to)) = h.advance(offset, end, last, nblocks, MAX_WINDOW) {
+                // Whole aligned parts: however small the kernel's reads, each prefetch
+                // request is a full part (a request per read would pay a first-byte latency
+                // per 128 KiB and cap a stream far below one connection's bandwidth).
+                let to = if to - from + 1 >= PART_BLOCKS {
+                    ((to / PART_BLOCKS + 1) * PART_BLOCKS - 1).min(nblocks - 1)
+                } else {
+                    to
+                };
                 // Parts run as their own tasks; nothing needs to wait for them here.
                 drop(self.blocks(meta, from, to, PART_BLOCKS, true));
             }
@@ -439,8 +447,12 @@ impl Reader {
                 continue;
             }
             count(&stats.cache_misses);
-            if run.last().is_some_and(|l| l + 1 != idx) || run.len() as u64 >= max_part {
-                if !self.start_part(meta, &ckey, &run, &mut inflight, &mut out, first, prefetch) {
+            let boundary = prefetch && max_part > 1 && idx % max_part == 0;
+            if run.last().is_some_and(|l| l + 1 != idx) || run.len() as u64 >= max_part || boundary
+            {
+                if !run.is_empty()
+                    && !self.start_part(meta, &ckey, &run, &mut inflight, &mut out, first, prefetch)
+                {
                     return out;
                 }
                 run.clear();
@@ -490,8 +502,12 @@ impl Reader {
             let bad = this.bad.lock().unwrap().contains(&*ck);
             match (&r, bad, this.disk.is_some()) {
                 (Ok(blocks), false, has_disk) => {
-                    for (i, blk) in (a..=b).zip(blocks) {
-                        this.mem.put((ck.clone(), i), blk.clone(), &this.budget);
+                    // With a disk cache the blocks stay reachable through `inflight` until
+                    // written, and on disk after: the LRU would only hold them twice.
+                    if !has_disk {
+                        for (i, blk) in (a..=b).zip(blocks) {
+                            this.mem.put((ck.clone(), i), blk.clone(), &this.budget);
+                        }
                     }
                     if has_disk {
                         // Readers have the blocks now; the disk copy is written behind. The
