@@ -169,8 +169,9 @@ impl Filesystem for FuseFs {
         // Requests of up to 1 MiB (FUSE_MAX_PAGES is asked for by fuser; the kernel caps a
         // request at 256 pages), and enough of them in the background for that readahead.
         let _ = config.set_max_write(1 << 20);
-        let _ = config.set_max_background(64);
-        let _ = config.set_congestion_threshold(48);
+        // (16 replies of at most 1 MiB each in flight: bounded memory outside the budget.)
+        let _ = config.set_max_background(16);
+        let _ = config.set_congestion_threshold(12);
         // Passthrough of verified cache files: backing files may sit on a stacked fs.
         let pt = self.passthrough.wanted()
             && config.set_max_stack_depth(2).is_ok()

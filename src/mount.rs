@@ -521,6 +521,7 @@ fn serve(plan: MountPlan, mountpoint: PathBuf, mut ready: Ready) -> i32 {
         fs.start();
     }
     tracing::info!(mountpoint = %mountpoint.display(), target = %plan.target, "mounted");
+    crate::readahead::raise(&mountpoint);
     let graphql_on = move || source_for_status.graphql_enabled();
     let _control = crate::control::start(&plan, &mountpoint, graphql_on, rt.handle());
     ready.ok();
