@@ -105,6 +105,10 @@ pub struct MountArgs {
     /// Bound of the on-disk cache (e.g. 500M, 20GiB; 0 disables it).
     #[arg(long, default_value = "10GiB", value_parser = crate::content::cache::parse_size)]
     pub cache_size: u64,
+    /// Memory budget of the read path: requests in flight, blocks waiting for the disk cache
+    /// and in-memory blocks (e.g. 64MiB). Reads wait and prefetch shrinks at the limit.
+    #[arg(long, default_value = "64MiB", value_parser = crate::content::cache::parse_size)]
+    pub memory_limit: u64,
     /// Log file in background mode [default: <cache dir>/bkfs.log].
     #[arg(long)]
     pub log_file: Option<PathBuf>,
@@ -265,6 +269,7 @@ fn plan(a: MountArgs) -> Result<MountPlan, String> {
         allow_other: a.allow_other,
         cache_dir,
         cache_size: a.cache_size,
+        memory_limit: a.memory_limit,
         log_file,
         verbose: a.verbose,
         read_timeout: Duration::from_secs(a.read_timeout.max(1)),

@@ -46,6 +46,8 @@ pub struct FuseFs {
     /// Dropped with the adapter, i.e. when the session has ended (fuser drops the filesystem
     /// then): tells the mounter without joining fuser's thread (see `mount::serve`).
     _ended: Option<tokio::sync::oneshot::Sender<()>>,
+    /// FUSE passthrough of verified cache files (see [`crate::passthrough`]).
+    passthrough: crate::passthrough::Passthrough,
 }
 
 impl FuseFs {
@@ -54,6 +56,7 @@ impl FuseFs {
             fs,
             rt,
             _ended: None,
+            passthrough: Default::default(),
         }
     }
 
@@ -178,9 +181,23 @@ const EROFS: Errno = Errno::EROFS;
 impl Filesystem for FuseFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // As much kernel readahead as allowed: sequential readers then ask for big chunks.
-        if let Err(max) = config.set_max_readahead(4 << 20) {
+        if let Err(max) = config.set_max_readahead(16 << 20) {
             let _ = config.set_max_readahead(max);
         }
+        // Requests of up to 1 MiB (FUSE_MAX_PAGES is asked for by fuser; the kernel caps a
+        // request at 256 pages), and enough of them in the background for that readahead.
+        let _ = config.set_max_write(1 << 20);
+        // (16 replies of at most 1 MiB each in flight: bounded memory outside the budget.)
+        let _ = config.set_max_background(16);
+        let _ = config.set_congestion_threshold(12);
+        // Passthrough of verified cache files: backing files may sit on a stacked fs.
+        let pt = self.passthrough.wanted()
+            && config.set_max_stack_depth(2).is_ok()
+            && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok();
+        if !pt {
+            let _ = config.set_max_stack_depth(0);
+        }
+        self.passthrough.negotiated(pt);
         // Directory listings carry attributes, so `ls -l`/`ls -lR` need no lookup per entry.
         let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS);
         let _ = config.add_capabilities(InitFlags::FUSE_READDIRPLUS_AUTO);
@@ -340,10 +357,26 @@ impl Filesystem for FuseFs {
         }
         // open may start background prefetches.
         let _rt = self.rt.enter();
-        match self.fs.open(ino.0, flags.0) {
+        let how = if self.passthrough.wanted() && flags.0 & libc::O_ACCMODE == libc::O_RDONLY {
+            let backing = self.fs.backing_path(ino.0);
+            self.passthrough.open(ino.0, backing.as_deref(), &reply)
+        } else {
+            crate::passthrough::Open::Cached
+        };
+        match (self.fs.open(ino.0, flags.0), how) {
+            (Ok(fh), crate::passthrough::Open::Backing(id)) => {
+                self.passthrough.opened(ino.0, fh, true);
+                reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
+            }
             // Artifacts are immutable: keep the page cache across opens.
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
-            Err(e) => reply.error(errno(&e)),
+            (Ok(fh), crate::passthrough::Open::Cached) => {
+                self.passthrough.opened(ino.0, fh, false);
+                reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE)
+            }
+            (Err(e), _) => {
+                self.passthrough.abandon(ino.0);
+                reply.error(errno(&e))
+            }
         }
     }
 
@@ -404,6 +437,7 @@ impl Filesystem for FuseFs {
         reply: ReplyEmpty,
     ) {
         self.fs.release(fh.0);
+        self.passthrough.released(fh.0);
         reply.ok();
     }
 

@@ -55,6 +55,8 @@ pub struct MountPlan {
     pub cache_dir: PathBuf,
     /// Budget of the on-disk cache, in bytes (0 disables it).
     pub cache_size: u64,
+    /// Memory budget of the read path, in bytes (`--memory-limit`).
+    pub memory_limit: u64,
     pub log_file: PathBuf,
     pub verbose: u8,
     pub read_timeout: Duration,
@@ -444,6 +446,7 @@ fn serve(plan: MountPlan, mountpoint: PathBuf, mut ready: Ready) -> i32 {
         prepared.source.clone(),
         ReaderConfig {
             read_timeout: plan.read_timeout,
+            memory_limit: plan.memory_limit.max(1 << 20),
             ..ReaderConfig::default()
         },
         disk,
@@ -524,6 +527,7 @@ fn serve(plan: MountPlan, mountpoint: PathBuf, mut ready: Ready) -> i32 {
         fs.start();
     }
     tracing::info!(mountpoint = %mountpoint.display(), target = %plan.target, "mounted");
+    crate::readahead::raise(&mountpoint);
     let graphql_on = move || source_for_status.graphql_enabled();
     let _control = crate::control::start(&plan, &mountpoint, graphql_on, rt.handle());
     ready.ok();

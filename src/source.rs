@@ -33,6 +33,7 @@ use crate::api::{ApiClient, ApiError};
 use crate::build_ref::PipelineRef;
 use crate::content::remote::{BoxFuture, Remote, SignedUrl};
 use crate::content::storage::{StorageClient, StorageError};
+use crate::content::urls::UrlCache;
 use crate::joblog::{LogSource, LogStream};
 use crate::secret::redact_url;
 use crate::tree::FileMeta;
@@ -74,13 +75,15 @@ pub struct Listing {
     pub requests: usize,
 }
 
-/// Signed URLs of one build from one GraphQL listing.
+/// When a build's batch of GraphQL URLs should be fetched again (its shortest-lived URL).
+/// The URLs themselves live in the mount's one [`UrlCache`].
 struct Batch {
-    /// artifact id → (URL, usable until).
-    urls: HashMap<String, (String, Instant)>,
-    /// When the batch as a whole should be fetched again (its shortest-lived URL).
     refresh_at: Instant,
 }
+
+/// Builds whose batch times are remembered (older ones are forgotten: at worst their next
+/// read fetches a new batch).
+const MAX_BATCHES: usize = 256;
 
 pub struct SourceConfig {
     /// Use GraphQL (the API client must have a GraphQL endpoint).
@@ -98,8 +101,10 @@ pub struct Source {
     /// After a failure that may pass (network, 5xx, rate limit): no GraphQL before then.
     graphql_pause: Mutex<Option<Instant>>,
     can_read_builds: bool,
-    /// Per build number: its current batch of GraphQL URLs.
+    /// Per build number: when its batch of GraphQL URLs ages out (bounded).
     batches: Mutex<HashMap<u64, Batch>>,
+    /// The mount's signed URLs (GraphQL batches and REST alike), shared with the reader.
+    urls: Arc<UrlCache>,
     /// Per build number: serializes batch refreshes (single-flight).
     refreshing: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -119,6 +124,7 @@ impl Source {
             graphql_pause: Mutex::new(None),
             can_read_builds: cfg.can_read_builds,
             batches: Mutex::new(HashMap::new()),
+            urls: Arc::new(UrlCache::default()),
             refreshing: Mutex::new(HashMap::new()),
         }
     }
@@ -217,15 +223,14 @@ impl Source {
     fn store_batch(&self, number: u64, urls: &[(String, String)], fetched_at: Instant) {
         let now = now_unix();
         let mut refresh_at = fetched_at + usable(GRAPHQL_URL_LIFETIME);
-        let urls: HashMap<String, (String, Instant)> = urls
-            .iter()
-            .map(|(id, u)| {
-                let life = url_lifetime(u, now).unwrap_or(GRAPHQL_URL_LIFETIME);
-                let until = fetched_at + usable(life);
-                refresh_at = refresh_at.min(until);
-                (id.clone(), (u.clone(), until))
-            })
-            .collect();
+        let mut n = 0;
+        for (id, u) in urls {
+            let life = url_lifetime(u, now).unwrap_or(GRAPHQL_URL_LIFETIME);
+            let until = fetched_at + usable(life);
+            refresh_at = refresh_at.min(until);
+            self.urls.put(id, u.clone(), until);
+            n += 1;
+        }
         // URLs that are useless at once (a skewed clock, a tiny lifetime) must not make every
         // read fetch a new batch: then wait MIN_BATCH_INTERVAL (REST serves meanwhile).
         let now = Instant::now();
@@ -234,32 +239,20 @@ impl Source {
         } else {
             now + MIN_BATCH_INTERVAL
         };
-        tracing::debug!(
-            build = number,
-            urls = urls.len(),
-            "stored a batch of signed URLs"
-        );
-        self.batches
-            .lock()
-            .unwrap()
-            .insert(number, Batch { urls, refresh_at });
+        tracing::debug!(build = number, urls = n, "stored a batch of signed URLs");
+        let mut b = self.batches.lock().unwrap();
+        if b.len() >= MAX_BATCHES && !b.contains_key(&number) {
+            // Forget the batch that ages out first.
+            if let Some(k) = b.iter().min_by_key(|(_, v)| v.refresh_at).map(|(k, _)| *k) {
+                b.remove(&k);
+            }
+        }
+        b.insert(number, Batch { refresh_at });
     }
 
-    /// The batch URL of an artifact, if one is good now.
+    /// The cached URL of an artifact, if one is good now.
     fn batch_url(&self, meta: &FileMeta, refused: Option<&str>) -> Option<SignedUrl> {
-        let mut batches = self.batches.lock().unwrap();
-        let batch = batches.get_mut(&meta.build_number)?;
-        let (url, until) = batch.urls.get(&meta.artifact_id)?;
-        if Some(url.as_str()) == refused {
-            // Storage refused it before we expected: don't hand it out again.
-            batch.urls.remove(&meta.artifact_id);
-            return None;
-        }
-        let left = until.saturating_duration_since(Instant::now());
-        (left > Duration::from_secs(1)).then(|| SignedUrl {
-            url: url.clone(),
-            good_for: left,
-        })
+        self.urls.get(&meta.artifact_id, refused)
     }
 
     /// Whether the build's batch has aged out (or there is none yet).
@@ -317,10 +310,7 @@ impl Source {
                     .unwrap()
                     .entry(number)
                     .and_modify(|b| b.refresh_at = later)
-                    .or_insert(Batch {
-                        urls: HashMap::new(),
-                        refresh_at: later,
-                    });
+                    .or_insert(Batch { refresh_at: later });
             }
         }
     }
@@ -398,6 +388,10 @@ impl Remote for Source {
         Box::pin(self.storage.fetch_range(url, start, end, total))
     }
 
+    fn url_cache(&self) -> Option<Arc<UrlCache>> {
+        Some(self.urls.clone())
+    }
+
     fn delete<'a>(&'a self, meta: &'a FileMeta) -> BoxFuture<'a, Result<(), ApiError>> {
         Box::pin(async move {
             self.api
@@ -407,9 +401,7 @@ impl Remote for Source {
                     &meta.artifact_id,
                 )
                 .await?;
-            if let Some(b) = self.batches.lock().unwrap().get_mut(&meta.build_number) {
-                b.urls.remove(&meta.artifact_id);
-            }
+            self.urls.remove(&meta.artifact_id);
             Ok(())
         })
     }

@@ -6,7 +6,9 @@
 //!   Block `i` of a key covers bytes `[i*B, (i+1)*B)` of the artifact, where `B` is the reader's
 //!   block size for that file size (deterministic, so mounts agree).
 //! - **Layout.** `<dir>/v1/<key>/<index>`; each block file is a header (magic, payload length,
-//!   CRC32 of the payload) and the payload. Files are written under `<dir>/v1/tmp/` and renamed
+//!   CRC32 of the payload) and the payload. Large artifacts (more than one block) are not
+//!   stored this way: each is one sparse file with a block map, `<dir>/v1/<key>/{data,map}`
+//!   ([`super::store`]), one entry of the same LRU (sized by the payload it holds). Files are written under `<dir>/v1/tmp/` and renamed
 //!   into place, so a crash (even `kill -9`) leaves either no block or a whole one; a block whose
 //!   header, length or CRC disagrees is treated as a miss and deleted.
 //! - **Bound.** An in-memory LRU (the `lru` crate) of all blocks with their sizes, rebuilt at
@@ -19,11 +21,19 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Read, Write};
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use lru::LruCache;
+
+use super::store::{present_in_map, SparseFile};
+
+/// The block index of a key's sparse artifact store in the LRU (not a block file).
+const SPARSE: u64 = u64::MAX;
+/// Sparse stores kept open (file descriptors and maps in memory).
+const OPEN_SPARSE: usize = 64;
 
 const MAGIC: &[u8; 8] = b"BKFSBLK1";
 const HEADER: usize = 8 + 8 + 4;
@@ -40,6 +50,8 @@ pub struct DiskCache {
     root: PathBuf,
     cap: u64,
     index: Mutex<Index>,
+    /// Open sparse stores of large artifacts (never locked while `index` is held).
+    sparse: Mutex<LruCache<String, Arc<SparseFile>>>,
 }
 
 /// The content key of an artifact.
@@ -83,6 +95,13 @@ impl DiskCache {
                 continue;
             }
             for b in fs::read_dir(k.path())?.flatten() {
+                if b.file_name() == "map" {
+                    if let Some(n) = present_in_map(&b.path()) {
+                        let t = b.metadata().and_then(|m| m.modified());
+                        found.push((t.unwrap_or(std::time::UNIX_EPOCH), (key.clone(), SPARSE), n));
+                    }
+                    continue;
+                }
                 let Ok(idx) = b.file_name().to_string_lossy().parse::<u64>() else {
                     continue;
                 };
@@ -108,6 +127,7 @@ impl DiskCache {
             root,
             cap,
             index: Mutex::new(index),
+            sparse: Mutex::new(LruCache::new(NonZeroUsize::new(OPEN_SPARSE).unwrap())),
         };
         c.evict();
         Ok(c)
@@ -121,7 +141,16 @@ impl DiskCache {
         self.index.lock().unwrap().bytes
     }
 
-    /// Number of blocks held for a key.
+    /// Whether a large artifact has a sparse store (some of it cached).
+    pub fn has_sparse(&self, key: &str) -> bool {
+        self.index
+            .lock()
+            .unwrap()
+            .lru
+            .contains(&(key.to_string(), SPARSE))
+    }
+
+    /// Number of blocks held for a key (a sparse store counts as one).
     pub fn blocks_of(&self, key: &str) -> u64 {
         self.index
             .lock()
@@ -205,7 +234,76 @@ impl DiskCache {
             }
         }
         drop(g);
-        let _ = fs::remove_file(self.path(key, idx));
+        self.delete_files(key, idx);
+    }
+
+    fn delete_files(&self, key: &str, idx: u64) {
+        if idx == SPARSE {
+            if let Some(f) = self.sparse.lock().unwrap().pop(key) {
+                f.mark_evicted();
+            }
+            let _ = fs::remove_file(self.root.join(key).join("map"));
+            let _ = fs::remove_file(self.root.join(key).join("data"));
+        } else {
+            let _ = fs::remove_file(self.path(key, idx));
+        }
+    }
+
+    /// The sparse store of a large artifact (`size` bytes in `bs`-byte blocks), opened or
+    /// created; `None` when the cache cannot hold it.
+    pub fn sparse(&self, key: &str, size: u64, bs: u64) -> Option<Arc<SparseFile>> {
+        let mut open = self.sparse.lock().unwrap();
+        if let Some(f) = open.get(key) {
+            if !f.evicted() {
+                let f = f.clone();
+                drop(open);
+                self.index
+                    .lock()
+                    .unwrap()
+                    .lru
+                    .get(&(key.to_string(), SPARSE));
+                return Some(f);
+            }
+        }
+        let f = match SparseFile::open(&self.root.join(key), size, bs) {
+            Ok(f) => Arc::new(f),
+            Err(e) => {
+                tracing::warn!(key, error = %e, "cannot open the cache file");
+                return None;
+            }
+        };
+        open.put(key.to_string(), f.clone());
+        drop(open);
+        let n = f.present_bytes();
+        let mut g = self.index.lock().unwrap();
+        let id = (key.to_string(), SPARSE);
+        match g.lru.put(id, n) {
+            Some(old) => g.bytes -= old,
+            None => *g.per_key.entry(key.to_string()).or_default() += 1,
+        }
+        g.bytes += n;
+        drop(g);
+        self.evict();
+        Some(f)
+    }
+
+    /// Accounts for payload added to (`added > 0`) or taken from a sparse store, then
+    /// evicts down to the budget.
+    pub fn sparse_changed(&self, f: &SparseFile, key: &str, added: i64) {
+        if f.evicted() {
+            return;
+        }
+        {
+            let mut g = self.index.lock().unwrap();
+            let id = (key.to_string(), SPARSE);
+            let Some(n) = g.lru.get_mut(&id) else {
+                return;
+            };
+            let new = (*n as i64 + added).max(0) as u64;
+            let old = std::mem::replace(n, new);
+            g.bytes = g.bytes + new - old;
+        }
+        self.evict();
     }
 
     /// Drops every block of a key (a failed verification).
@@ -245,7 +343,7 @@ impl DiskCache {
                 }
                 id
             };
-            let _ = fs::remove_file(self.path(&victim.0, victim.1));
+            self.delete_files(&victim.0, victim.1);
         }
     }
 }

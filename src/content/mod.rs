@@ -1,10 +1,25 @@
-//! Artifact contents: the storage client, the network interface, and the reader that serves
-//! `read` calls from them.
+//! Artifact contents, one concern per module:
+//! - [`remote`]: the network interface (signed URL, ranged GET, delete);
+//! - [`urls`]: the mount's one signed-URL cache (bounded);
+//! - [`fetch`]: ranged GETs with retries and URL refreshes;
+//! - [`budget`]: the memory budget (`--memory-limit`) with backpressure;
+//! - [`blocks`]: the in-memory block LRU, charged to the budget;
+//! - [`prefetch`]: sequential-stream detection per open handle;
+//! - [`cache`]: the on-disk cache (its LRU, block files) and [`store`]: one sparse file per
+//!   large artifact with a block map;
+//! - [`reader`]: serves `read` calls from all of them;
+//! - [`storage`], [`raw_path`]: the storage HTTP client.
+pub mod blocks;
+pub mod budget;
 pub mod cache;
+pub mod fetch;
+pub mod prefetch;
 pub mod raw_path;
 pub mod reader;
 pub mod remote;
 pub mod storage;
+pub mod store;
+pub mod urls;
 
 pub use reader::{Handle, ReadError, Reader, ReaderConfig};
 pub use remote::{Remote, SignedUrl};

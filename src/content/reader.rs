@@ -1,30 +1,39 @@
-//! Serving `read`s: signed URLs reused while valid and refreshed on expiry, block-aligned
-//! ranged GETs with bounded retries, single-flight per block, sequential prefetch per open
-//! handle, and an in-memory LRU of recent blocks.
+//! Serving `read`s: the orchestration of the read path. Geometry, single-flight per block,
+//! and which store answers: the in-memory LRU ([`super::blocks`]), the disk cache (a verified
+//! block file for a small artifact, a sparse file for a large one: [`super::store`]), a part
+//! already in flight, or a new ranged GET ([`super::fetch`]). Sequential readers get
+//! prefetch ([`super::prefetch`]); every byte held in memory is charged to the mount's
+//! memory budget ([`super::budget`]).
 //!
 //! Geometry: an artifact of at most [`WHOLE_FILE_MAX`] bytes is one block, fetched whole and
 //! verified against its `sha1sum` before any byte of it is served. Larger artifacts are cut
 //! into [`BLOCK`]-sized blocks, so a 4 KiB read in the middle of a 1 GiB file fetches one
 //! 128 KiB block; their ranges are checked (`Content-Range`, length) but a block alone cannot
-//! be checked against the whole-file sha1.
+//! be checked against the whole-file sha1: that happens once the artifact is complete on disk,
+//! after which it is served from the disk with plain `pread`s (or by the kernel: passthrough).
 
-use std::collections::HashMap;
-use std::sync::atomic::Ordering::Relaxed;
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::future::{FutureExt, Shared};
-use lru::LruCache;
-use sha1::{Digest, Sha1};
 use tokio::sync::Semaphore;
 
+use super::blocks::{BlockKey, MemBlocks};
+use super::budget::{Budget, Charge};
 use super::cache::{content_key, DiskCache};
+use super::fetch::{is_sha1, Fetcher};
 use super::remote::{BoxFuture, Remote};
 use super::storage::StorageError;
+use super::store::SparseFile;
 use crate::api::ApiError;
-use crate::secret::redact_url;
 use crate::tree::FileMeta;
+
+pub use super::prefetch::Handle;
 
 /// Artifacts up to this size are fetched in one request and verified before use: most logs
 /// and reports are far smaller, and a whole small file costs one round trip either way.
@@ -32,21 +41,14 @@ pub const WHOLE_FILE_MAX: u64 = 4 << 20;
 /// Block size of larger artifacts: the unit of a random read (the random-read budget is
 /// 256 KiB fetched per 4 KiB read, and the kernel may ask for a neighbouring block too).
 pub const BLOCK: u64 = 128 << 10;
-/// Most blocks prefetched ahead of a sequential reader (32 MiB).
+/// Most blocks prefetched ahead of a sequential reader (32 MiB; less when the memory budget
+/// is short: prefetch takes only what is free).
 const MAX_WINDOW: u64 = 256;
-/// Blocks per prefetch request (4 MiB at 128 KiB blocks): big enough to amortize a request's first-byte
-/// latency, small enough that several run in parallel within the window.
+/// Blocks per prefetch request (4 MiB at 128 KiB blocks): big enough to amortize a request's
+/// first-byte latency, small enough that several run in parallel within the window.
 const PART_BLOCKS: u64 = 32;
-/// Parts waiting to be written to the disk cache (at most 4 MiB each) before fetching waits
-/// for the disk.
-const MAX_PENDING_STORES: usize = 32;
 /// Small files prefetched at once for directory scans.
 const MAX_SIBLING_PREFETCH: usize = 32;
-/// How far out of order a read may land and still count as part of a sequential stream
-/// (the kernel's readahead sends several reads at once, and runs well ahead of the reader).
-const SEQ_SLACK: u64 = 8 << 20;
-/// Signed URL refreshes allowed within one block fetch before giving up.
-const MAX_REFRESHES: u32 = 4;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ReadError {
@@ -73,63 +75,44 @@ pub struct ReaderConfig {
     /// Upper bound on how long a signed URL is reused (the remote says how long each one
     /// stays good; this caps it).
     pub url_max_age: Duration,
-    /// Budget of the in-memory block LRU.
-    pub mem_cache_bytes: u64,
+    /// The memory budget: in-flight requests, parts waiting for the disk, in-memory blocks.
+    pub memory_limit: u64,
     /// Storage requests in flight across all files.
     pub max_inflight: usize,
 }
+
+/// Default of `--memory-limit`.
+pub const DEFAULT_MEMORY_LIMIT: u64 = 64 << 20;
 
 impl Default for ReaderConfig {
     fn default() -> Self {
         ReaderConfig {
             read_timeout: Duration::from_secs(30),
             url_max_age: Duration::from_secs(3600),
-            mem_cache_bytes: 64 << 20,
+            memory_limit: DEFAULT_MEMORY_LIMIT,
             max_inflight: 16,
         }
     }
 }
 
-type BlockKey = (Arc<str>, u64);
-/// One signed URL per artifact and until when it may be used; the async lock makes refreshes
-/// single-flight.
-type UrlSlot = Arc<tokio::sync::Mutex<Option<(String, Instant)>>>;
 type BlockFuture = Shared<BoxFuture<'static, Result<Bytes, ReadError>>>;
 
-#[derive(Default)]
-struct Blocks {
-    lru: Option<LruCache<BlockKey, Bytes>>,
-    bytes: u64,
-}
-
-/// Per open file handle: where the next sequential read would start, and the prefetch
-/// window (in blocks) that grows while the reader stays sequential.
-#[derive(Debug, Default)]
-pub struct Handle {
-    /// (where the stream is: the furthest end read so far; prefetch window in blocks; where a
-    /// read that looked random ended, in case the next read continues it).
-    seq: Mutex<(u64, u64, u64)>,
-}
-
 pub struct Reader {
-    remote: Arc<dyn Remote>,
-    cfg: ReaderConfig,
+    fetch: Fetcher,
     disk: Option<Arc<DiskCache>>,
-    /// Content keys of large artifacts whose complete cached blocks matched `sha1sum`.
-    verified: Mutex<std::collections::HashSet<String>>,
+    budget: Budget,
+    mem: MemBlocks,
     /// Content keys of large artifacts whose complete cached copy did not match `sha1sum`:
     /// nothing more of them is cached or served during this mount (reads fail with EIO).
-    bad: Mutex<std::collections::HashSet<String>>,
+    bad: Mutex<HashSet<String>>,
     /// Disk-cache writers running at once.
     writers: Semaphore,
     /// Disk-cache writes not finished yet (see [`Reader::flush`]).
-    pending_stores: std::sync::atomic::AtomicUsize,
+    pending_stores: AtomicUsize,
     /// Sibling prefetches in flight (bounded so a scan cannot queue unbounded work).
-    prefetching: std::sync::atomic::AtomicUsize,
-    urls: Mutex<HashMap<Arc<str>, UrlSlot>>,
-    blocks: Mutex<Blocks>,
+    prefetching: AtomicUsize,
+    /// Blocks being fetched, or fetched and not yet on disk (bounded by the budget).
     inflight: Mutex<HashMap<BlockKey, BlockFuture>>,
-    permits: Arc<Semaphore>,
 }
 
 fn geometry(size: u64) -> u64 {
@@ -140,6 +123,12 @@ fn geometry(size: u64) -> u64 {
     }
 }
 
+/// Length of block `idx` of an artifact of `size` bytes.
+fn block_len(size: u64, idx: u64) -> u64 {
+    let bs = geometry(size);
+    size.saturating_sub(idx * bs).min(bs)
+}
+
 impl Reader {
     pub fn new(
         remote: Arc<dyn Remote>,
@@ -147,31 +136,54 @@ impl Reader {
         disk: Option<Arc<DiskCache>>,
     ) -> Arc<Reader> {
         Arc::new(Reader {
-            remote,
+            fetch: Fetcher::new(remote, cfg.max_inflight, cfg.read_timeout, cfg.url_max_age),
             disk,
-            verified: Mutex::new(Default::default()),
-            prefetching: Default::default(),
+            budget: Budget::new(cfg.memory_limit),
+            mem: MemBlocks::default(),
             bad: Mutex::new(Default::default()),
-            pending_stores: Default::default(),
             writers: Semaphore::new(2),
-            permits: Arc::new(Semaphore::new(cfg.max_inflight.max(1))),
-            cfg,
-            urls: Mutex::new(HashMap::new()),
-            blocks: Mutex::new(Blocks {
-                lru: Some(LruCache::unbounded()),
-                bytes: 0,
-            }),
+            pending_stores: Default::default(),
+            prefetching: Default::default(),
             inflight: Mutex::new(HashMap::new()),
         })
     }
 
     pub fn remote(&self) -> &Arc<dyn Remote> {
-        &self.remote
+        &self.fetch.remote
     }
 
     /// The disk cache, when there is one (archive indexes and unpacked entries live there too).
     pub fn disk(&self) -> Option<&Arc<DiskCache>> {
         self.disk.as_ref()
+    }
+
+    /// Bytes of the memory budget in use now, and the budget.
+    pub fn memory(&self) -> (u64, u64) {
+        (self.budget.in_use(), self.budget.limit())
+    }
+
+    /// Signed URLs held (bounded).
+    pub fn urls_cached(&self) -> usize {
+        self.fetch.urls.len()
+    }
+
+    /// The sparse disk store of a large artifact, if one exists (`create`: or make one).
+    fn sparse(&self, meta: &FileMeta, ckey: &str, create: bool) -> Option<Arc<SparseFile>> {
+        let disk = self.disk.as_ref()?;
+        if meta.size <= WHOLE_FILE_MAX || (!create && !disk.has_sparse(ckey)) {
+            return None;
+        }
+        disk.sparse(ckey, meta.size, BLOCK)
+    }
+
+    /// The cache file of an artifact that is complete and verified on disk, for FUSE
+    /// passthrough (the kernel then reads it without the daemon).
+    pub fn backing_path(&self, meta: &FileMeta) -> Option<PathBuf> {
+        let ckey = content_key(meta.sha1sum.as_deref(), &meta.artifact_id);
+        if self.bad.lock().unwrap().contains(&ckey) {
+            return None;
+        }
+        self.sparse(meta, &ckey, false)?.data_path()
     }
 
     /// Reads up to `size` bytes at `offset`; short only at end of file.
@@ -217,41 +229,49 @@ impl Reader {
         let last = (end - 1) / bs;
         let nblocks = meta.size.div_ceil(bs);
 
-        if let Some(h) = handle {
-            let ahead = {
-                let mut s = h.seq.lock().unwrap();
-                let (next, window, alt) = *s;
-                // The kernel's readahead sends several reads at once, out of order and at
-                // times well ahead of the reader: a read within SEQ_SLACK of the stream's
-                // position counts as sequential. A read elsewhere prefetches nothing and
-                // keeps the stream's position, unless it continues an earlier outlier
-                // (`alt`): then that is the new stream (a seek).
-                let fresh = next == 0 && window == 0;
-                let near = offset + SEQ_SLACK >= next && offset <= next + SEQ_SLACK;
-                let (w, new_next, new_alt) = if offset == next || (!fresh && near) {
-                    ((window * 2).clamp(1, MAX_WINDOW), next.max(end), alt)
-                } else if offset == alt {
-                    (1, end, u64::MAX)
-                } else if window > 0 {
-                    (0, next, end)
-                } else {
-                    (0, end, u64::MAX)
-                };
-                let from = last + 1;
-                let to = (last + w).min(nblocks - 1);
-                // An outlier shrinks the window (random access soon has none) without
-                // losing the stream, so a sequential reader recovers in one read or two.
-                *s = (new_next, if w == 0 { window / 4 } else { w }, new_alt);
-                (w > 0 && to >= from).then_some((from, to))
-            };
-            if let Some((from, to)) = ahead {
-                // Parts run as their own tasks; nothing needs to wait for them here.
-                drop(self.blocks(meta, from, to, PART_BLOCKS));
+        // Complete and verified on disk: one pread, nothing else.
+        if let Some(sf) = self.sparse(meta, &ckey, false).filter(|s| s.verified()) {
+            if let Some(b) = sf.read_verified(offset, (end - offset) as usize) {
+                crate::stats::STATS
+                    .cache_hits
+                    .fetch_add(last - first + 1, Relaxed);
+                return Ok(b);
             }
         }
 
-        let futs = self.blocks(meta, first, last, u64::MAX);
+        if let Some(h) = handle {
+            if let Some((from, to)) = h.advance(offset, end, last, nblocks, MAX_WINDOW) {
+                // Whole aligned parts: however small the kernel's reads, each prefetch
+                // request is a full part (a request per read would pay a first-byte latency
+                // per 128 KiB and cap a stream far below one connection's bandwidth).
+                let to = if to - from + 1 >= PART_BLOCKS {
+                    ((to / PART_BLOCKS + 1) * PART_BLOCKS - 1).min(nblocks - 1)
+                } else {
+                    to
+                };
+                // Parts run as their own tasks; nothing needs to wait for them here.
+                drop(self.blocks(meta, from, to, PART_BLOCKS, true));
+            }
+        }
+
+        let futs: Vec<BlockFuture> = self
+            .blocks(meta, first, last, u64::MAX, false)
+            .into_iter()
+            .map(|f| f.expect("a read gets a future for every block"))
+            .collect();
         let got = futures_util::future::join_all(futs).await;
+        if got.len() == 1 {
+            // One block: a slice of it, no copy.
+            let b = got.into_iter().next().expect("one")?;
+            let bstart = first * bs;
+            let (from, to) = (offset - bstart, end - bstart);
+            if to as usize > b.len() {
+                return Err(ReadError::Storage(StorageError::Invalid(
+                    "short block".into(),
+                )));
+            }
+            return Ok(b.slice(from as usize..to as usize));
+        }
         let mut out = BytesMut::with_capacity((end - offset) as usize);
         for (i, r) in (first..=last).zip(got) {
             let b = r?;
@@ -268,6 +288,28 @@ impl Reader {
             )));
         }
         Ok(out.freeze())
+    }
+
+    /// A block from the disk cache, if there and intact.
+    fn disk_block(
+        &self,
+        meta: &FileMeta,
+        ckey: &str,
+        sf: Option<&SparseFile>,
+        idx: u64,
+    ) -> Option<Bytes> {
+        let disk = self.disk.as_ref()?;
+        match sf {
+            Some(sf) => match sf.get(idx) {
+                Ok(b) => b,
+                Err(lost) => {
+                    disk.sparse_changed(sf, ckey, -(lost as i64));
+                    None
+                }
+            },
+            None if meta.size <= WHOLE_FILE_MAX => disk.get(ckey, idx, block_len(meta.size, idx)),
+            None => None,
+        }
     }
 
     /// Reads from what is already cached (memory, disk, or a fetch already on its way),
@@ -287,20 +329,24 @@ impl Reader {
         if self.bad.lock().unwrap().contains(&*ckey) {
             return None;
         }
+        let sf = self.sparse(meta, &ckey, false);
+        if let Some(b) = sf
+            .as_ref()
+            .and_then(|s| s.read_verified(offset, (end - offset) as usize))
+        {
+            return Some(b);
+        }
         let bs = geometry(meta.size);
         let mut out = BytesMut::with_capacity((end - offset) as usize);
         for idx in offset / bs..=(end - 1) / bs {
             let key = (ckey.clone(), idx);
-            let b = match self.mem_get(&key) {
+            let b = match self.mem.get(&key) {
                 Some(b) => b,
                 None => {
                     let pending = self.inflight.lock().unwrap().get(&key).cloned();
                     match pending {
                         Some(f) => f.await.ok()?,
-                        None => self
-                            .disk
-                            .as_ref()?
-                            .get(&ckey, idx, block_len(meta.size, idx))?,
+                        None => self.disk_block(meta, &ckey, sf.as_deref(), idx)?,
                     }
                 }
             };
@@ -318,110 +364,111 @@ impl Reader {
     /// before an unmount is there for the next mount.
     pub async fn flush(&self, limit: Duration) {
         let t = Instant::now();
-        while self
-            .pending_stores
-            .load(std::sync::atomic::Ordering::SeqCst)
-            > 0
-            && t.elapsed() < limit
-        {
+        while self.pending_stores.load(SeqCst) > 0 && t.elapsed() < limit {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
     /// Starts fetching a small artifact in the background (bounded by the shared request
-    /// limit); a no-op when it is cached or already on its way. Needs a tokio runtime.
+    /// limit and the memory budget); a no-op when it is cached or already on its way. Needs
+    /// a tokio runtime.
     pub fn prefetch_whole(self: &Arc<Self>, meta: &Arc<FileMeta>) {
         if meta.size == 0 || meta.size > WHOLE_FILE_MAX {
             return;
         }
-        if self.prefetching.load(std::sync::atomic::Ordering::Relaxed) >= MAX_SIBLING_PREFETCH {
+        if self.prefetching.load(Relaxed) >= MAX_SIBLING_PREFETCH {
             return;
         }
-        let futs = self.blocks(meta, 0, 0, 1);
-        self.prefetching
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let futs: Vec<BlockFuture> = self
+            .blocks(meta, 0, 0, 1, true)
+            .into_iter()
+            .flatten()
+            .collect();
+        self.prefetching.fetch_add(1, Relaxed);
         let this = self.clone();
         tokio::spawn(async move {
             let _ = futures_util::future::join_all(futs).await;
-            this.prefetching
-                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            this.prefetching.fetch_sub(1, Relaxed);
         });
     }
 
     /// Futures for blocks `first..=last`: ready ones from memory or disk, shared ones for
     /// blocks already in flight, and new ranged GETs for the rest, grouping consecutive
-    /// missing blocks into parts of at most `max_part` blocks.
+    /// missing blocks into parts of at most `max_part` blocks. A `prefetch` starts only the
+    /// parts the memory budget has room for now (its other slots stay `None`); a read waits
+    /// for room.
     fn blocks(
         self: &Arc<Self>,
         meta: &Arc<FileMeta>,
         first: u64,
         last: u64,
         max_part: u64,
-    ) -> Vec<BlockFuture> {
+        prefetch: bool,
+    ) -> Vec<Option<BlockFuture>> {
         let ckey: Arc<str> = Arc::from(content_key(meta.sha1sum.as_deref(), &meta.artifact_id));
         let mut out: Vec<Option<BlockFuture>> = vec![None; (last - first + 1) as usize];
         let ready = |b: Bytes| futures_util::future::ready(Ok(b)).boxed().shared();
-        for idx in first..=last {
-            if let Some(disk) = &self.disk {
-                let key = (ckey.clone(), idx);
-                if self.mem_get(&key).is_none() {
-                    if let Some(b) = disk.get(&ckey, idx, block_len(meta.size, idx)) {
-                        self.remember(key, b);
-                    }
-                }
-            }
-        }
-        let mut inflight = self.inflight.lock().unwrap();
-        let mut run: Vec<u64> = Vec::new();
-        // Hits and misses count the blocks a read asked for (`u64::MAX`), not prefetches.
+        let sf = self.sparse(meta, &ckey, false);
+        let stats = &crate::stats::STATS;
+        // Hits and misses count the blocks a read asked for, not prefetches.
         let count = |c: &std::sync::atomic::AtomicU64| {
-            if max_part == u64::MAX {
+            if !prefetch {
                 c.fetch_add(1, Relaxed);
             }
         };
-        let stats = &crate::stats::STATS;
+        let mut missing = Vec::new();
         for idx in first..=last {
             let key = (ckey.clone(), idx);
-            let slot = &mut out[(idx - first) as usize];
-            if let Some(b) = self.mem_get(&key) {
-                count(&stats.cache_hits);
-                *slot = Some(ready(b));
-            } else if let Some(f) = inflight.get(&key) {
-                count(&stats.cache_hits);
-                *slot = Some(f.clone());
-            } else {
-                count(&stats.cache_misses);
-                if run.last().is_some_and(|l| l + 1 != idx) || run.len() as u64 >= max_part {
-                    self.start_part(meta, &ckey, &run, &mut inflight, &mut out, first);
-                    run.clear();
+            let pending = self.inflight.lock().unwrap().get(&key).cloned();
+            if let Some(b) = self.mem.get(&key) {
+                out[(idx - first) as usize] = Some(ready(b));
+            } else if let Some(f) = pending {
+                out[(idx - first) as usize] = Some(f);
+            } else if prefetch && sf.as_ref().is_some_and(|s| s.has(idx)) {
+                // On disk: nothing to prefetch.
+            } else if let Some(b) = self.disk_block(meta, &ckey, sf.as_deref(), idx) {
+                if sf.is_none() {
+                    self.mem.put(key, b.clone(), &self.budget);
                 }
-                run.push(idx);
+                out[(idx - first) as usize] = Some(ready(b));
+            } else {
+                missing.push(idx);
                 continue;
             }
-            if !run.is_empty() {
-                self.start_part(meta, &ckey, &run, &mut inflight, &mut out, first);
+            count(&stats.cache_hits);
+        }
+        let mut inflight = self.inflight.lock().unwrap();
+        let mut run: Vec<u64> = Vec::new();
+        for idx in missing {
+            if let Some(f) = inflight.get(&(ckey.clone(), idx)) {
+                // Started meanwhile by another read.
+                out[(idx - first) as usize] = Some(f.clone());
+                count(&stats.cache_hits);
+                continue;
+            }
+            count(&stats.cache_misses);
+            let boundary = prefetch && max_part > 1 && idx % max_part == 0;
+            if run.last().is_some_and(|l| l + 1 != idx) || run.len() as u64 >= max_part || boundary
+            {
+                if !run.is_empty()
+                    && !self.start_part(meta, &ckey, &run, &mut inflight, &mut out, first, prefetch)
+                {
+                    return out;
+                }
                 run.clear();
             }
+            run.push(idx);
         }
         if !run.is_empty() {
-            self.start_part(meta, &ckey, &run, &mut inflight, &mut out, first);
+            self.start_part(meta, &ckey, &run, &mut inflight, &mut out, first, prefetch);
         }
-        out.into_iter()
-            .map(|f| f.expect("every block has a future"))
-            .collect()
-    }
-
-    fn mem_get(&self, key: &BlockKey) -> Option<Bytes> {
-        self.blocks
-            .lock()
-            .unwrap()
-            .lru
-            .as_mut()
-            .and_then(|l| l.get(key).cloned())
+        out
     }
 
     /// Starts one ranged GET for the consecutive blocks `run` and registers a shared future
-    /// per block in `inflight` and `out`.
+    /// per block in `inflight` and `out`. A prefetch that the budget has no room for starts
+    /// nothing (`false`).
+    #[allow(clippy::too_many_arguments)]
     fn start_part(
         self: &Arc<Self>,
         meta: &Arc<FileMeta>,
@@ -430,43 +477,57 @@ impl Reader {
         inflight: &mut HashMap<BlockKey, BlockFuture>,
         out: &mut [Option<BlockFuture>],
         first: u64,
-    ) {
+        prefetch: bool,
+    ) -> bool {
         let (a, b) = (run[0], *run.last().expect("non-empty run"));
+        let bs = geometry(meta.size);
+        let bytes = ((b + 1) * bs).min(meta.size) - a * bs;
+        let pre_charge = if prefetch {
+            match self.budget.try_acquire(bytes, || self.mem.pop_lru()) {
+                Some(c) => Some(c),
+                None => return false,
+            }
+        } else {
+            None
+        };
         let this = self.clone();
         let meta2 = meta.clone();
         let ck = ckey.clone();
         let part = async move {
+            let charge = match pre_charge {
+                Some(c) => c,
+                None => this.budget.acquire(bytes, || this.mem.pop_lru()).await,
+            };
             let r = this.fetch_part(&meta2, a, b).await;
             let bad = this.bad.lock().unwrap().contains(&*ck);
-            if let (Ok(blocks), false) = (&r, bad) {
-                for (i, blk) in (a..=b).zip(blocks) {
-                    this.remember((ck.clone(), i), blk.clone());
+            match (&r, bad, this.disk.is_some()) {
+                (Ok(blocks), false, has_disk) => {
+                    // With a disk cache the blocks stay reachable through `inflight` until
+                    // written, and on disk after: the LRU would only hold them twice.
+                    if !has_disk {
+                        for (i, blk) in (a..=b).zip(blocks) {
+                            this.mem.put((ck.clone(), i), blk.clone(), &this.budget);
+                        }
+                    }
+                    if has_disk {
+                        // Readers have the blocks now; the disk copy is written behind. The
+                        // part keeps its charge (and its in-flight entries, so no read
+                        // refetches it) until the write is done: a disk slower than the
+                        // network slows fetching down through the budget.
+                        this.pending_stores.fetch_add(1, SeqCst);
+                        let (this2, meta3, ck2, blocks) =
+                            (this.clone(), meta2.clone(), ck.clone(), blocks.clone());
+                        tokio::spawn(async move {
+                            this2.store(&meta3, &ck2, a, blocks, charge).await;
+                            this2.done_part(&ck2, a, b);
+                            this2.pending_stores.fetch_sub(1, SeqCst);
+                        });
+                        return r;
+                    }
                 }
-                // Readers have the blocks from memory now; the disk copy is written behind,
-                // unless the disk has fallen far behind: then this part waits for its own
-                // write, which slows fetching down to what the disk absorbs (backpressure,
-                // bounded memory, nothing dropped).
-                let queued = this
-                    .pending_stores
-                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let (this2, meta3, ck2, blocks) =
-                    (this.clone(), meta2.clone(), ck.clone(), blocks.clone());
-                let write = async move {
-                    this2.store(&meta3, &ck2, a, blocks).await;
-                    this2
-                        .pending_stores
-                        .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-                };
-                if queued >= MAX_PENDING_STORES {
-                    write.await;
-                } else {
-                    tokio::spawn(write);
-                }
+                _ => drop(charge),
             }
-            let mut g = this.inflight.lock().unwrap();
-            for i in a..=b {
-                g.remove(&(ck.clone(), i));
-            }
+            this.done_part(&ck, a, b);
             r
         }
         .boxed()
@@ -482,144 +543,106 @@ impl Reader {
             inflight.insert((ckey.clone(), idx), f.clone());
             out[(idx - first) as usize] = Some(f);
         }
+        true
     }
 
-    fn remember(&self, key: BlockKey, b: Bytes) {
-        let mut g = self.blocks.lock().unwrap();
-        let Blocks { lru, bytes } = &mut *g;
-        let lru = lru.as_mut().expect("lru");
-        *bytes += b.len() as u64;
-        if let Some(old) = lru.put(key, b) {
-            *bytes -= old.len() as u64;
-        }
-        while *bytes > self.cfg.mem_cache_bytes {
-            match lru.pop_lru() {
-                Some((_, v)) => *bytes -= v.len() as u64,
-                None => break,
-            }
+    fn done_part(&self, ck: &Arc<str>, a: u64, b: u64) {
+        let mut g = self.inflight.lock().unwrap();
+        for i in a..=b {
+            g.remove(&(ck.clone(), i));
         }
     }
 
     /// Writes fetched blocks (starting at block `first`) to the disk cache; when that
-    /// completes a large artifact, checks the whole against `sha1sum` and discards it all on a
-    /// mismatch.
-    async fn store(&self, meta: &FileMeta, ckey: &str, first: u64, blocks: Vec<Bytes>) {
+    /// completes a large artifact, checks the whole against `sha1sum` (every block's CRC on
+    /// the way) and discards it all on a mismatch.
+    async fn store(
+        &self,
+        meta: &FileMeta,
+        ckey: &str,
+        first: u64,
+        blocks: Vec<Bytes>,
+        charge: Charge,
+    ) {
         let Some(disk) = self.disk.clone() else {
             return;
         };
-        let nblocks = meta.size.div_ceil(geometry(meta.size));
-        let key = ckey.to_string();
-        // Few writers at a time: each blocking task is a thread, and an unbounded number of
-        // them (one per fetched part) costs far more memory than the blocks themselves.
+        // Few writers at a time: each blocking task is a thread.
         let Ok(writer) = self.writers.acquire().await else {
             return;
         };
-        let complete = tokio::task::spawn_blocking({
-            let (disk, key) = (disk.clone(), key.clone());
-            move || {
+        if meta.size <= WHOLE_FILE_MAX {
+            // One block, verified against its sha1 when fetched.
+            let key = ckey.to_string();
+            let _ = tokio::task::spawn_blocking(move || {
                 for (i, b) in (first..).zip(&blocks) {
                     disk.put(&key, i, b);
                 }
-                disk.blocks_of(&key) == nblocks
+            })
+            .await;
+            return;
+        }
+        let Some(sf) = self.sparse(meta, ckey, true) else {
+            return;
+        };
+        let sf2 = sf.clone();
+        let (d2, k2) = (disk.clone(), ckey.to_string());
+        let complete = tokio::task::spawn_blocking(move || {
+            let mut added = 0u64;
+            for (i, b) in (first..).zip(&blocks) {
+                match sf2.put(i, b) {
+                    Ok(n) => added += n,
+                    Err(e) => {
+                        tracing::warn!(key = %k2, idx = i, error = %e, "cannot write to the cache");
+                        break;
+                    }
+                }
             }
+            drop(blocks);
+            d2.sparse_changed(&sf2, &k2, added as i64);
+            sf2.complete() && !sf2.verified() && !sf2.evicted()
         })
         .await
         .unwrap_or(false);
-        // The whole-file check below reads, it does not write: free the writer slot.
         drop(writer);
-        if self.bad.lock().unwrap().contains(&key) {
+        drop(charge);
+        if self.bad.lock().unwrap().contains(ckey) {
             // Raced with a failed check: whatever this part wrote must go too.
-            disk.remove_key(&key);
+            disk.remove_key(ckey);
             return;
         }
-        let Some(expected) = meta.sha1sum.clone().filter(|s| is_sha1(s)) else {
-            return;
-        };
-        if nblocks == 1 || !complete || self.verified.lock().unwrap().contains(&key) {
+        if !complete {
             return;
         }
-        let size = meta.size;
-        let (d2, k2) = (disk.clone(), key.clone());
-        let ok = tokio::task::spawn_blocking(move || {
-            let disk = d2;
-            let mut h = Sha1::new();
-            for i in 0..nblocks {
-                match disk.get(&k2, i, block_len(size, i)) {
-                    Some(b) => h.update(&b),
-                    None => return None, // evicted meanwhile: cannot tell yet
+        let expected = meta.sha1sum.clone().filter(|s| is_sha1(s));
+        let sf2 = sf.clone();
+        let got = tokio::task::spawn_blocking(move || sf2.sha1_hex())
+            .await
+            .ok()
+            .flatten();
+        match (got, expected) {
+            (None, _) => {} // a block went missing or failed its CRC: refetched later
+            (Some(got), Some(expected)) if !got.eq_ignore_ascii_case(&expected) => {
+                self.bad.lock().unwrap().insert(ckey.to_string());
+                tracing::error!(artifact = %meta.artifact_id, path = %meta.original_path, "the complete artifact does not match its sha1sum; discarding the cached copy");
+                disk.remove_key(ckey);
+                self.mem.forget_key(ckey);
+            }
+            (Some(_), _) => {
+                if let Err(e) = sf.set_verified() {
+                    tracing::warn!(key = ckey, error = %e, "cannot mark the cached artifact verified");
+                } else {
+                    tracing::debug!(artifact = %meta.artifact_id, "complete artifact cached and verified");
                 }
             }
-            Some(hex::encode(h.finalize()).eq_ignore_ascii_case(&expected))
-        })
-        .await
-        .ok()
-        .flatten();
-        match ok {
-            Some(true) => {
-                self.verified.lock().unwrap().insert(key);
-            }
-            Some(false) => {
-                self.bad.lock().unwrap().insert(key.clone());
-                tracing::error!(artifact = %meta.artifact_id, path = %meta.original_path, "the complete artifact does not match its sha1sum; discarding the cached copy");
-                disk.remove_key(&key);
-                self.forget_key(&key);
-            }
-            None => {}
         }
     }
 
     /// Drops what is known about an artifact (after it was deleted).
     pub fn forget(&self, meta: &FileMeta) {
-        self.urls.lock().unwrap().remove(meta.artifact_id.as_str());
-        self.forget_key(&content_key(meta.sha1sum.as_deref(), &meta.artifact_id));
-    }
-
-    fn forget_key(&self, ckey: &str) {
-        let mut g = self.blocks.lock().unwrap();
-        let Blocks { lru, bytes } = &mut *g;
-        let lru = lru.as_mut().expect("lru");
-        let keys: Vec<BlockKey> = lru
-            .iter()
-            .filter(|(k, _)| &*k.0 == ckey)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in keys {
-            if let Some(v) = lru.pop(&k) {
-                *bytes -= v.len() as u64;
-            }
-        }
-    }
-
-    /// A signed URL for the artifact: the cached one while young enough and not the one that
-    /// just failed (`stale`), else a fresh one. One API call per artifact at a time.
-    async fn url_for(&self, meta: &FileMeta, stale: Option<&str>) -> Result<String, ReadError> {
-        let slot = self
-            .urls
-            .lock()
-            .unwrap()
-            .entry(Arc::from(meta.artifact_id.as_str()))
-            .or_default()
-            .clone();
-        let mut g = slot.lock().await;
-        if let Some((u, until)) = &*g {
-            if Instant::now() < *until && Some(u.as_str()) != stale {
-                return Ok(u.clone());
-            }
-        }
-        let s = self
-            .remote
-            .signed_url(meta, stale)
-            .await
-            .map_err(|e| match e {
-                ApiError::NotFound { .. } => ReadError::NotFound,
-                e => ReadError::Api(e),
-            })?;
-        tracing::debug!(artifact = %meta.artifact_id, url = %redact_url(&s.url), good_for_s = s.good_for.as_secs(), "signed URL");
-        *g = Some((
-            s.url.clone(),
-            Instant::now() + s.good_for.min(self.cfg.url_max_age),
-        ));
-        Ok(s.url)
+        self.fetch.urls.remove(meta.artifact_id.as_str());
+        self.mem
+            .forget_key(&content_key(meta.sha1sum.as_deref(), &meta.artifact_id));
     }
 
     /// Fetches blocks `a..=b` in one ranged GET, with retries, and splits them.
@@ -628,7 +651,7 @@ impl Reader {
         let start = a * bs;
         let end = ((b + 1) * bs).min(meta.size);
         let t0 = Instant::now();
-        let bytes = self.fetch_range(meta, start, end).await?;
+        let bytes = self.fetch.fetch_range(meta, start, end).await?;
         tracing::trace!(artifact = %meta.artifact_id, start, len = end - start, ms = t0.elapsed().as_millis() as u64, "fetched part");
         Ok((a..=b)
             .map(|i| {
@@ -638,101 +661,6 @@ impl Reader {
             })
             .collect())
     }
-
-    /// Fetches `[start, end)` with bounded retries. A transfer cut short keeps what arrived
-    /// and resumes from the next byte; an expired URL is refreshed without counting as a
-    /// failure; a whole-file fetch is checked against `sha1sum` (refetched once, then refused).
-    async fn fetch_range(&self, meta: &FileMeta, start: u64, end: u64) -> Result<Bytes, ReadError> {
-        let whole = start == 0 && end == meta.size;
-        let mut began = Instant::now();
-        // The deadline counts storage time only: it starts once the first signed URL is in
-        // hand, so waiting for the API's rate-limit window does not use up the read budget.
-        let mut deadline: Option<Instant> = None;
-        let mut failures = 0u32;
-        let mut refreshes = 0u32;
-        let mut corrupt = 0u32;
-        let mut stale: Option<String> = None;
-        let mut buf = BytesMut::new();
-        loop {
-            let permit = self.permits.acquire().await.expect("semaphore");
-            let url = self.url_for(meta, stale.as_deref()).await?;
-            let deadline = *deadline.get_or_insert_with(|| {
-                began = Instant::now();
-                began + self.cfg.read_timeout
-            });
-            let pos = start + buf.len() as u64;
-            let res = {
-                tokio::time::timeout_at(
-                    deadline.into(),
-                    self.remote.fetch_range(&url, pos, end, meta.size),
-                )
-                .await
-                .unwrap_or_else(|_| Err(StorageError::Transient("read timed out".into())))
-            };
-            drop(permit);
-            let err = match res {
-                Ok(b) => {
-                    crate::stats::STATS
-                        .bytes_fetched
-                        .fetch_add(b.len() as u64, Relaxed);
-                    buf.extend_from_slice(&b);
-                    let b = std::mem::take(&mut buf).freeze();
-                    if whole {
-                        if let Some(expected) = meta.sha1sum.as_deref().filter(|s| is_sha1(s)) {
-                            let got = hex::encode(Sha1::digest(&b));
-                            if !got.eq_ignore_ascii_case(expected) {
-                                corrupt += 1;
-                                tracing::warn!(artifact = %meta.artifact_id, path = %meta.original_path, %expected, %got, "content does not match sha1sum");
-                                if corrupt >= 2 {
-                                    return Err(ReadError::Corrupt {
-                                        expected: expected.to_string(),
-                                        got,
-                                    });
-                                }
-                                continue;
-                            }
-                        }
-                    }
-                    return Ok(b);
-                }
-                Err(StorageError::NotFound) => return Err(ReadError::NotFound),
-                Err(StorageError::Expired(m)) if refreshes < MAX_REFRESHES => {
-                    refreshes += 1;
-                    tracing::debug!(artifact = %meta.artifact_id, reason = %m, "signed URL refused; refreshing");
-                    stale = Some(url);
-                    continue;
-                }
-                Err(StorageError::Partial { got, reason }) => {
-                    crate::stats::STATS
-                        .bytes_fetched
-                        .fetch_add(got.len() as u64, Relaxed);
-                    buf.extend_from_slice(&got);
-                    StorageError::Transient(format!("{reason} after {} bytes", got.len()))
-                }
-                Err(e) => e,
-            };
-            failures += 1;
-            if failures >= 6 || Instant::now() >= deadline {
-                return Err(ReadError::GaveUp {
-                    attempts: failures,
-                    secs: began.elapsed().as_secs(),
-                    last: err.to_string(),
-                });
-            }
-            tracing::warn!(artifact = %meta.artifact_id, path = %meta.original_path, attempt = failures, error = %err, "storage request failed; retrying");
-            crate::http::backoff(failures).await;
-        }
-    }
-}
-
-/// Length of block `idx` of an artifact of `size` bytes.
-fn block_len(size: u64, idx: u64) -> u64 {
-    let bs = geometry(size);
-    size.saturating_sub(idx * bs).min(bs)
-}
-
-fn is_sha1(s: &str) -> bool {
-    s.len() == 40 && s.bytes().all(|c| c.is_ascii_hexdigit())
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::content::remote::SignedUrl;
+use sha1::{Digest, Sha1};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// A remote over one in-memory object. URLs carry a generation; `expire_before` makes
@@ -94,7 +95,6 @@ fn meta(data: &[u8]) -> Arc<FileMeta> {
         mime_type: None,
         state: Some("finished".into()),
         original_path: "x.bin".into(),
-        download_url: None,
         build_number: 0,
     })
 }
@@ -286,4 +286,78 @@ async fn cut_transfers_resume_from_the_last_byte() {
         3 << 20,
         "no byte fetched twice"
     );
+}
+
+/// A tiny memory budget and many sequential readers with prefetch, on disk and off: the
+/// budget is never exceeded, nothing deadlocks, every byte is right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiny_memory_budget_many_readers_all_finish_within_it() {
+    for with_disk in [false, true] {
+        let d = tempfile::tempdir().unwrap();
+        let data = pattern(12 << 20);
+        let meta = meta(&data);
+        let m = Mock::new(data.clone());
+        let disk = with_disk.then(|| Arc::new(DiskCache::open(d.path(), 1 << 30).unwrap()));
+        let cfg = ReaderConfig {
+            memory_limit: 1 << 20,
+            ..quick()
+        };
+        let r = Reader::new(m.clone(), cfg, disk);
+        let peak = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watch = {
+            let (r, peak, stop) = (r.clone(), peak.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::SeqCst) {
+                    peak.fetch_max(r.memory().0, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            })
+        };
+        let readers: Vec<_> = (0..16u64)
+            .map(|i| {
+                let (r, meta, data) = (r.clone(), meta.clone(), data.clone());
+                tokio::spawn(async move {
+                    let h = Handle::default();
+                    // Each reader starts somewhere else and reads 3 MiB in 256 KiB reads.
+                    let mut off = (i * (640 << 10)) % (9 << 20);
+                    let end = off + (3 << 20);
+                    while off < end {
+                        let got = r.read(&meta, off, 256 << 10, Some(&h)).await.unwrap();
+                        assert_eq!(&got[..], &data[off as usize..off as usize + got.len()]);
+                        off += got.len() as u64;
+                    }
+                })
+            })
+            .collect();
+        let all = async {
+            for t in readers {
+                t.await.unwrap();
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(60), all)
+            .await
+            .expect("readers deadlocked under a tiny budget");
+        r.flush(Duration::from_secs(30)).await;
+        stop.store(true, Ordering::SeqCst);
+        watch.await.unwrap();
+        let (_, limit) = r.memory();
+        assert!(peak.load(Ordering::SeqCst) <= limit, "over budget");
+        assert!(limit <= 1 << 20);
+    }
+}
+
+/// The URL map stays bounded however many artifacts are read.
+#[tokio::test]
+async fn url_cache_is_bounded() {
+    let data = pattern(100);
+    let m = Mock::new(data.clone());
+    let r = Reader::new(m.clone(), quick(), None);
+    for i in 0..(crate::content::urls::MAX_URLS + 500) {
+        let mut mt = (*meta(&data)).clone();
+        mt.artifact_id = format!("art-{i}");
+        mt.sha1sum = None;
+        r.read(&Arc::new(mt), 0, 100, None).await.unwrap();
+    }
+    assert_eq!(r.urls_cached(), crate::content::urls::MAX_URLS);
 }

@@ -40,4 +40,10 @@ pub trait Remote: Send + Sync + 'static {
 
     /// Deletes the artifact through the API.
     fn delete<'a>(&'a self, meta: &'a FileMeta) -> BoxFuture<'a, Result<(), ApiError>>;
+
+    /// The mount's signed-URL cache when the remote fills it itself (in batches); the reader
+    /// then uses that one, so a mount has exactly one.
+    fn url_cache(&self) -> Option<std::sync::Arc<super::urls::UrlCache>> {
+        None
+    }
 }

@@ -165,6 +165,7 @@ pub trait KernelCache: Send + Sync + 'static {
 mod handles;
 mod live;
 mod logs;
+mod passthrough;
 mod pipeline;
 mod prefetch;
 mod slots;

@@ -253,12 +253,65 @@ fn expected_block(content: &[u8], idx: u64) -> &[u8] {
     &content[start..(start + bs).min(content.len())]
 }
 
-/// Checks every block file of `a` in the cache against its content; returns (blocks, payload).
+/// Map of a large artifact's sparse cache file: header (magic, size, block size, flags), then
+/// per block its CRC32 and a presence word.
+const MAP_MAGIC: &[u8; 8] = b"BKFSMAP1";
+const MAP_HEADER: usize = 32;
+const PRESENT: u32 = 0x5345_5250;
+
+/// The blocks a sparse cache file's map says are present: (index, offset, length, crc).
+fn sparse_entries(dir: &Path) -> Vec<(u64, u64, usize, u32)> {
+    let Ok(raw) = std::fs::read(dir.join("map")) else {
+        return Vec::new();
+    };
+    assert!(
+        raw.len() >= MAP_HEADER && &raw[..8] == MAP_MAGIC,
+        "{dir:?}: bad map"
+    );
+    let size = u64::from_le_bytes(raw[8..16].try_into().unwrap());
+    let bs = u64::from_le_bytes(raw[16..24].try_into().unwrap());
+    let n = size.div_ceil(bs);
+    assert_eq!(
+        raw.len() as u64,
+        MAP_HEADER as u64 + 8 * n,
+        "{dir:?}: map length"
+    );
+    (0..n)
+        .filter_map(|i| {
+            let e = MAP_HEADER + 8 * i as usize;
+            let crc = u32::from_le_bytes(raw[e..e + 4].try_into().unwrap());
+            let present = u32::from_le_bytes(raw[e + 4..e + 8].try_into().unwrap());
+            let len = (size - i * bs).min(bs) as usize;
+            (present == PRESENT).then_some((i, i * bs, len, crc))
+        })
+        .collect()
+}
+
+/// Blocks of a large artifact present in its sparse cache file.
+fn sparse_blocks(cache: &Path, a: &Art) -> usize {
+    sparse_entries(&a.key_dir(cache)).len()
+}
+
+/// Checks every block of `a` in the cache (block files, or the blocks its sparse file's map
+/// says are present, CRC and content) against its content; returns (blocks, payload).
 fn check_blocks(cache: &Path, a: &Art) -> (u64, u64) {
     let dir = a.key_dir(cache);
     let key = dir.file_name().unwrap().to_string_lossy().to_string();
     let mut n = 0;
     let mut payload = 0;
+    if dir.join("map").exists() {
+        let data = std::fs::File::open(dir.join("data")).expect("sparse data file");
+        for (idx, off, len, crc) in sparse_entries(&dir) {
+            let mut got = vec![0u8; len];
+            data.read_exact_at(&mut got, off).unwrap();
+            assert_eq!(crc32fast::hash(&got), crc, "{}: block {idx}: CRC", a.rel);
+            let want = expected_block(&a.content, idx);
+            assert!(got == want, "{}: block {idx} holds the wrong bytes", a.rel);
+            n += 1;
+            payload += len as u64;
+        }
+        return (n, payload);
+    }
     for (k, name, p, _) in cache_files(cache) {
         if k != key {
             continue;
@@ -391,18 +444,21 @@ fn identical_artifacts_share_cache_across_builds() {
     unmount(m);
 
     let one_copy = (small.len() + big.len()) as u64;
-    let nblocks = 1 + big.len().div_ceil(BLOCK as usize) as u64;
+    // The small one is a block file (header + payload); the big one a sparse data file as
+    // long as the artifact plus its map (header + 8 bytes per block).
+    let big_blocks = big.len().div_ceil(BLOCK as usize) as u64;
+    let nblocks = 1 + big_blocks;
     let on_disk = cache_bytes(&cache);
     let keys: std::collections::BTreeSet<String> =
         cache_files(&cache).into_iter().map(|f| f.0).collect();
     eprintln!(
         "cache after A: {after_a} bytes; after B: {on_disk} bytes; one copy: {one_copy} + \
-         {nblocks} headers; keys {keys:?}"
+         {nblocks} headers or map entries; keys {keys:?}"
     );
     assert_eq!(keys.len(), 2, "one key per distinct content: {keys:?}");
     assert_eq!(
         on_disk,
-        one_copy + nblocks * HEADER as u64,
+        one_copy + HEADER as u64 + MAP_HEADER as u64 + 8 * big_blocks,
         "the cache must hold each content once"
     );
     assert_eq!(on_disk, after_a, "build B added nothing to the cache");
@@ -537,9 +593,8 @@ fn kill9_mid_read_then_remount_serves_only_good_data() {
         });
         // Some blocks on disk, but the read far from over.
         let key_dir = a2.key_dir(&c2);
-        let landed = wait_until(Duration::from_secs(20), || {
-            std::fs::read_dir(&key_dir).map(|d| d.count()).unwrap_or(0) >= 4
-        });
+        let _ = &key_dir;
+        let landed = wait_until(Duration::from_secs(20), || sparse_blocks(&c2, &a2) >= 4);
         assert!(landed, "no blocks reached the cache within 20 s");
         std::thread::sleep(Duration::from_millis(300));
         assert!(
@@ -547,7 +602,7 @@ fn kill9_mid_read_then_remount_serves_only_good_data() {
             "the read finished before the kill: throttle too weak for this test"
         );
         let served = s2.storage_bytes_served();
-        let blocks = std::fs::read_dir(&key_dir).unwrap().count();
+        let blocks = sparse_blocks(&c2, &a2);
         for pid in &pids {
             // SAFETY: plain kill(2) of the daemon we started.
             unsafe { libc::kill(*pid, libc::SIGKILL) };

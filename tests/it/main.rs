@@ -2,6 +2,7 @@
 //! bkfs through the kernel against the fake Buildkite (`bkfs_fake`) on 127.0.0.1; `common` is
 //! the harness.
 
+mod archive_access;
 mod archives;
 mod cache;
 mod cli_errors;
@@ -12,10 +13,12 @@ mod graphql;
 mod hostile_input;
 mod hygiene;
 mod lifecycle;
+mod listing_memory;
 mod live;
 mod logs;
 mod mount_tree;
 mod pipeline;
+mod read_path;
 mod reading;
 mod real_tools;
 mod ship;

@@ -15,7 +15,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use bkfs::fake::{FakeBuild, FakeServer};
+use bkfs_fake::{FakeBuild, FakeServer};
 
 use super::{median, mount, print_rows, sh, time, Row, TOKEN};
 

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bkfs::fake::{FakeBuild, FakeServer};
+use bkfs_fake::{FakeBuild, FakeServer};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 

@@ -2,14 +2,12 @@
 //! access point (not from the start of the archive), zip symlinks, and every mutating
 //! operation inside `NAME#` answers `EROFS` (with and without `--allow-delete`).
 
-mod common;
-
 use std::io::{Cursor, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::time::Duration;
 
-use common::builds::{Builder, ORG, PIPELINE};
-use common::*;
+use crate::common::builds::{Builder, ORG, PIPELINE};
+use crate::common::*;
 
 const MIB: usize = 1 << 20;
 const T: Duration = Duration::from_secs(120);
@@ -91,7 +89,7 @@ fn targz_entry_near_the_end_is_read_from_an_access_point() {
         let m = mount(&server, &scratch, &bref, &[]);
         let root = m.path("job/big.tar.gz#");
         assert_eq!(ls(&root.join("parts")).len(), 16);
-        assert_eq!(server.count("storage"), 0, "{:?}", server.counts());
+        assert_eq!(server.count(Count::Storage), 0, "{:?}", server.counts());
         let got = std::fs::read(root.join("z/last.bin")).unwrap();
         assert!(got == last, "wrong bytes");
         let served = server.storage_bytes_served();

@@ -3,15 +3,13 @@
 //! ENOENT/ESTALE on the way, an open file keeps reading; `ls -l`'s security/ACL probes are
 //! answered "not supported" while the `user.buildkite.*` attributes stay readable.
 
-mod common;
-
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const ORG: &str = "acme";
 const PIPE: &str = "app";
@@ -82,11 +80,11 @@ fn idle_builds_leave_memory_and_come_back_the_same() {
                 .contains("evicted an idle build")),
             "no eviction logged"
         );
-        let listed_before = s.count("graphql") + s.count("list_build_artifacts");
+        let listed_before = s.count(Count::Graphql) + s.count(Count::ListBuildArtifacts);
         // Back to build 1: listed again, the same names, numbers and bytes.
         assert_eq!(snapshot(&mnt.join("1")), one);
         assert_eq!(std::fs::read(mnt.join("1/test/out/a.txt")).unwrap(), a1);
-        let listed_after = s.count("graphql") + s.count("list_build_artifacts");
+        let listed_after = s.count(Count::Graphql) + s.count(Count::ListBuildArtifacts);
         assert!(listed_after > listed_before, "build 1 was listed again");
         // Paths that exist keep existing, whatever was evicted meanwhile.
         for n in 1..=6u64 {
