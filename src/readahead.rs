@@ -18,15 +18,12 @@ pub const READ_AHEAD_KB: u32 = 8 << 10;
 
 /// `major:minor` of the mount at `mountpoint` (the last one listed there).
 fn device_of(mountinfo: &str, mountpoint: &Path) -> Option<String> {
-    mountinfo
-        .lines()
-        .rev()
-        .find_map(|l| {
-            let mut f = l.split(' ');
-            let dev = f.nth(2)?;
-            let mp = f.nth(1)?;
-            (Path::new(&unescape_mountinfo(mp)) == mountpoint).then(|| dev.to_string())
-        })
+    mountinfo.lines().rev().find_map(|l| {
+        let mut f = l.split(' ');
+        let dev = f.nth(2)?;
+        let mp = f.nth(1)?;
+        (Path::new(&unescape_mountinfo(mp)) == mountpoint).then(|| dev.to_string())
+    })
 }
 
 /// Raises the mount's readahead when allowed; says what it did.
