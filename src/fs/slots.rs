@@ -235,12 +235,15 @@ impl Fs {
         if slots.len() <= bound {
             return;
         }
-        let idle_since = now_ms().saturating_sub(self.evict_after_ms.load(Ordering::Relaxed));
+        // Idle: unused for the whole delay. (Not `used <= now - delay`: early in the process
+        // `now - delay` saturates to 0, and a build used at time 0 would count as idle.)
+        let now = now_ms();
+        let delay = self.evict_after_ms.load(Ordering::Relaxed);
         let mut idle: Vec<(u64, usize, Arc<Slot>)> = slots
             .iter()
             .filter(|(i, s)| {
                 *i != keep
-                    && s.used.load(Ordering::Relaxed) <= idle_since
+                    && s.used.load(Ordering::Relaxed).saturating_add(delay) <= now
                     && s.finished()
                     && !self.has_open_files(*i)
             })
