@@ -5,8 +5,8 @@
 //! tokio's `test-util` feature is not enabled, so live refreshes run on short real intervals
 //! and every wait is bounded ([`wait_until`]).
 //!
-//! Over 1,000 lines: the mocks here become the shared test-doubles module of issue 14, and the
-//! tests split by fs submodule with it; kept whole until then.
+//! Over 1,000 lines, knowingly: the in-memory Lister/Remote doubles here are the ones issue 14
+//! wants shared in one test-doubles module, and the tests split by fs submodule with them.
 
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsStr;

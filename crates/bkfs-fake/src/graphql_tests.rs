@@ -1,4 +1,7 @@
 //! The fake's `POST /graphql` over 127.0.0.1 with reqwest, and the schema it validates against.
+//!
+//! Over 1,000 lines, knowingly: one GraphQL behaviour per test over real HTTP (pagination,
+//! filters, scopes, faults, validation), sharing one world and its request helpers.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
