@@ -6,7 +6,6 @@ use std::io::{Cursor, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::time::Duration;
 
-use crate::common::builds::{Builder, ORG, PIPELINE};
 use crate::common::*;
 
 const MIB: usize = 1 << 20;
@@ -14,17 +13,7 @@ const T: Duration = Duration::from_secs(120);
 
 /// A build of one job (dir `job`) with these artifacts.
 fn build(number: u64, files: Vec<(&str, Vec<u8>)>) -> FakeBuild {
-    let mut b = Builder::new(ORG, PIPELINE, number);
-    let job = b.simple_job(
-        &format!("b{number:07}-0000-4000-8000-000000000001"),
-        "Job",
-        "2024-06-01T00:00:00.000Z",
-        "job",
-    );
-    for (path, content) in files {
-        b.text_file(&job, "job", path, &content);
-    }
-    b.finish().0
+    crate::common::builds::one_job_build('b', number, files)
 }
 
 fn tar_file(t: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]) {

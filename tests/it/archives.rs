@@ -10,7 +10,6 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::common::builds::{Builder, ORG, PIPELINE};
 use crate::common::*;
 
 const MIB: usize = 1 << 20;
@@ -126,17 +125,7 @@ fn replace_all(b: &mut [u8], from: &[u8], to: &[u8]) {
 
 /// A build of one job (dir `job`) with these artifacts.
 fn build(number: u64, files: Vec<(&str, Vec<u8>)>) -> FakeBuild {
-    let mut b = Builder::new(ORG, PIPELINE, number);
-    let job = b.simple_job(
-        &format!("a{number:07}-0000-4000-8000-000000000001"),
-        "Job",
-        "2024-06-01T00:00:00.000Z",
-        "job",
-    );
-    for (path, content) in files {
-        b.text_file(&job, "job", path, &content);
-    }
-    b.finish().0
+    crate::common::builds::one_job_build('a', number, files)
 }
 
 /// Every entry under `root`: path → ('f', content) / ('d', empty) / ('l', target).

@@ -4,7 +4,6 @@
 //! `--cache-size`. (A `kill -9` mid-read of a sparse file is in tests/cache.rs.)
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,39 +37,14 @@ fn mount_env(
     extra: &[&str],
     env: &[(&str, &str)],
 ) -> Mount {
-    let mut cmd = Command::new(BIN);
-    cmd.arg("mount")
-        .arg("--api-url")
-        .arg(server.api_url())
-        .arg("--cache-dir")
-        .arg(scratch.cache())
-        .arg("--log-file")
-        .arg(scratch.log())
-        .arg("-vv")
-        .args(extra)
-        .arg(build)
-        .arg(scratch.mnt())
-        .env_remove("BUILDKITE_API_URL")
-        .env_remove("BUILDKITE_GRAPHQL_URL")
-        .env_remove("RUST_LOG")
-        .env_remove("BKFS_PASSTHROUGH")
-        .env("BUILDKITE_API_TOKEN", TOKEN);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let o = run(&mut cmd);
-    assert!(
-        o.status.success(),
-        "bkfs mount failed: {}\nlog:\n{}",
-        String::from_utf8_lossy(&o.stderr),
-        std::fs::read_to_string(scratch.log()).unwrap_or_default()
-    );
-    Mount {
-        mnt: scratch.mnt(),
-        log: scratch.log(),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
+    try_mount_env(&server.api_url(), scratch, build, Some(TOKEN), extra, env).unwrap_or_else(
+        |(code, stderr)| {
+            panic!(
+                "bkfs mount failed ({code}): {stderr}\nlog:\n{}",
+                std::fs::read_to_string(scratch.log()).unwrap_or_default()
+            )
+        },
+    )
 }
 
 /// The cache directory of an artifact with this sha1.

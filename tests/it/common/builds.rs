@@ -456,3 +456,18 @@ pub fn small_build(number: u64) -> (FakeBuild, Expect) {
     b.file(&s, "test-suite", "logs/b.log", "logs/b.log", 201);
     b.finish()
 }
+
+/// A build of one job (dir `job`, id starting with `prefix`) with these artifacts.
+pub fn one_job_build(prefix: char, number: u64, files: Vec<(&str, Vec<u8>)>) -> FakeBuild {
+    let mut b = Builder::new(ORG, PIPELINE, number);
+    let job = b.simple_job(
+        &format!("{prefix}{number:07}-0000-4000-8000-000000000001"),
+        "Job",
+        "2024-06-01T00:00:00.000Z",
+        "job",
+    );
+    for (path, content) in files {
+        b.text_file(&job, "job", path, &content);
+    }
+    b.finish().0
+}

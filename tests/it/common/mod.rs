@@ -231,6 +231,19 @@ pub fn try_mount_at(
     token: Option<&str>,
     extra: &[&str],
 ) -> Result<Mount, (i32, String)> {
+    try_mount_env(api_url, scratch, build, token, extra, &[])
+}
+
+/// [`try_mount_at`] with extra environment for the daemon (e.g. `BKFS_PASSTHROUGH=off`);
+/// the caller's bkfs variables never leak in.
+pub fn try_mount_env(
+    api_url: &str,
+    scratch: &Scratch,
+    build: &str,
+    token: Option<&str>,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Result<Mount, (i32, String)> {
     let mut cmd = Command::new(BIN);
     cmd.arg("mount")
         .arg("--api-url")
@@ -245,11 +258,15 @@ pub fn try_mount_at(
         .arg(scratch.mnt())
         .env_remove("BUILDKITE_API_URL")
         .env_remove("BUILDKITE_GRAPHQL_URL")
-        .env_remove("RUST_LOG");
+        .env_remove("RUST_LOG")
+        .env_remove("BKFS_PASSTHROUGH");
     match token {
         Some(t) => cmd.env("BUILDKITE_API_TOKEN", t),
         None => cmd.env_remove("BUILDKITE_API_TOKEN"),
     };
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
     let o = run(&mut cmd);
     let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
