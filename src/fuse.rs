@@ -359,14 +359,23 @@ impl Filesystem for FuseFs {
         let _rt = self.rt.enter();
         let how = if self.passthrough.wanted() && flags.0 & libc::O_ACCMODE == libc::O_RDONLY {
             let backing = self.fs.backing_path(ino.0);
-            self.passthrough.open(ino.0, backing.as_deref(), &reply)
+            let direct = flags.0 & libc::O_DIRECT != 0;
+            self.passthrough
+                .open(ino.0, backing.as_deref(), direct, &reply)
         } else {
             crate::passthrough::Open::Cached
         };
         match (self.fs.open(ino.0, flags.0), how) {
             (Ok(fh), crate::passthrough::Open::Backing(id)) => {
                 self.passthrough.opened(ino.0, fh, true);
-                reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
+                // O_DIRECT: the reads come to the daemon, which takes any alignment (see
+                // crate::passthrough).
+                let how = if flags.0 & libc::O_DIRECT != 0 {
+                    FopenFlags::FOPEN_DIRECT_IO
+                } else {
+                    FopenFlags::empty()
+                };
+                reply.opened_passthrough(FileHandle(fh), how, &id);
             }
             // Artifacts are immutable: keep the page cache across opens.
             (Ok(fh), crate::passthrough::Open::Cached) => {

@@ -9,6 +9,12 @@
 //!   open through the page cache (and the reverse): one [`fuser::BackingId`] per inode is
 //!   shared by its passthrough handles, and an inode open the cached way is never passed
 //!   through until all of those handles are released.
+//! - `O_DIRECT`: a read through passthrough would be a direct read of the cache file, which
+//!   filesystems such as ext4 refuse (EINVAL) unless offset, size and buffer are aligned to
+//!   their block size; bkfs files take any alignment. So an `O_DIRECT` open never starts
+//!   passthrough (it is an ordinary daemon open), and one of an inode already passed through
+//!   (the kernel then wants the same backing id) is answered with `FOPEN_DIRECT_IO` as well,
+//!   which makes the kernel send its reads to the daemon.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -35,7 +41,8 @@ pub struct Passthrough {
 
 /// What an open should do.
 pub enum Open {
-    /// Reply `opened_passthrough` with this id, then [`Passthrough::opened`] with `true`.
+    /// Reply `opened_passthrough` with this id (and `FOPEN_DIRECT_IO` for an `O_DIRECT`
+    /// open), then [`Passthrough::opened`] with `true`.
     Backing(Arc<BackingId>),
     /// Reply `opened` as usual, then [`Passthrough::opened`] with `false`.
     Cached,
@@ -72,13 +79,14 @@ impl Passthrough {
         }
     }
 
-    /// Decides how to open inode `ino` whose verified cache file is `backing` (if any).
-    pub fn open(&self, ino: u64, backing: Option<&Path>, reply: &ReplyOpen) -> Open {
+    /// Decides how to open inode `ino` whose verified cache file is `backing` (if any);
+    /// `direct`: the open asked for `O_DIRECT`.
+    pub fn open(&self, ino: u64, backing: Option<&Path>, direct: bool, reply: &ReplyOpen) -> Open {
         let mut st = self.st.lock().unwrap();
         if let Some((id, _)) = st.backing.get(&ino) {
             return Open::Backing(id.clone());
         }
-        let Some(path) = backing.filter(|_| self.wanted()) else {
+        let Some(path) = backing.filter(|_| self.wanted() && !direct) else {
             return Open::Cached;
         };
         if st.cached.get(&ino).is_some_and(|n| *n > 0) {

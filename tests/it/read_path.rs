@@ -216,3 +216,88 @@ fn sparse_artifacts_evicted_whole_within_cache_size() {
     });
     assert!(m.unmount(), "unmount");
 }
+
+/// One `O_DIRECT` `pread` of `len` bytes at `off` into a buffer that starts at an odd
+/// address (so neither offset, size nor buffer is block aligned).
+fn pread_direct(f: &std::fs::File, off: u64, len: usize) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; len + 1];
+    let n = f.read_at(&mut buf[1..], off)?;
+    buf.truncate(n + 1);
+    buf.remove(0);
+    Ok(buf)
+}
+
+/// `O_DIRECT` reads take any offset, size and buffer alignment, as every bkfs file does,
+/// also once the artifact is complete in the cache and served by passthrough: an `O_DIRECT`
+/// open alone, one while another handle reads by passthrough, and a plain open while an
+/// `O_DIRECT` handle is open. (ext4 refuses unaligned direct reads of the cache file with
+/// EINVAL, which the kernel would pass on if the direct read went through to it.)
+#[test]
+fn unaligned_o_direct_reads_of_a_cached_artifact() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let content = det_bytes(5 * MIB + 777, 82);
+    let (fb, arts) = build_with(402, &[("big/direct.bin", content.clone())]);
+    let (rel, sha1) = arts[0].clone();
+    let server = Arc::new(server());
+    server.add_build(fb);
+    let scratch = Scratch::new();
+    let cache = scratch.cache();
+    let build = format!("{ORG}/{PIPELINE}/402");
+
+    let m = mount_env(&server, &scratch, &build, &[], &[]);
+    let (p, s1, c2) = (m.path(&rel), sha1.clone(), cache.clone());
+    bounded(LIMIT, move || {
+        assert_eq!(read_sha1(&p), s1);
+        assert!(
+            wait_until(Duration::from_secs(30), || verified(&c2, &s1)),
+            "the complete artifact was not marked verified in its map"
+        );
+    });
+    assert!(m.unmount(), "unmount");
+    drop(m);
+
+    let from = m_log_len(&scratch);
+    server.reset_counts();
+    let m = mount_env(&server, &scratch, &build, &[], &[]);
+    let (p, want, srv) = (m.path(&rel), content, server.clone());
+    bounded(LIMIT, move || {
+        let direct = || {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECT)
+                .open(&p)
+                .unwrap()
+        };
+        let check = |f: &std::fs::File, what: &str| {
+            for (off, len) in [(1usize, 100usize), (4097, 70_000), (3 * MIB + 3, 1 << 20)] {
+                let got = pread_direct(f, off as u64, len)
+                    .unwrap_or_else(|e| panic!("{what}: O_DIRECT pread @{off} +{len}: {e}"));
+                assert!(got == want[off..off + len], "{what}: wrong bytes @{off} +{len}");
+            }
+            let tail = want.len() - 10;
+            let got = pread_direct(f, tail as u64, 4096).unwrap();
+            assert!(got == want[tail..], "{what}: short read at the end");
+        };
+        // O_DIRECT while a plain handle (the first open of this mount: passthrough when
+        // the kernel allows it) is open.
+        let plain = std::fs::File::open(&p).unwrap();
+        let d = direct();
+        check(&d, "O_DIRECT beside a passed-through handle");
+        drop(d);
+        drop(plain);
+        // Alone.
+        let d = direct();
+        check(&d, "O_DIRECT alone");
+        // A plain open while the O_DIRECT handle is open.
+        assert_eq!(read_sha1(&p), sha1_hex(&want), "plain read beside O_DIRECT");
+        drop(d);
+        assert_eq!(srv.count(Count::StorageGet), 0, "{:?}", srv.counts());
+    });
+    assert!(m.unmount(), "unmount");
+    let log = m.log_text()[from..].to_string();
+    if is_root() {
+        // The first open was passed through, so the O_DIRECT open beside it met a backing.
+        assert!(opens(&log, true) >= 1, "no open was passed through:\n{log}");
+    }
+}
