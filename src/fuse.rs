@@ -16,7 +16,8 @@ use fuser::{
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use crate::fs::{Attr, DirEntry, Fs, FsError, KernelCache, Kind};
+use crate::backend::KernelCache;
+use crate::fs::{Attr, DirEntry, Fs, FsError, Kind};
 
 /// Artifacts never change once finished, so the kernel may cache names and attributes for
 /// long: deletes made through this mount are reflected by the kernel itself, and a live

@@ -4,6 +4,7 @@
 pub mod access;
 pub mod api;
 pub mod archive;
+pub mod backend;
 pub mod build_ref;
 pub mod cli;
 pub mod content;

@@ -18,7 +18,8 @@ use std::time::Duration;
 use fuser::{Config, MountOption, SessionACL};
 
 use crate::api::model::Build;
-use crate::api::{ApiClient, ApiError};
+use crate::api::ApiClient;
+use crate::backend::{BackendError, Listing};
 use crate::build_ref::Target;
 use crate::content::cache::DiskCache;
 use crate::content::storage::StorageClient;
@@ -26,7 +27,7 @@ use crate::content::{Reader, ReaderConfig};
 use crate::fs::{Fs, FsConfig};
 use crate::fuse::{FuseFs, KernelNotifier};
 use crate::secret::Token;
-use crate::source::{Listing, Source, SourceConfig};
+use crate::source::{Source, SourceConfig};
 
 /// Everything needed to mount a build or a pipeline.
 #[derive(Debug, Clone)]
@@ -273,14 +274,14 @@ fn detach(log: &std::fs::File) {
 }
 
 /// A readable start-up error for an API failure at `what`.
-fn explain(e: &ApiError, plan: &MountPlan, what: &str) -> String {
-    match e {
-        ApiError::Unauthorized { .. } => e.to_string(),
-        ApiError::Forbidden { message } => format!(
+fn explain(e: impl Into<BackendError>, plan: &MountPlan, what: &str) -> String {
+    let e: BackendError = e.into();
+    match &e {
+        BackendError::Denied { status: 403, message, .. } => format!(
             "the token may not {what} (403: {}). Create a token with the read_artifacts scope (and read_builds for job names).",
             crate::api::client::sentence(message)
         ),
-        ApiError::NotFound { message, .. } => match &plan.target {
+        BackendError::NotFound { message, .. } => match &plan.target {
             Target::Build(b) => format!(
                 "build {b} not found (404: {message}). Check the organization, pipeline and build number, and that the token can access that organization."
             ),
@@ -288,7 +289,7 @@ fn explain(e: &ApiError, plan: &MountPlan, what: &str) -> String {
                 "pipeline {p} not found (404: {message}). Check the organization and pipeline, and that the token can access that organization."
             ),
         },
-        ApiError::Network { .. } => format!("{e}. Check --api-url / BUILDKITE_API_URL and the network."),
+        BackendError::Unreachable(_) => format!("{e}. Check --api-url / BUILDKITE_API_URL and the network."),
         _ => e.to_string(),
     }
 }
@@ -314,7 +315,7 @@ async fn prepare(plan: &MountPlan) -> Result<Prepared, String> {
     let tok = api
         .access_token()
         .await
-        .map_err(|e| explain(&e, plan, "be validated"))?;
+        .map_err(|e| explain(e, plan, "be validated"))?;
     let has = |s: &str| tok.scopes.iter().any(|x| x == s);
     if !tok.scopes.is_empty() && !has("read_artifacts") {
         return Err(format!(
@@ -362,7 +363,7 @@ async fn prepare(plan: &MountPlan) -> Result<Prepared, String> {
             let listing = source
                 .list_build(b.number)
                 .await
-                .map_err(|e| explain(&e, plan, "list artifacts"))?;
+                .map_err(|e| explain(e, plan, "list artifacts"))?;
             tracing::info!(build = %b, via = listing.via, artifacts = listing.artifacts.len(), "listed the build");
             Fetched::Build(b.number, Box::new(listing))
         }
@@ -376,7 +377,7 @@ async fn prepare(plan: &MountPlan) -> Result<Prepared, String> {
             let (builds, links) =
                 crate::fs::list_pipeline(&*source, plan.builds, plan.branch.as_deref())
                     .await
-                    .map_err(|e| explain(&e, plan, "list builds"))?;
+                    .map_err(|e| explain(e, plan, "list builds"))?;
             tracing::info!(pipeline = %p, builds = builds.len(), ?links, "listed the pipeline's builds");
             Fetched::Pipeline(builds, links)
         }

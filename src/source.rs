@@ -28,13 +28,14 @@ use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 
 use crate::api::graphql::{url_lifetime, GqlBuild, GraphqlError};
-use crate::api::model::{Artifact, Build};
+use crate::api::model::Build;
 use crate::api::{ApiClient, ApiError};
+use crate::backend::{
+    self, BackendError, BoxFuture, Lister, Listing, LogSource, LogStream, Remote, SignedUrl,
+    UrlCache,
+};
 use crate::build_ref::PipelineRef;
-use crate::content::remote::{BoxFuture, Remote, SignedUrl};
 use crate::content::storage::{StorageClient, StorageError};
-use crate::content::urls::UrlCache;
-use crate::joblog::{LogSource, LogStream};
 use crate::secret::redact_url;
 use crate::tree::FileMeta;
 
@@ -62,17 +63,40 @@ fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
-/// A build's artifacts (and its jobs when known), however they were fetched.
-#[derive(Debug, Clone)]
-pub struct Listing {
-    /// `None` when the token cannot read the build (REST without `read_builds`).
-    pub build: Option<Build>,
-    pub artifacts: Vec<Artifact>,
-    /// "graphql" or "rest", for logs.
-    pub via: &'static str,
-    /// About how many API requests the listing took (pages), so that refreshes can be
-    /// spaced by their cost.
-    pub requests: usize,
+// The API client's and the storage client's errors, as the seam tells them apart.
+
+impl From<ApiError> for BackendError {
+    fn from(e: ApiError) -> Self {
+        let shown = e.to_string();
+        match e {
+            ApiError::NotFound { message, .. } => BackendError::NotFound { message, shown },
+            ApiError::Unauthorized { message } => BackendError::Denied {
+                status: 401,
+                message,
+                shown,
+            },
+            ApiError::Forbidden { message } => BackendError::Denied {
+                status: 403,
+                message,
+                shown,
+            },
+            ApiError::Network { .. } => BackendError::Unreachable(shown),
+            _ => BackendError::Failed(shown),
+        }
+    }
+}
+
+impl From<StorageError> for BackendError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::Expired(_) => BackendError::Expired(e.to_string()),
+            StorageError::NotFound => BackendError::not_found(e.to_string()),
+            StorageError::Partial { got, reason } => BackendError::Partial { got, reason },
+            StorageError::Transient(_) | StorageError::Invalid(_) => {
+                BackendError::Failed(e.to_string())
+            }
+        }
+    }
 }
 
 /// When a build's batch of GraphQL URLs should be fetched again (its shortest-lived URL).
@@ -374,8 +398,8 @@ impl Remote for Source {
         &'a self,
         meta: &'a FileMeta,
         refused: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<SignedUrl, ApiError>> {
-        Box::pin(self.signed_url_inner(meta, refused))
+    ) -> BoxFuture<'a, backend::Result<SignedUrl>> {
+        Box::pin(async move { Ok(self.signed_url_inner(meta, refused).await?) })
     }
 
     fn fetch_range<'a>(
@@ -384,15 +408,15 @@ impl Remote for Source {
         start: u64,
         end: u64,
         total: u64,
-    ) -> BoxFuture<'a, Result<Bytes, StorageError>> {
-        Box::pin(self.storage.fetch_range(url, start, end, total))
+    ) -> BoxFuture<'a, backend::Result<Bytes>> {
+        Box::pin(async move { Ok(self.storage.fetch_range(url, start, end, total).await?) })
     }
 
     fn url_cache(&self) -> Option<Arc<UrlCache>> {
         Some(self.urls.clone())
     }
 
-    fn delete<'a>(&'a self, meta: &'a FileMeta) -> BoxFuture<'a, Result<(), ApiError>> {
+    fn delete<'a>(&'a self, meta: &'a FileMeta) -> BoxFuture<'a, backend::Result<()>> {
         Box::pin(async move {
             self.api
                 .delete_artifact(
@@ -413,7 +437,7 @@ impl LogSource for Source {
         build: u64,
         job: &'a str,
         suffix: Option<u64>,
-    ) -> BoxFuture<'a, Result<LogStream, ApiError>> {
+    ) -> BoxFuture<'a, backend::Result<LogStream>> {
         Box::pin(async move {
             let b = self
                 .api
@@ -434,22 +458,23 @@ impl LogSource for Source {
         })
     }
 
-    fn log_delete<'a>(&'a self, build: u64, job: &'a str) -> BoxFuture<'a, Result<(), ApiError>> {
+    fn log_delete<'a>(&'a self, build: u64, job: &'a str) -> BoxFuture<'a, backend::Result<()>> {
         Box::pin(async move {
-            self.api
+            Ok(self
+                .api
                 .delete_job_log(&self.pipeline.build(build), job)
-                .await
+                .await?)
         })
     }
 }
 
-impl crate::fs::Lister for Source {
-    fn list_build(&self, number: u64) -> BoxFuture<'_, Result<Listing, ApiError>> {
-        Box::pin(Source::list_build(self, number))
+impl Lister for Source {
+    fn list_build(&self, number: u64) -> BoxFuture<'_, backend::Result<Listing>> {
+        Box::pin(async move { Ok(Source::list_build(self, number).await?) })
     }
 
-    fn get_build(&self, number: u64) -> BoxFuture<'_, Result<Build, ApiError>> {
-        Box::pin(Source::get_build(self, number))
+    fn get_build(&self, number: u64) -> BoxFuture<'_, backend::Result<Build>> {
+        Box::pin(async move { Ok(Source::get_build(self, number).await?) })
     }
 
     fn list_builds<'a>(
@@ -457,7 +482,7 @@ impl crate::fs::Lister for Source {
         limit: usize,
         branch: Option<&'a str>,
         state: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<Vec<Build>, ApiError>> {
-        Box::pin(Source::list_builds(self, limit, branch, state))
+    ) -> BoxFuture<'a, backend::Result<Vec<Build>>> {
+        Box::pin(async move { Ok(Source::list_builds(self, limit, branch, state).await?) })
     }
 }

@@ -11,11 +11,8 @@ use bytes::{Bytes, BytesMut};
 use sha1::{Digest, Sha1};
 use tokio::sync::Semaphore;
 
-use super::remote::Remote;
-use super::storage::StorageError;
-use super::urls::UrlCache;
 use super::ReadError;
-use crate::api::ApiError;
+use crate::backend::{BackendError, Remote, UrlCache};
 use crate::secret::redact_url;
 use crate::tree::FileMeta;
 
@@ -68,7 +65,7 @@ impl Fetcher {
                     .signed_url(meta, stale)
                     .await
                     .map_err(|e| match e {
-                        ApiError::NotFound { .. } => ReadError::NotFound,
+                        BackendError::NotFound { .. } => ReadError::NotFound,
                         e => ReadError::Api(e),
                     })?;
                 tracing::debug!(artifact = %meta.artifact_id, url = %redact_url(&s.url), good_for_s = s.good_for.as_secs(), "signed URL");
@@ -109,7 +106,7 @@ impl Fetcher {
                 self.remote.fetch_range(&url, pos, end, meta.size),
             )
             .await
-            .unwrap_or_else(|_| Err(StorageError::Transient("read timed out".into())));
+            .unwrap_or_else(|_| Err(BackendError::Failed("read timed out".into())));
             drop(permit);
             let err = match res {
                 Ok(b) => {
@@ -141,19 +138,19 @@ impl Fetcher {
                     }
                     return Ok(b);
                 }
-                Err(StorageError::NotFound) => return Err(ReadError::NotFound),
-                Err(StorageError::Expired(m)) if refreshes < MAX_REFRESHES => {
+                Err(BackendError::NotFound { .. }) => return Err(ReadError::NotFound),
+                Err(BackendError::Expired(m)) if refreshes < MAX_REFRESHES => {
                     refreshes += 1;
                     tracing::debug!(artifact = %meta.artifact_id, reason = %m, "signed URL refused; refreshing");
                     stale = Some(url);
                     continue;
                 }
-                Err(StorageError::Partial { got, reason }) => {
+                Err(BackendError::Partial { got, reason }) => {
                     crate::stats::STATS
                         .bytes_fetched
                         .fetch_add(got.len() as u64, Relaxed);
                     buf.extend_from_slice(&got);
-                    StorageError::Transient(format!("{reason} after {} bytes", got.len()))
+                    BackendError::Failed(format!("{reason} after {} bytes", got.len()))
                 }
                 Err(e) => e,
             };

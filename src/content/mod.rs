@@ -1,6 +1,6 @@
 //! Artifact contents, one concern per module:
-//! - [`remote`]: the network interface (signed URL, ranged GET, delete);
-//! - [`urls`]: the mount's one signed-URL cache (bounded);
+//! (The network interface, [`crate::backend::Remote`], and the mount's one signed-URL cache,
+//! [`crate::backend::UrlCache`], live in the backend seam.)
 //! - [`fetch`]: ranged GETs with retries and URL refreshes;
 //! - [`budget`]: the memory budget (`--memory-limit`) with backpressure;
 //! - [`blocks`]: the in-memory block LRU, charged to the budget;
@@ -16,10 +16,7 @@ pub mod fetch;
 pub mod prefetch;
 pub mod raw_path;
 pub mod reader;
-pub mod remote;
 pub mod storage;
 pub mod store;
-pub mod urls;
 
 pub use reader::{Handle, ReadError, Reader, ReaderConfig};
-pub use remote::{Remote, SignedUrl};

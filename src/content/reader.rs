@@ -27,10 +27,8 @@ use super::blocks::{BlockKey, MemBlocks};
 use super::budget::{Budget, Charge};
 use super::cache::{content_key, DiskCache};
 use super::fetch::{is_sha1, Fetcher};
-use super::remote::{BoxFuture, Remote};
-use super::storage::StorageError;
 use super::store::SparseFile;
-use crate::api::ApiError;
+use crate::backend::{BackendError, BoxFuture, Remote};
 use crate::tree::FileMeta;
 
 pub use super::prefetch::Handle;
@@ -55,9 +53,10 @@ pub enum ReadError {
     #[error("the artifact no longer exists")]
     NotFound,
     #[error("download endpoint: {0}")]
-    Api(#[from] ApiError),
-    #[error("storage: {0}")]
-    Storage(StorageError),
+    Api(#[from] BackendError),
+    /// Storage answered something inconsistent with the request.
+    #[error("storage: invalid storage response: {0}")]
+    Invalid(String),
     #[error("content does not match sha1sum {expected} (got {got}); not serving it")]
     Corrupt { expected: String, got: String },
     #[error("gave up after {attempts} attempts in {secs}s: {last}")]
@@ -266,9 +265,7 @@ impl Reader {
             let bstart = first * bs;
             let (from, to) = (offset - bstart, end - bstart);
             if to as usize > b.len() {
-                return Err(ReadError::Storage(StorageError::Invalid(
-                    "short block".into(),
-                )));
+                return Err(ReadError::Invalid("short block".into()));
             }
             return Ok(b.slice(from as usize..to as usize));
         }
@@ -283,9 +280,7 @@ impl Reader {
             }
         }
         if out.len() as u64 != end - offset {
-            return Err(ReadError::Storage(StorageError::Invalid(
-                "short block".into(),
-            )));
+            return Err(ReadError::Invalid("short block".into()));
         }
         Ok(out.freeze())
     }

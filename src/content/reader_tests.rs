@@ -1,90 +1,9 @@
 //! Unit tests of the reader against an in-memory remote.
 
 use super::*;
-use crate::content::remote::SignedUrl;
+use crate::backend::testing::OneObject;
 use sha1::{Digest, Sha1};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-
-/// A remote over one in-memory object. URLs carry a generation; `expire_before` makes
-/// storage refuse older generations (like an expired signature).
-struct Mock {
-    data: Bytes,
-    url_calls: AtomicUsize,
-    fetches: AtomicUsize,
-    bytes: AtomicU64,
-    expire_before: AtomicUsize,
-    fail_next: AtomicUsize,
-    cut_next: AtomicUsize,
-    corrupt: bool,
-}
-
-impl Mock {
-    fn new(data: Vec<u8>) -> Arc<Mock> {
-        Arc::new(Mock {
-            data: Bytes::from(data),
-            url_calls: AtomicUsize::new(0),
-            fetches: AtomicUsize::new(0),
-            bytes: AtomicU64::new(0),
-            expire_before: AtomicUsize::new(0),
-            fail_next: AtomicUsize::new(0),
-            cut_next: AtomicUsize::new(0),
-            corrupt: false,
-        })
-    }
-}
-
-impl Remote for Mock {
-    fn signed_url<'a>(
-        &'a self,
-        _m: &'a FileMeta,
-        _refused: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<SignedUrl, ApiError>> {
-        let n = self.url_calls.fetch_add(1, Ordering::SeqCst) + 1;
-        Box::pin(async move {
-            Ok(SignedUrl {
-                url: format!("http://storage/obj?gen={n}"),
-                good_for: Duration::from_secs(50),
-            })
-        })
-    }
-    fn fetch_range<'a>(
-        &'a self,
-        url: &'a str,
-        start: u64,
-        end: u64,
-        _t: u64,
-    ) -> BoxFuture<'a, Result<Bytes, StorageError>> {
-        Box::pin(async move {
-            self.fetches.fetch_add(1, Ordering::SeqCst);
-            let generation: usize = url.rsplit('=').next().unwrap().parse().unwrap();
-            if generation <= self.expire_before.load(Ordering::SeqCst) {
-                return Err(StorageError::Expired("Request has expired".into()));
-            }
-            if self.fail_next.load(Ordering::SeqCst) > 0 {
-                self.fail_next.fetch_sub(1, Ordering::SeqCst);
-                return Err(StorageError::Transient("503".into()));
-            }
-            if self.cut_next.load(Ordering::SeqCst) > 0 {
-                self.cut_next.fetch_sub(1, Ordering::SeqCst);
-                let half = start + (end - start) / 2;
-                self.bytes.fetch_add(half - start, Ordering::SeqCst);
-                return Err(StorageError::Partial {
-                    got: self.data.slice(start as usize..half as usize),
-                    reason: "connection reset".into(),
-                });
-            }
-            self.bytes.fetch_add(end - start, Ordering::SeqCst);
-            let mut b = self.data.slice(start as usize..end as usize).to_vec();
-            if self.corrupt && !b.is_empty() {
-                b[0] ^= 0xff;
-            }
-            Ok(Bytes::from(b))
-        })
-    }
-    fn delete<'a>(&'a self, _m: &'a FileMeta) -> BoxFuture<'a, Result<(), ApiError>> {
-        Box::pin(async { Ok(()) })
-    }
-}
+use std::sync::atomic::{AtomicU64, Ordering};
 
 fn meta(data: &[u8]) -> Arc<FileMeta> {
     Arc::new(FileMeta {
@@ -113,7 +32,7 @@ fn quick() -> ReaderConfig {
 #[tokio::test]
 async fn small_file_fetched_once_and_served_from_memory() {
     let data = pattern(10_000);
-    let m = Mock::new(data.clone());
+    let m = OneObject::new(data.clone());
     let r = Reader::new(m.clone(), quick(), None);
     let meta = meta(&data);
     assert_eq!(
@@ -132,7 +51,7 @@ async fn small_file_fetched_once_and_served_from_memory() {
 #[tokio::test]
 async fn random_read_of_large_file_fetches_one_block() {
     let data = pattern(64 << 20);
-    let m = Mock::new(data.clone());
+    let m = OneObject::new(data.clone());
     let r = Reader::new(m.clone(), quick(), None);
     let meta = meta(&data);
     let off = (32 << 20) + 12345;
@@ -147,7 +66,7 @@ async fn random_read_of_large_file_fetches_one_block() {
 #[tokio::test]
 async fn expired_url_is_refreshed_transparently() {
     let data = pattern(1000);
-    let m = Mock::new(data.clone());
+    let m = OneObject::new(data.clone());
     let r = Reader::new(m.clone(), quick(), None);
     m.expire_before.store(1, Ordering::SeqCst); // the first URL is already expired
     let got = r.read(&meta(&data), 0, 1000, None).await.unwrap();
@@ -158,7 +77,7 @@ async fn expired_url_is_refreshed_transparently() {
 #[tokio::test]
 async fn transient_errors_are_retried() {
     let data = pattern(1000);
-    let m = Mock::new(data.clone());
+    let m = OneObject::new(data.clone());
     m.fail_next.store(2, Ordering::SeqCst);
     let r = Reader::new(m.clone(), quick(), None);
     assert_eq!(
@@ -171,9 +90,9 @@ async fn transient_errors_are_retried() {
 #[tokio::test]
 async fn corrupt_content_is_never_served() {
     let data = pattern(1000);
-    let m = Arc::new(Mock {
+    let m = Arc::new(OneObject {
         corrupt: true,
-        ..Arc::try_unwrap(Mock::new(data.clone())).ok().unwrap()
+        ..Arc::try_unwrap(OneObject::new(data.clone())).ok().unwrap()
     });
     let r = Reader::new(m.clone(), quick(), None);
     let e = r.read(&meta(&data), 0, 1000, None).await.unwrap_err();
@@ -184,7 +103,7 @@ async fn corrupt_content_is_never_served() {
 #[tokio::test]
 async fn concurrent_reads_share_one_fetch() {
     let data = pattern(100_000);
-    let m = Mock::new(data.clone());
+    let m = OneObject::new(data.clone());
     let r = Reader::new(m.clone(), quick(), None);
     let meta = meta(&data);
     let futs: Vec<_> = (0..16)
@@ -207,7 +126,7 @@ async fn concurrent_reads_share_one_fetch() {
 #[tokio::test]
 async fn sequential_reader_prefetches() {
     let data = pattern(16 << 20);
-    let m = Mock::new(data.clone());
+    let m = OneObject::new(data.clone());
     let r = Reader::new(m.clone(), quick(), None);
     let meta = meta(&data);
     let h = Handle::default();
@@ -226,7 +145,7 @@ async fn disk_cache_serves_a_second_reader_without_network() {
     let d = tempfile::tempdir().unwrap();
     let data = pattern(6 << 20);
     let meta = meta(&data);
-    let m1 = Mock::new(data.clone());
+    let m1 = OneObject::new(data.clone());
     let disk = Arc::new(DiskCache::open(d.path(), 1 << 30).unwrap());
     let r1 = Reader::new(m1.clone(), quick(), Some(disk));
     let h = Handle::default();
@@ -236,7 +155,7 @@ async fn disk_cache_serves_a_second_reader_without_network() {
     }
     r1.flush(Duration::from_secs(30)).await;
     // Another "mount": same directory, fresh process state.
-    let m2 = Mock::new(data.clone());
+    let m2 = OneObject::new(data.clone());
     let disk = Arc::new(DiskCache::open(d.path(), 1 << 30).unwrap());
     let r2 = Reader::new(m2.clone(), quick(), Some(disk));
     let got = r2.read(&meta, 0, 6 << 20, None).await.unwrap();
@@ -252,7 +171,7 @@ async fn complete_large_artifact_with_wrong_sha1_is_discarded_from_disk() {
     let mut bad = (*meta(&data)).clone();
     bad.sha1sum = Some("0".repeat(40));
     let bad = Arc::new(bad);
-    let m = Mock::new(data.clone());
+    let m = OneObject::new(data.clone());
     let disk = Arc::new(DiskCache::open(d.path(), 1 << 30).unwrap());
     let r = Reader::new(m.clone(), quick(), Some(disk.clone()));
     // Two reads, so no single request covers the whole file (that one would be checked
@@ -275,7 +194,7 @@ async fn complete_large_artifact_with_wrong_sha1_is_discarded_from_disk() {
 #[tokio::test]
 async fn cut_transfers_resume_from_the_last_byte() {
     let data = pattern(3 << 20);
-    let m = Mock::new(data.clone());
+    let m = OneObject::new(data.clone());
     m.cut_next.store(3, Ordering::SeqCst);
     let r = Reader::new(m.clone(), quick(), None);
     let got = r.read(&meta(&data), 0, 3 << 20, None).await.unwrap();
@@ -296,7 +215,7 @@ async fn tiny_memory_budget_many_readers_all_finish_within_it() {
         let d = tempfile::tempdir().unwrap();
         let data = pattern(12 << 20);
         let meta = meta(&data);
-        let m = Mock::new(data.clone());
+        let m = OneObject::new(data.clone());
         let disk = with_disk.then(|| Arc::new(DiskCache::open(d.path(), 1 << 30).unwrap()));
         let cfg = ReaderConfig {
             memory_limit: 1 << 20,
@@ -351,13 +270,13 @@ async fn tiny_memory_budget_many_readers_all_finish_within_it() {
 #[tokio::test]
 async fn url_cache_is_bounded() {
     let data = pattern(100);
-    let m = Mock::new(data.clone());
+    let m = OneObject::new(data.clone());
     let r = Reader::new(m.clone(), quick(), None);
-    for i in 0..(crate::content::urls::MAX_URLS + 500) {
+    for i in 0..(crate::backend::urls::MAX_URLS + 500) {
         let mut mt = (*meta(&data)).clone();
         mt.artifact_id = format!("art-{i}");
         mt.sha1sum = None;
         r.read(&Arc::new(mt), 0, 100, None).await.unwrap();
     }
-    assert_eq!(r.urls_cached(), crate::content::urls::MAX_URLS);
+    assert_eq!(r.urls_cached(), crate::backend::urls::MAX_URLS);
 }

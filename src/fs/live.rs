@@ -7,8 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{global, tree_of, Fs, Slot};
-use crate::api::ApiError;
-use crate::source::Listing;
+use crate::backend::{BackendError, Listing};
 
 /// Build states after which a build never changes again (API-NOTES: running, scheduled,
 /// failing, canceling, blocked, ... are not final).
@@ -83,7 +82,7 @@ impl Fs {
                             return;
                         }
                     }
-                    Err(ApiError::NotFound { .. }) => {
+                    Err(BackendError::NotFound { .. }) => {
                         tracing::warn!(
                             build = slot.number,
                             "the build is gone (404); no more refreshes"

@@ -24,12 +24,10 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::api::model::Build;
-use crate::api::ApiError;
 use crate::archive::fsys::{archive_stem, is_archive_ino, Archives};
-use crate::content::remote::BoxFuture;
+use crate::backend::{BackendError, KernelCache, Lister, Listing};
 use crate::content::Reader;
 use crate::joblog::{LogAttr, LogStore};
-use crate::source::Listing;
 use crate::tree::{Ino, Node, NodeKind, Tree, TreeError, ROOT_INO};
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
@@ -143,25 +141,6 @@ pub struct StatFs {
 
 pub const STATFS_BSIZE: u32 = 4096;
 
-/// Lists builds for the filesystem ([`crate::source::Source`] over the network).
-pub trait Lister: Send + Sync + 'static {
-    fn list_build(&self, number: u64) -> BoxFuture<'_, std::result::Result<Listing, ApiError>>;
-    fn get_build(&self, number: u64) -> BoxFuture<'_, std::result::Result<Build, ApiError>>;
-    /// The pipeline's newest builds (at most `limit`), optionally of one branch or state.
-    fn list_builds<'a>(
-        &'a self,
-        limit: usize,
-        branch: Option<&'a str>,
-        state: Option<&'a str>,
-    ) -> BoxFuture<'a, std::result::Result<Vec<Build>, ApiError>>;
-}
-
-/// Tells the kernel to forget what it cached (fuser's notifier in a real mount).
-pub trait KernelCache: Send + Sync + 'static {
-    fn inval_entry(&self, parent: Ino, name: &str);
-    fn inval_inode(&self, ino: Ino);
-}
-
 mod handles;
 mod live;
 mod logs;
@@ -242,14 +221,14 @@ pub fn tree_of(listing: &Listing, number: u64, logs: Option<&LogStore>) -> Tree 
 
 /// What `rm` answers for the API's answer to a DELETE of `what`: done (or already gone),
 /// `EACCES` when refused, else `EIO`; logged.
-fn delete_outcome(r: std::result::Result<(), ApiError>, what: &str) -> Result<()> {
+fn delete_outcome(r: crate::backend::Result<()>, what: &str) -> Result<()> {
     match r {
         Ok(()) => Ok(()),
-        Err(ApiError::NotFound { .. }) => {
+        Err(BackendError::NotFound { .. }) => {
             tracing::info!(what, "already gone");
             Ok(())
         }
-        Err(ApiError::Forbidden { message }) | Err(ApiError::Unauthorized { message }) => {
+        Err(BackendError::Denied { message, .. }) => {
             tracing::warn!(what, %message, "delete refused");
             Err(FsError::Access(message))
         }
@@ -260,9 +239,9 @@ fn delete_outcome(r: std::result::Result<(), ApiError>, what: &str) -> Result<()
     }
 }
 
-fn api_error(e: ApiError) -> FsError {
+fn api_error(e: BackendError) -> FsError {
     match e {
-        ApiError::NotFound { .. } => FsError::NotFound,
+        BackendError::NotFound { .. } => FsError::NotFound,
         e => FsError::Io(e.to_string()),
     }
 }

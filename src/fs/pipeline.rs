@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{global, split, Attr, DirEntry, Fs, FsError, Kind, Lister, Result, Slot};
+use super::{global, split, Attr, DirEntry, Fs, FsError, Kind, Result, Slot};
 use crate::api::model::Build;
-use crate::api::ApiError;
+use crate::backend::{BackendError, Lister};
 use crate::tree::{Ino, ROOT_INO};
 
 /// A pipeline's root: its newest builds (at most `limit`, of `branch` if given) and the
@@ -19,7 +19,7 @@ pub async fn list_pipeline(
     lister: &dyn Lister,
     limit: usize,
     branch: Option<&str>,
-) -> std::result::Result<(Vec<Build>, [Option<u64>; 3]), ApiError> {
+) -> std::result::Result<(Vec<Build>, [Option<u64>; 3]), BackendError> {
     let builds = lister.list_builds(limit.max(1), branch, None).await?;
     let mut links = [None; 3];
     for (i, (_, _, state)) in LINKS.iter().enumerate() {
@@ -153,7 +153,7 @@ impl Fs {
                 tracing::info!(build = number, "found a build outside the root listing");
                 Ok(s)
             }
-            Err(ApiError::NotFound { .. }) => {
+            Err(BackendError::NotFound { .. }) => {
                 let mut r = root.write().unwrap();
                 r.missing.retain(|_, t| t.elapsed() < MISSING_TTL);
                 r.missing.insert(number, Instant::now());

@@ -33,12 +33,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 
-use crate::api::ApiError;
+use crate::backend::{BackendError, LogSource};
 use crate::content::cache::DiskCache;
-use crate::content::remote::BoxFuture;
 use crate::tree::LogMeta;
 
 /// How logs are shown.
@@ -62,26 +60,6 @@ impl LogFormat {
     }
 }
 
-/// A raw log's bytes from `start` on, as they arrive; `total` is the raw size when known.
-pub struct LogStream {
-    pub start: u64,
-    pub total: Option<u64>,
-    pub body: BoxStream<'static, Result<Bytes, String>>,
-}
-
-/// Where raw logs come from ([`crate::source::Source`] over the network; tests drive their own).
-pub trait LogSource: Send + Sync + 'static {
-    /// The whole raw log (`suffix` None), or its last `suffix` bytes.
-    fn log_fetch<'a>(
-        &'a self,
-        build: u64,
-        job: &'a str,
-        suffix: Option<u64>,
-    ) -> BoxFuture<'a, Result<LogStream, ApiError>>;
-    /// Deletes a job's log.
-    fn log_delete<'a>(&'a self, build: u64, job: &'a str) -> BoxFuture<'a, Result<(), ApiError>>;
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LogError {
     #[error("the log is gone")]
@@ -92,13 +70,11 @@ pub enum LogError {
     Io(String),
 }
 
-impl From<ApiError> for LogError {
-    fn from(e: ApiError) -> LogError {
+impl From<BackendError> for LogError {
+    fn from(e: BackendError) -> LogError {
         match e {
-            ApiError::NotFound { .. } => LogError::NotFound,
-            ApiError::Forbidden { message } | ApiError::Unauthorized { message } => {
-                LogError::Access(message)
-            }
+            BackendError::NotFound { .. } => LogError::NotFound,
+            BackendError::Denied { message, .. } => LogError::Access(message),
             e => LogError::Io(e.to_string()),
         }
     }
@@ -511,11 +487,9 @@ impl LogStore {
             let stream = self.src.log_fetch(build, job, suffix).await;
             let mut stream = match stream {
                 Ok(s) => s,
-                Err(
-                    err @ (ApiError::NotFound { .. }
-                    | ApiError::Forbidden { .. }
-                    | ApiError::Unauthorized { .. }),
-                ) => return Err(err.into()),
+                Err(err @ (BackendError::NotFound { .. } | BackendError::Denied { .. })) => {
+                    return Err(err.into())
+                }
                 Err(err) => {
                     failures += 1;
                     last_err = err.to_string();
@@ -663,7 +637,7 @@ impl LogStore {
     }
 
     /// `rm` of a log file.
-    pub async fn delete(&self, meta: &LogMeta) -> Result<(), ApiError> {
+    pub async fn delete(&self, meta: &LogMeta) -> crate::backend::Result<()> {
         self.src.log_delete(meta.build_number, &meta.job_id).await?;
         if let Some(d) = &self.disk {
             d.remove_key(&self.key(&meta.job_id));

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use lru::LruCache;
 
-use super::remote::SignedUrl;
+use super::SignedUrl;
 
 /// Most URLs kept (a signed S3 URL is about 0.5 to 1 KiB: at most a few MiB).
 pub const MAX_URLS: usize = 4096;
