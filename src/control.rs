@@ -87,10 +87,12 @@ impl Drop for Running {
     }
 }
 
-/// Binds the socket for a mount and serves it on `rt`. `graphql_on` says whether GraphQL is
-/// still in use. A failure only costs `bkfs status`: it is logged and the mount goes on.
+/// Binds the socket for the mount of `target` (`ORG/PIPELINE[/N]`) through `api_url` and
+/// serves it on `rt`. `graphql_on` says whether GraphQL is still in use. A failure only costs
+/// `bkfs status`: it is logged and the mount goes on.
 pub fn start(
-    plan: &crate::mount::MountPlan,
+    api_url: &str,
+    target: &str,
     mountpoint: &Path,
     graphql_on: impl Fn() -> bool + Send + 'static,
     rt: &tokio::runtime::Handle,
@@ -103,7 +105,7 @@ pub fn start(
             return None;
         }
     };
-    let api_host = url::Url::parse(&plan.api_url)
+    let api_host = url::Url::parse(api_url)
         .ok()
         .and_then(|u| {
             let h = u.host_str()?.to_string();
@@ -113,7 +115,7 @@ pub fn start(
             })
         })
         .unwrap_or_else(|| "?".into());
-    let target = plan.target.to_string();
+    let target = target.to_string();
     let mp = mountpoint.display().to_string();
     let started_unix = crate::stats::unix_now();
     let path = l.path.clone();

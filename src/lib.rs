@@ -9,7 +9,6 @@ pub mod build_ref;
 pub mod cli;
 pub mod content;
 pub mod control;
-pub mod docs;
 pub mod fs;
 pub mod fuse;
 pub mod http;

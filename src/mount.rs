@@ -530,7 +530,13 @@ fn serve(plan: MountPlan, mountpoint: PathBuf, mut ready: Ready) -> i32 {
     tracing::info!(mountpoint = %mountpoint.display(), target = %plan.target, "mounted");
     crate::readahead::raise(&mountpoint);
     let graphql_on = move || source_for_status.graphql_enabled();
-    let _control = crate::control::start(&plan, &mountpoint, graphql_on, rt.handle());
+    let _control = crate::control::start(
+        &plan.api_url,
+        &plan.target.to_string(),
+        &mountpoint,
+        graphql_on,
+        rt.handle(),
+    );
     ready.ok();
 
     // `bg` is never dropped or joined: its Drop unmounts the path once more with umount(2),

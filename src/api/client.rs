@@ -5,7 +5,7 @@
 //! The token is only ever attached to requests whose origin is the configured API origin or,
 //! when one is configured ([`ApiClient::with_graphql`]), the GraphQL endpoint's origin:
 //! pagination links pointing anywhere but the API origin are refused, redirects are never
-//! followed, and the storage client ([`crate::content::storage`]) is a separate
+//! followed, and the storage client (`content::storage`) is a separate
 //! `reqwest::Client` with no credentials.
 
 use std::time::Duration;
@@ -676,7 +676,7 @@ impl ApiClient {
                     .headers()
                     .get(header::CONTENT_RANGE)
                     .and_then(|v| v.to_str().ok())
-                    .and_then(crate::content::storage::parse_content_range)
+                    .and_then(crate::http::parse_content_range)
                     .ok_or_else(|| malformed("206 without a valid Content-Range".into()))?;
                 (cr.0, cr.2)
             }

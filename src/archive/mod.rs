@@ -6,13 +6,13 @@
 //! - This module turns raw entries into an [`Index`]: a small directory tree whose names go
 //!   through the artifact sanitizing rules ([`crate::tree::naming`]), with implied
 //!   directories, deterministic collision tags, and symlinks confined to the archive.
-//! - [`store`] and [`fsys`] do the I/O: ranged reads through the [`crate::content::Reader`],
-//!   decompression, the persisted indexes, and the filesystem operations on `NAME#`.
+//! - [`store`] does the I/O of derived blocks (unpacked entries, persisted indexes) in the
+//!   disk cache. The filesystem operations on `NAME#` (ranged reads through the
+//!   [`crate::content::Reader`], decompression) are [`crate::fs::archives`].
 //!
 //! Limits (bounded memory per index): at most [`MAX_ENTRIES`] entries and [`MAX_NAME_BYTES`]
 //! bytes of stored paths; a larger archive is refused with `EIO`.
 
-pub mod fsys;
 pub mod gzindex;
 pub mod store;
 pub mod tar;

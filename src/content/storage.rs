@@ -84,7 +84,7 @@ impl StorageClient {
                     .get(header::CONTENT_RANGE)
                     .and_then(|v| v.to_str().ok())
                     .ok_or_else(|| StorageError::Invalid("206 without Content-Range".into()))?;
-                let (a, b, t) = parse_content_range(cr).ok_or_else(|| {
+                let (a, b, t) = crate::http::parse_content_range(cr).ok_or_else(|| {
                     StorageError::Invalid(format!("unparsable Content-Range {cr:?}"))
                 })?;
                 if a != start || b + 1 != end || t.is_some_and(|t| t != total) {
@@ -167,26 +167,6 @@ impl StorageClient {
     }
 }
 
-/// `bytes a-b/total` or `bytes a-b/*` → (a, b, total).
-pub fn parse_content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
-    let rest = v.trim().strip_prefix("bytes")?.trim_start();
-    let (range, total) = rest.split_once('/')?;
-    let (a, b) = range.trim().split_once('-')?;
-    let a: u64 = a.trim().parse().ok()?;
-    let b: u64 = b.trim().parse().ok()?;
-    if b < a {
-        return None;
-    }
-    let total = match total.trim() {
-        "*" => None,
-        t => Some(t.parse().ok()?),
-    };
-    if total.is_some_and(|t| b >= t) {
-        return None;
-    }
-    Some((a, b, total))
-}
-
 /// The `<Message>` of an S3 XML error body, if any (short, safe to log).
 fn s3_message(body: &str) -> String {
     body.split_once("<Message>")
@@ -198,19 +178,6 @@ fn s3_message(body: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn content_range() {
-        assert_eq!(
-            parse_content_range("bytes 0-9/100"),
-            Some((0, 9, Some(100)))
-        );
-        assert_eq!(parse_content_range("bytes 5-5/*"), Some((5, 5, None)));
-        assert_eq!(parse_content_range("bytes 9-0/100"), None);
-        assert_eq!(parse_content_range("bytes 0-100/100"), None);
-        assert_eq!(parse_content_range("items 0-1/2"), None);
-        assert_eq!(parse_content_range("bytes */100"), None);
-    }
 
     #[test]
     fn s3_messages() {

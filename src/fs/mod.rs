@@ -24,11 +24,11 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::api::model::Build;
-use crate::archive::fsys::{archive_stem, is_archive_ino, Archives};
 use crate::backend::{BackendError, KernelCache, Lister, Listing};
 use crate::content::Reader;
 use crate::joblog::{LogAttr, LogStore};
 use crate::tree::{Ino, Node, NodeKind, Tree, TreeError, ROOT_INO};
+use archives::{archive_stem, is_archive_ino, Archives};
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum FsError {
@@ -141,6 +141,7 @@ pub struct StatFs {
 
 pub const STATFS_BSIZE: u32 = 4096;
 
+pub mod archives;
 mod handles;
 mod live;
 mod logs;

@@ -204,7 +204,7 @@ impl Fs {
 
     /// Readlink from memory: `None` when the pipeline's builds list is due for a refresh.
     pub fn readlink_cached(&self, ino: Ino) -> Option<Result<String>> {
-        if crate::archive::fsys::is_archive_ino(ino) {
+        if super::archives::is_archive_ino(ino) {
             return Some(self.archives.readlink(ino));
         }
         if !self.is_pipeline_ns(ino) || split(ino).1 == ROOT_INO {

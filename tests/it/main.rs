@@ -12,6 +12,7 @@ mod faults;
 mod graphql;
 mod hostile_input;
 mod hygiene;
+mod layout;
 mod lifecycle;
 mod listing_memory;
 mod live;

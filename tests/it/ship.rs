@@ -451,7 +451,7 @@ fn man_page_and_completions() {
         f.display()
     ));
     assert_eq!(code, 0, "{err}");
-    for (long, _) in bkfs::docs::mount_longs() {
+    for (long, _) in bkfs::cli::docs::mount_longs() {
         assert!(
             text.contains(&format!("--{long}")),
             "--{long} not in the rendered page"

@@ -1,10 +1,10 @@
 //! `bkfs man` and `bkfs completions SHELL`: the manual page and the shell completions,
-//! generated from the clap definitions in [`crate::cli`] so they cannot drift from the CLI.
+//! generated from the clap definitions in [`super`] so they cannot drift from the CLI.
 //! The package (`scripts/package`) installs what these print.
 
 use clap::CommandFactory;
 
-use crate::cli::Cli;
+use super::Cli;
 
 /// Sections written by hand: how to mount from fstab and systemd, files, exit status.
 const EXTRA: &str = r#".SH "MOUNT HELPER AND FSTAB"

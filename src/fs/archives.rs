@@ -16,7 +16,7 @@
 //!   read once while indexing and confined like a tar link's.
 //! - tar: headers walked with ranged reads that skip entry data; entries read by range.
 //! - tar.gz: one streaming pass gunzips the artifact, walks the headers and records zran
-//!   access points ([`super::gzindex`]) every few MiB; both are persisted. An entry is read
+//!   access points ([`crate::archive::gzindex`]) every few MiB; both are persisted. An entry is read
 //!   by resuming decompression at the nearest access point before it (or a suspended
 //!   decompression left there by an earlier read: sequential reads go on where they
 //!   stopped). Whole 1 MiB blocks decompressed that way are kept in the derived store
@@ -31,12 +31,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 
-use super::gzindex::{self, Extractor, Point};
-use super::store::{block_len, Derived, Sink, DBLOCK};
-use super::{check_magic, zip, ArchiveError, Data, EntryKind, Format, Index};
+use super::{Attr, DirEntry, FsError, Kind};
+use crate::archive::gzindex::{self, Extractor, Point};
+use crate::archive::store::{block_len, Derived, Sink, DBLOCK};
+use crate::archive::{check_magic, zip, ArchiveError, Data, EntryKind, Format, Index};
 use crate::content::cache::content_key;
 use crate::content::{Handle, Reader};
-use crate::fs::{Attr, DirEntry, FsError, Kind};
 use crate::tree::{FileMeta, Ino};
 
 pub const ARCHIVE_BIT: u64 = 1 << 63;
@@ -73,7 +73,7 @@ fn split_ino(ino: Ino) -> Option<(u32, u32)> {
 /// `NAME` of a `NAME#` lookup whose name says archive.
 pub fn archive_stem(name: &str) -> Option<&str> {
     let stem = name.strip_suffix('#')?;
-    super::format_of_name(stem).map(|_| stem)
+    crate::archive::format_of_name(stem).map(|_| stem)
 }
 
 enum Fail {
@@ -196,7 +196,7 @@ impl Archives {
         meta: &FileMeta,
         mtime: SystemTime,
     ) -> Option<Ino> {
-        let format = super::format_of_name(&meta.original_path)?;
+        let format = crate::archive::format_of_name(&meta.original_path)?;
         let mut by = self.by_file.lock().unwrap();
         if let Some(&id) = by.get(&file) {
             return Some(ino_of(id, 0));
@@ -333,7 +333,7 @@ impl Archives {
             } else {
                 ino_of(id, idx.get(ix).ok_or(FsError::NotFound)?.parent)
             };
-            let mut out = crate::fs::dot_entries(ino, parent, ch.len());
+            let mut out = super::dot_entries(ino, parent, ch.len());
             for (name, &c) in ch {
                 let kind = match idx.get(c).map(|e| &e.kind) {
                     Some(EntryKind::Dir { .. }) => Kind::Dir,
@@ -572,7 +572,7 @@ impl Archives {
             .await?;
         let start = zip::data_offset(&local, &d)?;
         if start.saturating_add(e.csize) > a.meta.size {
-            return Err(Fail::Bad(super::corrupt(
+            return Err(Fail::Bad(crate::archive::corrupt(
                 "entry data past the end of the archive",
             )));
         }
@@ -584,11 +584,11 @@ impl Archives {
             let r = flate2::read::DeflateDecoder::new(&b[..])
                 .take(e.usize + 1)
                 .read_to_end(&mut out);
-            r.map_err(|err| Fail::Bad(super::corrupt(format!("inflate: {err}"))))?;
+            r.map_err(|err| Fail::Bad(crate::archive::corrupt(format!("inflate: {err}"))))?;
             out
         };
         if target.len() as u64 != e.usize || crc32fast::hash(&target) != e.crc {
-            return Err(Fail::Bad(super::corrupt(format!(
+            return Err(Fail::Bad(crate::archive::corrupt(format!(
                 "symlink {}: its target does not match its size or CRC",
                 String::from_utf8_lossy(&e.name)
             ))));
@@ -599,7 +599,7 @@ impl Archives {
     async fn index_tar(&self, a: &Archive) -> Result<Index, Fail> {
         let size = a.meta.size;
         let h = Handle::default();
-        let mut w = super::tar::TarWalker::new();
+        let mut w = crate::archive::tar::TarWalker::new();
         let t0 = Instant::now();
         let mut last_log = t0;
         let mut first = true;
@@ -617,7 +617,7 @@ impl Archives {
             }
         }
         if first && size > 0 {
-            return Err(Fail::Bad(super::corrupt("empty tar")));
+            return Err(Fail::Bad(crate::archive::corrupt("empty tar")));
         }
         let raw = w.finish(size)?;
         Ok(Index::build(Format::Tar, raw, size)?)
@@ -630,7 +630,7 @@ impl Archives {
         let limit = size.saturating_mul(GZ_RATIO).saturating_add(1 << 20);
         let mut sink = Sink::new(&self.store, String::new(), limit);
         sink.keep = false;
-        sink.walker = Some(super::tar::TarWalker::new());
+        sink.walker = Some(crate::archive::tar::TarWalker::new());
         let mut ix = gzindex::Indexer::new(gzindex::SPAN);
         let h = Handle::default();
         let (t0, mut last_log) = (Instant::now(), Instant::now());
@@ -645,7 +645,7 @@ impl Archives {
                 sink.write_all(d).map_err(|e| {
                     sink.err
                         .take()
-                        .unwrap_or_else(|| super::corrupt(format!("gzip: {e}")))
+                        .unwrap_or_else(|| crate::archive::corrupt(format!("gzip: {e}")))
                 })
             })?;
             if sink.walker.as_ref().is_some_and(|w| w.is_done()) {
@@ -698,7 +698,7 @@ impl Archives {
                     return Err(FsError::Access("encrypted zip entry".into()));
                 }
                 match *method {
-                    zip::STORED if *csize != e.size => Err(Fail::Bad(super::corrupt(
+                    zip::STORED if *csize != e.size => Err(Fail::Bad(crate::archive::corrupt(
                         "stored entry with different compressed and uncompressed sizes",
                     ))),
                     zip::STORED => match self.zip_data(&a, ix, d).await {
@@ -736,7 +736,7 @@ impl Archives {
             header, raw_name, ..
         } = d
         else {
-            return Err(Fail::Bad(super::corrupt("not a zip entry")));
+            return Err(Fail::Bad(crate::archive::corrupt("not a zip entry")));
         };
         let local = self
             .raw(a, *header, zip::LOCAL_LEN + raw_name.len() as u64, None)
@@ -756,10 +756,10 @@ impl Archives {
         len: u64,
     ) -> Result<Bytes, Fail> {
         let Data::Zip { csize, crc, .. } = d else {
-            return Err(Fail::Bad(super::corrupt("not a zip entry")));
+            return Err(Fail::Bad(crate::archive::corrupt("not a zip entry")));
         };
         if usize > csize.saturating_mul(zip::MAX_RATIO).saturating_add(1 << 10) {
-            return Err(Fail::Bad(super::corrupt(format!(
+            return Err(Fail::Bad(crate::archive::corrupt(format!(
                 "declares {usize} bytes from {csize} compressed: over the {}:1 deflate bound",
                 zip::MAX_RATIO
             ))));
@@ -779,7 +779,7 @@ impl Archives {
         }
         let start = self.zip_data(a, ix, d).await?;
         if start + csize > a.meta.size {
-            return Err(Fail::Bad(super::corrupt(
+            return Err(Fail::Bad(crate::archive::corrupt(
                 "entry data past the end of the archive",
             )));
         }
@@ -797,9 +797,9 @@ impl Archives {
             if let Err(e) = dec.write_all(&b) {
                 let err = dec.get_mut().err.take();
                 self.store.remove(&key);
-                return Err(Fail::Bad(
-                    err.unwrap_or_else(|| super::corrupt(format!("inflate: {e}"))),
-                ));
+                return Err(Fail::Bad(err.unwrap_or_else(|| {
+                    crate::archive::corrupt(format!("inflate: {e}"))
+                })));
             }
         }
         let r = dec.finish();
@@ -807,14 +807,14 @@ impl Archives {
             Ok(s) => s,
             Err(e) => {
                 self.store.remove(&key);
-                return Err(Fail::Bad(super::corrupt(format!("inflate: {e}"))));
+                return Err(Fail::Bad(crate::archive::corrupt(format!("inflate: {e}"))));
             }
         };
         sink.finish();
         let got_crc = sink.crc.clone().finalize();
         if sink.total != usize || got_crc != *crc {
             self.store.remove(&key);
-            return Err(Fail::Bad(super::corrupt(format!(
+            return Err(Fail::Bad(crate::archive::corrupt(format!(
                 "inflated {} bytes with CRC {got_crc:08x}; the archive says {usize} bytes, CRC {crc:08x}",
                 sink.total
             ))));
@@ -837,9 +837,9 @@ impl Archives {
             .read()
             .unwrap()
             .clone()
-            .ok_or_else(|| Fail::Bad(super::corrupt("no gzip access points")))?;
+            .ok_or_else(|| Fail::Bad(crate::archive::corrupt("no gzip access points")))?;
         let p = gzindex::point_for(&points, off)
-            .ok_or_else(|| Fail::Bad(super::corrupt("no gzip access point")))?;
+            .ok_or_else(|| Fail::Bad(crate::archive::corrupt("no gzip access point")))?;
         let cur = {
             let mut cs = a.cursors.lock().unwrap();
             let best = cs
@@ -865,7 +865,7 @@ impl Archives {
         while cur.x.at() < end {
             let at = cur.x.next_in();
             if at >= size {
-                return Err(Fail::Bad(super::corrupt(
+                return Err(Fail::Bad(crate::archive::corrupt(
                     "the tar stream is shorter than its index says",
                 )));
             }

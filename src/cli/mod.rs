@@ -1,6 +1,8 @@
 //! Command-line arguments (clap derive) and dispatch. The option names are a contract with
 //! users and scripts: keep them.
 
+pub mod docs;
+
 use crate::joblog::LogFormat;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -280,8 +282,8 @@ fn plan(a: MountArgs) -> Result<MountPlan, String> {
 
 pub fn main() -> i32 {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let cli = if crate::mount_opts::is_helper_call(&argv, &crate::docs::subcommand_names()) {
-        match crate::mount_opts::helper_args(&argv[1..], &crate::docs::mount_longs()) {
+    let cli = if crate::mount_opts::is_helper_call(&argv, &docs::subcommand_names()) {
+        match crate::mount_opts::helper_args(&argv[1..], &docs::mount_longs()) {
             Ok(crate::mount_opts::Helper::Mount(args)) => match Cli::try_parse_from(args) {
                 Ok(c) => c,
                 Err(e) => {
@@ -312,11 +314,11 @@ pub fn main() -> i32 {
         Cmd::Status { mountpoint } => crate::status::run(mountpoint.as_deref()),
         Cmd::Completions { shell } => {
             use std::io::Write;
-            let _ = std::io::stdout().write_all(&crate::docs::completions(shell));
+            let _ = std::io::stdout().write_all(&docs::completions(shell));
             0
         }
         Cmd::Man => {
-            print!("{}", crate::docs::man_page());
+            print!("{}", docs::man_page());
             0
         }
     }
