@@ -20,7 +20,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 
-use crate::api::model::{Artifact, Build};
 use crate::tree::{FileMeta, Ino};
 
 #[cfg(test)]
@@ -28,6 +27,10 @@ pub mod testing;
 pub mod urls;
 
 pub use urls::UrlCache;
+
+/// The data the seam carries: builds, jobs and artifacts as the API describes them (plain
+/// serde types, no I/O). The filesystem takes them from here.
+pub use crate::api::model::{Artifact, Build, Job};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

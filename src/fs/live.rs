@@ -146,7 +146,7 @@ impl Fs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::model::Build;
+    use crate::backend::Build;
 
     fn listing(requests: usize) -> Listing {
         Listing {

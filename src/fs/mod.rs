@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::api::model::Build;
+use crate::backend::Build;
 use crate::backend::{BackendError, KernelCache, Lister, Listing};
 use crate::content::Reader;
 use crate::joblog::{LogAttr, LogStore};

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::{global, split, Attr, DirEntry, Fs, FsError, Kind, Result, Slot};
-use crate::api::model::Build;
+use crate::backend::Build;
 use crate::backend::{BackendError, Lister};
 use crate::tree::{Ino, ROOT_INO};
 

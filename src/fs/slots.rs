@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::Fs;
-use crate::api::model::Build;
+use crate::backend::Build;
 use crate::tree::{parse_time, Ino, NodeKind, Tree, ROOT_INO};
 
 pub(super) const SLOT_SHIFT: u32 = 40;
@@ -302,7 +302,7 @@ impl Fs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::model::Artifact;
+    use crate::backend::Artifact;
 
     fn artifact(id: &str, path: &str) -> Artifact {
         serde_json::from_value(serde_json::json!({

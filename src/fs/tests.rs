@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use sha1::{Digest, Sha1};
 
 use super::{global, list_pipeline, Attr, DirEntry, Fs, FsConfig, FsError, Kind};
-use crate::api::model::{Artifact, Build, Job};
 use crate::backend::testing::{Inval, MockLister, MockRemote, Recorder};
 use crate::backend::Listing;
+use crate::backend::{Artifact, Build, Job};
 use crate::content::{Reader, ReaderConfig};
 use crate::tree::{parse_time, Ino, ROOT_INO};
 
