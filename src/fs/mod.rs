@@ -48,8 +48,6 @@ pub enum FsError {
     NoAttr,
     #[error("attributes of this kind are not supported")]
     NotSupported,
-    #[error("bad file handle")]
-    BadHandle,
     #[error("invalid argument")]
     Invalid,
     #[error("I/O error: {0}")]
@@ -68,7 +66,6 @@ impl FsError {
             FsError::NotEmpty => libc::ENOTEMPTY,
             FsError::NoAttr => libc::ENODATA,
             FsError::NotSupported => libc::EOPNOTSUPP,
-            FsError::BadHandle => libc::EBADF,
             FsError::Invalid => libc::EINVAL,
             FsError::Io(_) => libc::EIO,
         }
