@@ -273,7 +273,10 @@ fn unaligned_o_direct_reads_of_a_cached_artifact() {
             for (off, len) in [(1usize, 100usize), (4097, 70_000), (3 * MIB + 3, 1 << 20)] {
                 let got = pread_direct(f, off as u64, len)
                     .unwrap_or_else(|e| panic!("{what}: O_DIRECT pread @{off} +{len}: {e}"));
-                assert!(got == want[off..off + len], "{what}: wrong bytes @{off} +{len}");
+                assert!(
+                    got == want[off..off + len],
+                    "{what}: wrong bytes @{off} +{len}"
+                );
             }
             let tail = want.len() - 10;
             let got = pread_direct(f, tail as u64, 4096).unwrap();
