@@ -35,7 +35,7 @@ fn explain(e: &ApiError, plan: &MountPlan, what: &str) -> String {
 /// What start-up fetched.
 pub(super) enum Fetched {
     Build(u64, Box<Listing>),
-    Pipeline(Vec<Build>, [Option<u64>; 3]),
+    Pipeline(Vec<Build>, crate::fs::Links),
 }
 
 pub(super) struct Prepared {
