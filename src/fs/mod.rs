@@ -172,7 +172,7 @@ mod slots;
 mod xattrs;
 
 use handles::{OpenFile, Opened};
-pub use live::is_final_state;
+pub use live::{is_final_state, FINAL_BUILD_STATES};
 pub use pipeline::{list_pipeline, Links};
 use pipeline::{PipelineRoot, LINKS, MISSING_TTL};
 use slots::{global, split, Slot};
