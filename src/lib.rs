@@ -18,7 +18,6 @@ pub mod mount;
 pub mod mount_opts;
 pub mod passthrough;
 pub mod progress;
-pub mod readahead;
 pub mod secret;
 pub mod source;
 pub mod stats;

@@ -56,6 +56,12 @@ fn usable(lifetime: Duration) -> Duration {
     lifetime * 5 / 6
 }
 
+/// Requests a listing of `n` items took at `per_page` items a page (an empty one took one):
+/// `PER_PAGE` for REST lists, `JOBS_PER_PAGE` for GraphQL's jobs.
+fn pages(n: usize, per_page: u32) -> usize {
+    n.div_ceil(per_page as usize).max(1)
+}
+
 fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -197,7 +203,7 @@ impl Source {
     async fn complete_graphql(&self, number: u64, g: GqlBuild) -> Result<Listing, ApiError> {
         self.store_batch(number, &g.urls, g.fetched_at);
         let b = self.pipeline.build(number);
-        let mut requests = g.build.jobs.len().div_ceil(50).max(1);
+        let mut requests = pages(g.build.jobs.len(), crate::api::graphql::JOBS_PER_PAGE);
         let mut artifacts = g.artifacts;
         for job in &g.truncated_jobs {
             let all = match self.api.list_job_artifacts(&b, job).await {
@@ -208,7 +214,7 @@ impl Source {
                 }
             };
             tracing::info!(job = %job, artifacts = all.len(), "job has more artifacts than one GraphQL query returns; listed it through REST");
-            requests += all.len().div_ceil(100).max(1);
+            requests += pages(all.len(), crate::api::client::PER_PAGE);
             artifacts.retain(|a| a.job_id.as_deref() != Some(job.as_str()));
             artifacts.extend(all);
         }
@@ -236,7 +242,8 @@ impl Source {
         };
         let artifacts = self.api.list_build_artifacts(&b).await?;
         Ok(Listing {
-            requests: usize::from(build.is_some()) + artifacts.len().div_ceil(100).max(1),
+            requests: usize::from(build.is_some())
+                + pages(artifacts.len(), crate::api::client::PER_PAGE),
             build,
             artifacts,
             via: "rest",

@@ -74,7 +74,7 @@ async fn expired_url_is_refreshed_transparently() {
     assert_eq!(m.url_calls.load(Ordering::SeqCst), 2);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn transient_errors_are_retried() {
     let data = pattern(1000);
     let m = OneObject::new(data.clone());
@@ -191,7 +191,7 @@ async fn complete_large_artifact_with_wrong_sha1_is_discarded_from_disk() {
     assert_eq!(disk.blocks_of(&key), 0);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn cut_transfers_resume_from_the_last_byte() {
     let data = pattern(3 << 20);
     let m = OneObject::new(data.clone());

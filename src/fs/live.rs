@@ -9,13 +9,30 @@ use std::time::Duration;
 use super::{global, tree_of, Fs, Slot};
 use crate::backend::{BackendError, Listing};
 
-/// Build states after which a build never changes again (API-NOTES: running, scheduled,
-/// failing, canceling, blocked, ... are not final).
+/// Build states after which a build never changes again, as the REST API spells them.
+///
+/// The first five are the final values of `BuildStates` in Buildkite's published GraphQL
+/// schema (`PASSED FAILED CANCELED SKIPPED NOT_RUN`, lowercased; vendored in
+/// `crates/bkfs-fake/schema/buildkite.graphql`). The others (`scheduled`, `running`,
+/// `failing`, `canceling`, `blocked`, `creating`; API-NOTES "Builds and jobs") are not final.
+/// Two spellings no schema value has are taken as final too, so that a build carrying one is
+/// not refreshed forever: `finished`, the REST builds filter that stands for the finished
+/// states (`?state=finished`) and that REST clients list among build states, and
+/// `cancelled`, the British spelling of `canceled`. `tests/it/hygiene.rs` checks this list
+/// against the schema and against the fake's.
+pub const FINAL_BUILD_STATES: [&str; 7] = [
+    "passed",
+    "failed",
+    "canceled",
+    "skipped",
+    "not_run",
+    "finished",
+    "cancelled",
+];
+
+/// Whether `state` (any case) is one of [`FINAL_BUILD_STATES`].
 pub fn is_final_state(state: Option<&str>) -> bool {
-    matches!(
-        state.map(str::to_ascii_lowercase).as_deref(),
-        Some("passed" | "failed" | "canceled" | "cancelled" | "skipped" | "not_run" | "finished")
-    )
+    state.is_some_and(|s| FINAL_BUILD_STATES.iter().any(|f| s.eq_ignore_ascii_case(f)))
 }
 
 /// Refreshes of one build use at most one API request per this much time on average: half of

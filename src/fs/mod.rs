@@ -149,8 +149,8 @@ mod slots;
 mod xattrs;
 
 use handles::{OpenFile, Opened};
-pub use live::is_final_state;
-pub use pipeline::list_pipeline;
+pub use live::{is_final_state, FINAL_BUILD_STATES};
+pub use pipeline::{list_pipeline, Links};
 use pipeline::{PipelineRoot, LINKS, MISSING_TTL};
 use slots::{global, split, Slot};
 pub use slots::{DEFAULT_EVICT_AFTER, DEFAULT_RESIDENT_BUILDS};
@@ -299,7 +299,7 @@ impl Fs {
     #[allow(clippy::too_many_arguments)]
     pub fn pipeline(
         builds: Vec<Build>,
-        links: [Option<u64>; 3],
+        links: Links,
         limit: usize,
         branch: Option<String>,
         lister: Arc<dyn Lister>,
@@ -496,12 +496,12 @@ impl Fs {
             if split(parent).1 != ROOT_INO {
                 return Some(Err(FsError::NotDir));
             }
-            if let Some(l) = LINKS.iter().find(|l| l.0 == name) {
+            if let Some(l) = LINKS.iter().find(|l| l.name == name) {
                 // A link with no target may have one once the builds list is fetched again.
-                if self.link_target(l.1).is_none() && self.root_stale() {
+                if self.link_target(l.ino).is_none() && self.root_stale() {
                     return None;
                 }
-                return Some(self.pipeline_attr(l.1));
+                return Some(self.pipeline_attr(l.ino));
             }
             let Some(number) = Self::parse_number(name) else {
                 return Some(Err(FsError::NotFound));
@@ -543,9 +543,9 @@ impl Fs {
             return self.archives.lookup(parent, name).await;
         }
         if self.is_pipeline_ns(parent) {
-            if let Some(l) = LINKS.iter().find(|l| Some(l.0) == name.to_str()) {
+            if let Some(l) = LINKS.iter().find(|l| Some(l.name) == name.to_str()) {
                 self.refresh_root().await;
-                return self.pipeline_attr(l.1);
+                return self.pipeline_attr(l.ino);
             }
             let number = name
                 .to_str()

@@ -7,8 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::{global, split, Attr, DirEntry, Fs, FsError, Kind, Result, Slot};
-use crate::backend::Build;
-use crate::backend::{BackendError, Lister};
+use crate::backend::{BackendError, Build, Lister};
 use crate::tree::{Ino, ROOT_INO};
 
 /// A pipeline's root: its newest builds (at most `limit`, of `branch` if given) and the
@@ -19,13 +18,13 @@ pub async fn list_pipeline(
     lister: &dyn Lister,
     limit: usize,
     branch: Option<&str>,
-) -> std::result::Result<(Vec<Build>, [Option<u64>; 3]), BackendError> {
+) -> std::result::Result<(Vec<Build>, Links), BackendError> {
     let builds = lister.list_builds(limit.max(1), branch, None).await?;
-    let mut links = [None; 3];
-    for (i, (_, _, state)) in LINKS.iter().enumerate() {
-        links[i] = match state {
+    let mut targets = [None; 3];
+    for (target, link) in targets.iter_mut().zip(&LINKS) {
+        *target = match link.state {
             None => builds.first().map(|b| b.number),
-            Some(st) => match builds.iter().find(|b| b.state.as_deref() == Some(*st)) {
+            Some(st) => match builds.iter().find(|b| b.state.as_deref() == Some(st)) {
                 Some(b) => Some(b.number),
                 None if builds.len() >= limit => lister
                     .list_builds(1, branch, Some(st))
@@ -36,15 +35,67 @@ pub async fn list_pipeline(
             },
         };
     }
-    Ok((builds, links))
+    let [latest, passed, failed] = targets;
+    Ok((
+        builds,
+        Links {
+            latest,
+            passed,
+            failed,
+        },
+    ))
 }
 
-/// The symlinks at a pipeline mount's root: name, inode, the build state they follow.
-pub(super) const LINKS: [(&str, Ino, Option<&str>); 3] = [
-    ("latest", 2, None),
-    ("latest-passed", 3, Some("passed")),
-    ("latest-failed", 4, Some("failed")),
+/// One symlink at a pipeline mount's root.
+pub(super) struct Link {
+    pub(super) name: &'static str,
+    pub(super) ino: Ino,
+    /// The build state it follows; `None`: the newest build, whatever its state.
+    pub(super) state: Option<&'static str>,
+}
+
+/// The symlinks at a pipeline mount's root, in the order of [`Links::iter`].
+pub(super) static LINKS: [Link; 3] = [
+    Link {
+        name: "latest",
+        ino: 2,
+        state: None,
+    },
+    Link {
+        name: "latest-passed",
+        ino: 3,
+        state: Some("passed"),
+    },
+    Link {
+        name: "latest-failed",
+        ino: 4,
+        state: Some("failed"),
+    },
 ];
+
+/// Where a pipeline mount's symlinks point: build numbers, `None` for a link that has no
+/// target (and is not shown).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Links {
+    /// `latest`: the newest build listed.
+    pub latest: Option<u64>,
+    /// `latest-passed`: the newest passed build.
+    pub passed: Option<u64>,
+    /// `latest-failed`: the newest failed build.
+    pub failed: Option<u64>,
+}
+
+impl Links {
+    /// Each link with its target.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&'static Link, Option<u64>)> {
+        LINKS.iter().zip([self.latest, self.passed, self.failed])
+    }
+
+    /// The target of the link with inode `ino`; `None` also when `ino` is no link.
+    pub(super) fn target(&self, ino: Ino) -> Option<u64> {
+        self.iter().find(|(l, _)| l.ino == ino)?.1
+    }
+}
 
 /// How long a build number that the API does not know is remembered as missing.
 pub(super) const MISSING_TTL: Duration = Duration::from_secs(10);
@@ -55,8 +106,8 @@ pub(super) struct PipelineRoot {
     pub(super) listed: Vec<u64>,
     /// Build number → slot.
     pub(super) slots: HashMap<u64, usize>,
-    /// Targets of `latest`, `latest-passed`, `latest-failed`.
-    pub(super) links: [Option<u64>; 3],
+    /// Where `latest`, `latest-passed`, `latest-failed` point.
+    pub(super) links: Links,
     /// Numbers the API said do not exist, and when.
     pub(super) missing: HashMap<u64, Instant>,
     /// How many builds and which branch the root lists.
@@ -72,7 +123,7 @@ impl Default for PipelineRoot {
         PipelineRoot {
             listed: Vec::new(),
             slots: HashMap::new(),
-            links: [None; 3],
+            links: Links::default(),
             missing: HashMap::new(),
             limit: 1,
             branch: None,
@@ -84,8 +135,7 @@ impl Default for PipelineRoot {
 impl Fs {
     pub(super) fn link_target(&self, local: Ino) -> Option<u64> {
         let root = self.pipeline.as_ref()?.read().unwrap();
-        let i = LINKS.iter().position(|l| l.1 == local)?;
-        root.links[i]
+        root.links.target(local)
     }
 
     /// Attributes of the pipeline namespace (root and symlinks).
@@ -182,12 +232,12 @@ impl Fs {
                     name: "..".into(),
                 },
             ];
-            for (i, (name, ino, _)) in LINKS.iter().enumerate() {
-                if root.links[i].is_some() {
+            for (link, target) in root.links.iter() {
+                if target.is_some() {
                     out.push(DirEntry {
-                        ino: *ino,
+                        ino: link.ino,
                         kind: Kind::Symlink,
-                        name: name.to_string(),
+                        name: link.name.to_string(),
                     });
                 }
             }
@@ -303,11 +353,12 @@ impl Fs {
         // work by name.
         let relisted = r.listed != listed;
         r.listed = listed;
-        let moved: Vec<Ino> = LINKS
+        let moved: Vec<&Link> = r
+            .links
             .iter()
-            .enumerate()
-            .filter(|(i, _)| r.links[*i] != links[*i])
-            .map(|(_, l)| l.1)
+            .zip(links.iter())
+            .filter(|((_, old), (_, new))| old != new)
+            .map(|((l, _), _)| l)
             .collect();
         if !moved.is_empty() {
             tracing::info!(?links, "pipeline links moved");
@@ -322,12 +373,10 @@ impl Fs {
             if relisted || !moved.is_empty() {
                 k.inval_inode(ROOT_INO);
             }
-            for ino in moved {
-                k.inval_inode(ino);
+            for l in moved {
+                k.inval_inode(l.ino);
                 // A link that lost its target must lose its name too.
-                if let Some(l) = LINKS.iter().find(|l| l.1 == ino) {
-                    k.inval_entry(ROOT_INO, l.0);
-                }
+                k.inval_entry(ROOT_INO, l.name);
             }
             for s in touched {
                 k.inval_inode(global(s, ROOT_INO));

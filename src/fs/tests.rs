@@ -196,7 +196,7 @@ async fn wait_until(what: &str, cond: impl Fn() -> bool) {
 // ---------------------------------------------------------------------------------------
 // 1. Single-build mounts
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn single_build_answers_from_memory() {
     let env = Env::new();
     let b = build(7, "passed", &[job("j1", "Build"), job("j2", "Test")]);
@@ -696,17 +696,17 @@ async fn live_refresh(pipeline: bool) {
     assert!(env.kernel.entries().is_empty(), "{:?}", env.kernel.events());
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn live_single_build_refresh_reconciles_and_invalidates() {
     live_refresh(false).await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn live_pipeline_build_refresh_reconciles_and_invalidates_with_global_inodes() {
     live_refresh(true).await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn live_build_gone_404_stops_refreshing() {
     let env = Env::new();
     let refresh = Duration::from_millis(30);

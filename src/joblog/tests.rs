@@ -97,7 +97,7 @@ async fn a_running_log_fetches_only_its_growth() {
     assert_eq!(src.calls().len(), n, "a settled log makes no request");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_broken_body_resumes_where_it_stopped() {
     let src = Arc::new(MockLogs::default());
     let raw: Vec<u8> = (0..200)

@@ -5,6 +5,9 @@
 //!
 //! Reads are slowed down with the fake's per-response bandwidth cap so that a 32 MiB file
 //! takes several seconds, long enough to hit the daemon in the middle of it.
+//!
+//! Also, without a mount: bkfs's list of final build states agrees with the published schema
+//! and with the fake's.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -433,4 +436,71 @@ fn already_mounted_under_another_name_is_refused() {
         }
         assert_eq!(std::fs::read(mnt.join(&small.0)).unwrap(), small.1);
     });
+}
+
+/// The values of `enum BuildStates` in the vendored published schema, lowercased.
+fn schema_build_states() -> Vec<String> {
+    let schema = bkfs_fake::graphql::BUILDKITE_SCHEMA;
+    let start = schema
+        .find("enum BuildStates {")
+        .expect("the schema has enum BuildStates");
+    let body = &schema[start..];
+    let body = &body[..body.find('}').expect("enum BuildStates ends")];
+    // Values are the lines that are one upper-case word; descriptions are in """ blocks.
+    let states: Vec<String> = body
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+        .map(str::to_ascii_lowercase)
+        .collect();
+    assert!(
+        states.len() >= 10 && states.iter().any(|s| s == "passed"),
+        "enum BuildStates read wrongly: {states:?}"
+    );
+    states
+}
+
+#[test]
+fn final_build_states_follow_the_schema_and_the_fake() {
+    let schema = schema_build_states();
+    // Spellings bkfs also takes as final that no schema value has (see FINAL_BUILD_STATES).
+    let tolerated = ["finished", "cancelled"];
+    for s in bkfs::fs::FINAL_BUILD_STATES {
+        assert!(
+            schema.iter().any(|x| x == s) || tolerated.contains(&s),
+            "bkfs takes {s:?} as final, but it is no BuildStates value ({schema:?}) nor a tolerated spelling"
+        );
+    }
+    for s in bkfs_fake::FINAL_BUILD_STATES {
+        assert!(
+            schema.iter().any(|x| x == s),
+            "the fake takes {s:?} as final, but it is no BuildStates value ({schema:?})"
+        );
+        assert!(
+            bkfs::fs::is_final_state(Some(s)),
+            "the fake takes {s:?} as final and bkfs does not: bkfs would refresh such a build forever"
+        );
+    }
+    // The states of a build still under way are final to neither.
+    for s in [
+        "scheduled",
+        "running",
+        "failing",
+        "canceling",
+        "blocked",
+        "creating",
+    ] {
+        assert!(
+            schema.iter().any(|x| x == s),
+            "{s:?} is a BuildStates value"
+        );
+        assert!(
+            !bkfs::fs::is_final_state(Some(s)),
+            "bkfs takes {s:?} as final"
+        );
+        assert!(
+            !bkfs_fake::FINAL_BUILD_STATES.contains(&s),
+            "the fake takes {s:?} as final"
+        );
+    }
 }

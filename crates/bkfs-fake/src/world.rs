@@ -17,7 +17,9 @@ pub const CREATED_AT: &str = "2026-01-02T03:04:05.000Z";
 pub const STARTED_AT: &str = "2026-01-02T03:04:10.000Z";
 pub const FINISHED_AT: &str = "2026-01-02T03:14:05.000Z";
 
-/// Build states after which a build no longer changes (REST spelling).
+/// Build states after which a build no longer changes (REST spelling): the final values of
+/// `BuildStates` in the published schema (`schema/buildkite.graphql`), lowercased. bkfs's
+/// `FINAL_BUILD_STATES` holds these and two tolerated spellings (`tests/it/hygiene.rs`).
 pub const FINAL_BUILD_STATES: [&str; 5] = ["passed", "failed", "canceled", "skipped", "not_run"];
 
 /// One build of one pipeline, with everything its artifacts hold.

@@ -197,26 +197,12 @@ struct Mounted {
 }
 
 impl Mounted {
+    /// VmRSS of the mount's daemon in KiB (0 if none).
     fn daemon_rss_kib(&self) -> u64 {
-        let needle = self.mnt.to_string_lossy().to_string();
-        for e in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
-                continue;
-            };
-            let args: Vec<String> = cmd
-                .split(|b| *b == 0)
-                .map(|a| String::from_utf8_lossy(a).into())
-                .collect();
-            if args.first().is_some_and(|a| a.ends_with("bkfs")) && args.contains(&needle) {
-                let st = std::fs::read_to_string(e.path().join("status")).unwrap_or_default();
-                for l in st.lines() {
-                    if let Some(v) = l.strip_prefix("VmRSS:") {
-                        return v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0);
-                    }
-                }
-            }
-        }
-        0
+        bkfs_tools::daemon_pids(&self.mnt)
+            .first()
+            .and_then(|&pid| bkfs_tools::rss_kib(pid))
+            .unwrap_or(0)
     }
 }
 

@@ -28,6 +28,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bkfs_fake::{FakeBuild, FakeServer};
+use bkfs_tools::{daemon_pids, rss_kib};
 use bytes::Bytes;
 
 #[path = "soak/week.rs"]
@@ -220,42 +221,6 @@ fn soak_build(seed: u64) -> (FakeBuild, Vec<Spec>) {
         });
     }
     (b, specs)
-}
-
-/// Processes whose command line is `.../bkfs ... MNT ...` (the daemon of a background mount).
-fn daemon_pids(mnt: &Path) -> Vec<i32> {
-    let needle = mnt.to_string_lossy().to_string();
-    let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
-            continue;
-        };
-        let args: Vec<String> = cmd
-            .split(|b| *b == 0)
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        if args.first().is_some_and(|a| a.ends_with("bkfs")) && args.contains(&needle) {
-            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-            if !stat.contains(") Z ") {
-                out.push(pid);
-            }
-        }
-    }
-    out
-}
-
-/// VmRSS of a process in KiB, if it is still there.
-fn rss_kib(pid: i32) -> Option<u64> {
-    let st = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    st.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 fn alive(pid: i32) -> bool {
@@ -724,7 +689,8 @@ fn main() {
     std::process::exit(soak(o));
 }
 
-fn soak(o: Opts) -> i32 {
+/// What every mode does first: SIGINT/SIGTERM handlers, and a check that bkfs is there.
+fn begin(o: &Opts) -> Result<(), String> {
     // SAFETY: installs an async-signal-safe handler (one atomic store).
     unsafe {
         libc::signal(
@@ -737,33 +703,114 @@ fn soak(o: Opts) -> i32 {
         );
     }
     if !o.bkfs.is_file() {
-        eprintln!(
+        return Err(format!(
             "bkfs-soak: no bkfs binary at {} (build it, or pass --bkfs)",
             o.bkfs.display()
-        );
+        ));
+    }
+    Ok(())
+}
+
+/// Where a run keeps its mountpoint, cache and daemon log: `--workdir`, else a new temp
+/// directory (removed when this is dropped).
+struct Workdir {
+    dir: PathBuf,
+    mnt: PathBuf,
+    cache: PathBuf,
+    log: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Workdir {
+    fn new(o: &Opts, prefix: &str) -> Result<Workdir, String> {
+        let (dir, tmp) = match &o.workdir {
+            Some(d) => {
+                std::fs::create_dir_all(d)
+                    .map_err(|e| format!("bkfs-soak: {}: {e}", d.display()))?;
+                let d = std::fs::canonicalize(d)
+                    .map_err(|e| format!("bkfs-soak: {}: {e}", d.display()))?;
+                (d, None)
+            }
+            None => {
+                let t = tempfile::Builder::new()
+                    .prefix(prefix)
+                    .tempdir()
+                    .map_err(|e| format!("bkfs-soak: a temp dir: {e}"))?;
+                (t.path().to_path_buf(), Some(t))
+            }
+        };
+        let mnt = dir.join("mnt");
+        let _ = std::fs::create_dir_all(&mnt);
+        Ok(Workdir {
+            mnt,
+            cache: dir.join("cache"),
+            log: dir.join("bkfs.log"),
+            dir,
+            _tmp: tmp,
+        })
+    }
+}
+
+/// `bkfs mount TARGET` from `server` on the work dir's mountpoint, in the background (at most
+/// 60 s), with its cache and log there and `extra` options. Returns the guard that unmounts
+/// it (made before mounting, so a half-done mount is removed too) and the daemon's pid.
+fn mount<S: AsRef<std::ffi::OsStr>>(
+    o: &Opts,
+    server: &FakeServer,
+    w: &Workdir,
+    target: &str,
+    extra: &[S],
+) -> Result<(MountGuard, i32), String> {
+    let guard = MountGuard { mnt: w.mnt.clone() };
+    let err = w.dir.join("mount.err");
+    let status = run_bounded(
+        Command::new(&o.bkfs)
+            .arg("mount")
+            .arg("--api-url")
+            .arg(server.api_url())
+            .arg("--cache-dir")
+            .arg(&w.cache)
+            .arg("--log-file")
+            .arg(&w.log)
+            .args(extra)
+            .arg(target)
+            .arg(&w.mnt)
+            .env("BUILDKITE_API_TOKEN", TOKEN)
+            .env_remove("BUILDKITE_API_URL")
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&err).expect("mount.err")),
+        Duration::from_secs(60),
+    );
+    if !status.is_some_and(|s| s.success()) {
+        return Err(format!(
+            "bkfs-soak: bkfs mount failed ({status:?}): {}",
+            std::fs::read_to_string(&err).unwrap_or_default()
+        ));
+    }
+    let pids = daemon_pids(&w.mnt);
+    let Some(&pid) = pids.first().filter(|_| pids.len() == 1) else {
+        return Err(format!(
+            "bkfs-soak: expected one daemon for {}, found {pids:?}",
+            w.mnt.display()
+        ));
+    };
+    Ok((guard, pid))
+}
+
+fn soak(o: Opts) -> i32 {
+    if let Err(e) = begin(&o) {
+        eprintln!("{e}");
         return 2;
     }
-    let tmp;
-    let work = match &o.workdir {
-        Some(d) => {
-            if let Err(e) = std::fs::create_dir_all(d) {
-                eprintln!("bkfs-soak: {}: {e}", d.display());
-                return 2;
-            }
-            std::fs::canonicalize(d).unwrap()
-        }
-        None => {
-            tmp = tempfile::Builder::new()
-                .prefix("bkfs-soak-")
-                .tempdir()
-                .expect("temp dir");
-            tmp.path().to_path_buf()
+    let w = match Workdir::new(&o, "bkfs-soak-") {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("{e}");
+            return 2;
         }
     };
-    let mnt = work.join("mnt");
-    let cache = work.join("cache");
-    let log = work.join("bkfs.log");
-    let _ = std::fs::create_dir_all(&mnt);
+    let (work, mnt, log) = (w.dir.clone(), w.mnt.clone(), w.log.clone());
 
     eprintln!("soak: generating the build ...");
     let (fb, specs) = soak_build(o.seed);
@@ -774,43 +821,18 @@ fn soak(o: Opts) -> i32 {
 
     eprintln!("soak: mounting {} on {} ...", BUILD, mnt.display());
     // Declared after the server so that it is dropped (unmounted) first.
-    let guard = MountGuard { mnt: mnt.clone() };
-    let status = run_bounded(
-        Command::new(&o.bkfs)
-            .arg("mount")
-            .arg("--api-url")
-            .arg(server.api_url())
-            .arg("--cache-dir")
-            .arg(&cache)
-            .arg("--cache-size")
-            .arg("64M")
-            .arg("--read-timeout")
-            .arg("10")
-            .arg("--log-file")
-            .arg(&log)
-            .arg(BUILD)
-            .arg(&mnt)
-            .env("BUILDKITE_API_TOKEN", TOKEN)
-            .env_remove("BUILDKITE_API_URL")
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(work.join("mount.err")).expect("mount.err")),
-        Duration::from_secs(60),
-    );
-    if !status.is_some_and(|s| s.success()) {
-        eprintln!(
-            "bkfs-soak: bkfs mount failed ({status:?}): {}",
-            std::fs::read_to_string(work.join("mount.err")).unwrap_or_default()
-        );
-        return 2;
-    }
-    let pids = daemon_pids(&mnt);
-    let Some(&pid) = pids.first().filter(|_| pids.len() == 1) else {
-        eprintln!(
-            "bkfs-soak: expected one daemon for {}, found {pids:?}",
-            mnt.display()
-        );
-        return 2;
+    let (guard, pid) = match mount(
+        &o,
+        &server,
+        &w,
+        BUILD,
+        &["--cache-size", "64M", "--read-timeout", "10"],
+    ) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("{e}");
+            return 2;
+        }
     };
     for s in &specs {
         match std::fs::metadata(mnt.join(&s.rel)) {

@@ -53,21 +53,8 @@ fn build_and_local(
 }
 
 /// The pid of the daemon serving this mount (0 if none).
-fn daemon_pid(mnt: &Path) -> u32 {
-    let needle = mnt.to_string_lossy().to_string();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
-            continue;
-        };
-        let args: Vec<String> = cmd
-            .split(|b| *b == 0)
-            .map(|a| String::from_utf8_lossy(a).into())
-            .collect();
-        if args.first().is_some_and(|a| a.ends_with("bkfs")) && args.contains(&needle) {
-            return e.file_name().to_string_lossy().parse().unwrap_or(0);
-        }
-    }
-    0
+fn daemon_pid(mnt: &Path) -> i32 {
+    bkfs_tools::daemon_pids(mnt).first().copied().unwrap_or(0)
 }
 
 /// The listing rows for a build of `count` artifacts (`runs` runs each, medians).

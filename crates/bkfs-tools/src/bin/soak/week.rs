@@ -20,8 +20,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::{
-    daemon_pids, mib, noise, on_signal, rss_kib, run_bounded, MountGuard, Opts, INTERRUPTED, KIB,
-    TOKEN,
+    begin, mib, mount, noise, rss_kib, run_bounded, Opts, Workdir, INTERRUPTED, KIB, TOKEN,
 };
 
 const ORG: &str = "soak";
@@ -159,39 +158,18 @@ fn reader(sh: &Shared, seed: u64) {
 
 pub fn run(o: &Opts) -> i32 {
     let w = o.week.as_ref().expect("--week");
-    // SAFETY: installs an async-signal-safe handler (one atomic store).
-    unsafe {
-        libc::signal(
-            libc::SIGINT,
-            on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
-        );
-        libc::signal(
-            libc::SIGTERM,
-            on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
-        );
-    }
-    if !o.bkfs.is_file() {
-        eprintln!(
-            "bkfs-soak: no bkfs binary at {} (build it, or pass --bkfs)",
-            o.bkfs.display()
-        );
+    if let Err(e) = begin(o) {
+        eprintln!("{e}");
         return 2;
     }
-    let tmp = tempfile::Builder::new()
-        .prefix("bkfs-week-")
-        .tempdir()
-        .expect("temp dir");
-    let work = match &o.workdir {
-        Some(d) => {
-            let _ = std::fs::create_dir_all(d);
-            d.clone()
+    let wd = match Workdir::new(o, "bkfs-week-") {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("{e}");
+            return 2;
         }
-        None => tmp.path().to_path_buf(),
     };
-    let mnt = work.join("mnt");
-    let cache = work.join("cache");
-    let log = work.join("bkfs.log");
-    let _ = std::fs::create_dir_all(&mnt);
+    let (mnt, log) = (wd.mnt.clone(), wd.log.clone());
     let server = Arc::new(FakeServer::start());
     server.add_token(TOKEN, &["read_artifacts", "read_builds"]);
     // Memory is what this mode measures, not the API's rate limit: a budget bkfs never
@@ -200,42 +178,14 @@ pub fn run(o: &Opts) -> i32 {
     for n in 1..=INITIAL {
         server.add_build(fake_build(n, false));
     }
-    let guard = MountGuard { mnt: mnt.clone() };
-    let status = run_bounded(
-        Command::new(&o.bkfs)
-            .arg("mount")
-            .arg("--api-url")
-            .arg(server.api_url())
-            .arg("--cache-dir")
-            .arg(&cache)
-            .arg("--log-file")
-            .arg(&log)
-            .arg("--refresh")
-            .arg("0.5")
-            .args(&w.mount_args)
-            .arg(format!("{ORG}/{PIPE}"))
-            .arg(&mnt)
-            .env("BUILDKITE_API_TOKEN", TOKEN)
-            .env_remove("BUILDKITE_API_URL")
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(work.join("mount.err")).expect("mount.err")),
-        Duration::from_secs(60),
-    );
-    if !status.is_some_and(|s| s.success()) {
-        eprintln!(
-            "bkfs-soak: bkfs mount failed ({status:?}): {}",
-            std::fs::read_to_string(work.join("mount.err")).unwrap_or_default()
-        );
-        return 2;
-    }
-    let pids = daemon_pids(&mnt);
-    let Some(&pid) = pids.first().filter(|_| pids.len() == 1) else {
-        eprintln!(
-            "bkfs-soak: expected one daemon for {}, found {pids:?}",
-            mnt.display()
-        );
-        return 2;
+    let mut extra = vec!["--refresh".to_string(), "0.5".to_string()];
+    extra.extend(w.mount_args.iter().cloned());
+    let (guard, pid) = match mount(o, &server, &wd, &format!("{ORG}/{PIPE}"), &extra) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("{e}");
+            return 2;
+        }
     };
     let sh = Arc::new(Shared {
         mnt: mnt.clone(),

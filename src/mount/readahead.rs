@@ -11,7 +11,7 @@
 
 use std::path::Path;
 
-use crate::mount::unescape_mountinfo;
+use super::checks::unescape_mountinfo;
 
 /// Readahead asked for (KiB).
 pub const READ_AHEAD_KB: u32 = 8 << 10;
