@@ -94,7 +94,39 @@ impl Default for ReaderConfig {
     }
 }
 
-type BlockFuture = Shared<BoxFuture<'static, Result<Bytes, ReadError>>>;
+type BlockFuture = Shared<BoxFuture<'static, Result<Blk, ReadError>>>;
+
+/// A block: bytes `from..to` of the buffer it arrived in (the response of a part of several
+/// blocks, or the block itself), so a read across the blocks of one part is served as one
+/// slice of that buffer, not copied.
+#[derive(Clone, Debug)]
+struct Blk {
+    buf: Bytes,
+    from: usize,
+    to: usize,
+}
+
+impl Blk {
+    fn whole(b: Bytes) -> Blk {
+        let to = b.len();
+        Blk {
+            buf: b,
+            from: 0,
+            to,
+        }
+    }
+
+    fn bytes(&self) -> Bytes {
+        self.buf.slice(self.from..self.to)
+    }
+
+    /// Whether `next` follows this block in the same buffer.
+    fn followed_by(&self, next: &Blk) -> bool {
+        self.buf.as_ptr() == next.buf.as_ptr()
+            && self.buf.len() == next.buf.len()
+            && self.to == next.from
+    }
+}
 
 pub struct Reader {
     fetch: Fetcher,
@@ -258,20 +290,26 @@ impl Reader {
             .into_iter()
             .map(|f| f.expect("a read gets a future for every block"))
             .collect();
-        let got = futures_util::future::join_all(futs).await;
-        if got.len() == 1 {
-            // One block: a slice of it, no copy.
-            let b = got.into_iter().next().expect("one")?;
+        let got = futures_util::future::join_all(futs)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<Blk>, ReadError>>()?;
+        if got.windows(2).all(|w| w[0].followed_by(&w[1])) {
+            // One block, or consecutive blocks of one part: a slice of its buffer, no copy.
+            let b = &got[0];
             let bstart = first * bs;
-            let (from, to) = (offset - bstart, end - bstart);
-            if to as usize > b.len() {
+            let (from, to) = (
+                b.from + (offset - bstart) as usize,
+                b.from + (end - bstart) as usize,
+            );
+            if to > got[got.len() - 1].to {
                 return Err(ReadError::Invalid("short block".into()));
             }
-            return Ok(b.slice(from as usize..to as usize));
+            return Ok(b.buf.slice(from..to));
         }
         let mut out = BytesMut::with_capacity((end - offset) as usize);
-        for (i, r) in (first..=last).zip(got) {
-            let b = r?;
+        for (i, b) in (first..=last).zip(got) {
+            let b = b.bytes();
             let bstart = i * bs;
             let from = offset.max(bstart) - bstart;
             let to = end.min(bstart + b.len() as u64) - bstart;
@@ -340,7 +378,7 @@ impl Reader {
                 None => {
                     let pending = self.inflight.lock().unwrap().get(&key).cloned();
                     match pending {
-                        Some(f) => f.await.ok()?,
+                        Some(f) => f.await.ok()?.bytes(),
                         None => self.disk_block(meta, &ckey, sf.as_deref(), idx)?,
                     }
                 }
@@ -402,7 +440,11 @@ impl Reader {
     ) -> Vec<Option<BlockFuture>> {
         let ckey: Arc<str> = Arc::from(content_key(meta.sha1sum.as_deref(), &meta.artifact_id));
         let mut out: Vec<Option<BlockFuture>> = vec![None; (last - first + 1) as usize];
-        let ready = |b: Bytes| futures_util::future::ready(Ok(b)).boxed().shared();
+        let ready = |b: Bytes| {
+            futures_util::future::ready(Ok(Blk::whole(b)))
+                .boxed()
+                .shared()
+        };
         let sf = self.sparse(meta, &ckey, false);
         let stats = &crate::stats::STATS;
         // Hits and misses count the blocks a read asked for, not prefetches.
@@ -496,7 +538,7 @@ impl Reader {
             let r = this.fetch_part(&meta2, a, b).await;
             let bad = this.bad.lock().unwrap().contains(&*ck);
             match (&r, bad, this.disk.is_some()) {
-                (Ok(blocks), false, has_disk) => {
+                (Ok((_, blocks)), false, has_disk) => {
                     // With a disk cache the blocks stay reachable through `inflight` until
                     // written, and on disk after: the LRU would only hold them twice.
                     if !has_disk {
@@ -517,22 +559,29 @@ impl Reader {
                             this2.done_part(&ck2, a, b);
                             this2.pending_stores.fetch_sub(1, SeqCst);
                         });
-                        return r;
+                        return r.map(|(part, _)| part);
                     }
                 }
                 _ => drop(charge),
             }
             this.done_part(&ck, a, b);
-            r
+            r.map(|(part, _)| part)
         }
         .boxed()
         .shared();
         // The part drives itself: a prefetch needs no one awaiting it.
         tokio::spawn(part.clone().map(|_| ()));
         for (j, idx) in (a..=b).enumerate() {
+            let from = j * bs as usize;
             let f: BlockFuture = part
                 .clone()
-                .map(move |r| r.map(|v| v[j].clone()))
+                .map(move |r| {
+                    r.map(|part| Blk {
+                        from: from.min(part.len()),
+                        to: (from + bs as usize).min(part.len()),
+                        buf: part,
+                    })
+                })
                 .boxed()
                 .shared();
             inflight.insert((ckey.clone(), idx), f.clone());
@@ -640,21 +689,28 @@ impl Reader {
             .forget_key(&content_key(meta.sha1sum.as_deref(), &meta.artifact_id));
     }
 
-    /// Fetches blocks `a..=b` in one ranged GET, with retries, and splits them.
-    async fn fetch_part(&self, meta: &FileMeta, a: u64, b: u64) -> Result<Vec<Bytes>, ReadError> {
+    /// Fetches blocks `a..=b` in one ranged GET, with retries: the response, and it split
+    /// into blocks (slices of it).
+    async fn fetch_part(
+        &self,
+        meta: &FileMeta,
+        a: u64,
+        b: u64,
+    ) -> Result<(Bytes, Vec<Bytes>), ReadError> {
         let bs = geometry(meta.size);
         let start = a * bs;
         let end = ((b + 1) * bs).min(meta.size);
         let t0 = Instant::now();
         let bytes = self.fetch.fetch_range(meta, start, end).await?;
         tracing::trace!(artifact = %meta.artifact_id, start, len = end - start, ms = t0.elapsed().as_millis() as u64, "fetched part");
-        Ok((a..=b)
+        let blocks = (a..=b)
             .map(|i| {
                 let from = (i * bs - start) as usize;
                 let to = (((i + 1) * bs).min(end) - start) as usize;
                 bytes.slice(from..to)
             })
-            .collect())
+            .collect();
+        Ok((bytes, blocks))
     }
 }
 

@@ -280,3 +280,38 @@ async fn url_cache_is_bounded() {
     }
     assert_eq!(r.urls_cached(), crate::backend::urls::MAX_URLS);
 }
+
+/// A read across blocks of one part is one slice of the part's buffer; reads across parts
+/// (and from the disk) are assembled; all are right.
+#[tokio::test]
+async fn reads_across_blocks_and_parts_are_right() {
+    let d = tempfile::tempdir().unwrap();
+    let data = pattern(9 << 20);
+    let meta = meta(&data);
+    let m = OneObject::new(data.clone());
+    let disk = Arc::new(DiskCache::open(d.path(), 1 << 30).unwrap());
+    let r = Reader::new(m.clone(), quick(), Some(disk));
+    // One part of three blocks, read whole and from inside it.
+    let b = r.read(&meta, 0, 3 * BLOCK as u32, None).await.unwrap();
+    assert!(b[..] == data[..3 * BLOCK as usize]);
+    let b = r.read(&meta, 100, 2 * BLOCK as u32, None).await.unwrap();
+    assert!(b[..] == data[100..100 + 2 * BLOCK as usize]);
+    // Across that part and a new one (and the end of the file).
+    let b = r
+        .read(&meta, 2 * BLOCK + 5, 3 * BLOCK as u32, None)
+        .await
+        .unwrap();
+    assert!(b[..] == data[(2 * BLOCK + 5) as usize..(5 * BLOCK + 5) as usize]);
+    let b = r
+        .read(&meta, (9 << 20) - 1000, 1 << 20, None)
+        .await
+        .unwrap();
+    assert!(b[..] == data[(9 << 20) - 1000..]);
+    r.flush(Duration::from_secs(30)).await;
+    // From the disk now.
+    let b = r
+        .read(&meta, BLOCK - 1, 4 * BLOCK as u32, None)
+        .await
+        .unwrap();
+    assert!(b[..] == data[(BLOCK - 1) as usize..(5 * BLOCK - 1) as usize]);
+}
