@@ -1,7 +1,7 @@
 use serde_json::json;
 
 use super::*;
-use crate::api::test_server::{serve, Reply, Server};
+use bkfs_fake::scripted::{serve, Reply, Server};
 
 fn bref() -> BuildRef {
     "acme/web/7".parse().unwrap()

@@ -4,8 +4,8 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::api::model::split_path;
-use crate::api::test_server::{serve, Reply, Server};
 use crate::secret::Token;
+use bkfs_fake::scripted::{serve, Reply, Server};
 
 const TOKEN: &str = "secret-token-123";
 

@@ -3,8 +3,6 @@ pub mod client;
 pub mod graphql;
 pub mod link;
 pub mod model;
-#[cfg(test)]
-mod test_server;
 
 pub use client::{ApiClient, ApiError};
 pub use graphql::{url_lifetime, GqlBuild, GraphqlError};

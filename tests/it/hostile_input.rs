@@ -1,5 +1,5 @@
 //! Hostile and odd input: arbitrary JSON through the wire types into the tree builder, and the
-//! REST client against a tiny local server that answers with odd but valid (and some invalid)
+//! REST client against a scripted local server (`bkfs_fake::scripted`) that answers with odd but valid (and some invalid)
 //! pages and `Link` headers.
 //!
 //! Part 1 (proptest): any JSON either fails to parse cleanly or gives a tree whose invariants
@@ -18,7 +18,6 @@
 //! share one oracle; now a module of tests/it, it can split into a directory module next.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -27,6 +26,7 @@ use bkfs::api::{ApiClient, ApiError};
 use bkfs::build_ref::BuildRef;
 use bkfs::secret::Token;
 use bkfs::tree::{name_jobs, NodeKind, Tree, NAME_MAX, ROOT_INO};
+use bkfs_fake::scripted::{self, Reply, Seen};
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 
@@ -980,20 +980,11 @@ struct Canned {
     body: String,
 }
 
-#[derive(Clone, Debug)]
-struct Seen {
-    path: String,
-    query: String,
-    page: String,
-    auth: Option<String>,
-}
-
-/// Answers `(path, page query parameter)` from a table; anything else is a 404. Logs every
-/// request.
-#[derive(Clone, Default)]
+/// Answers `(path, page query parameter)` from a table; anything else is a 404. Every
+/// request is recorded by the scripted server underneath.
 struct Server {
     routes: Arc<Mutex<HashMap<(String, String), Canned>>>,
-    log: Arc<Mutex<Vec<Seen>>>,
+    http: scripted::Server,
 }
 
 impl Server {
@@ -1005,64 +996,44 @@ impl Server {
     }
 
     fn log(&self) -> Vec<Seen> {
-        self.log.lock().unwrap().clone()
+        self.http.seen()
     }
 
     /// How many requests each page of the artifacts listing got.
     fn page_hits(&self) -> BTreeMap<String, usize> {
         let mut m = BTreeMap::new();
         for s in self.log() {
-            *m.entry(format!("{}#{}", s.path, s.page)).or_default() += 1;
+            *m.entry(format!("{}#{}", s.path, page_of(&s))).or_default() += 1;
         }
         m
     }
 }
 
-async fn handle(
-    axum::extract::State(srv): axum::extract::State<Server>,
-    req: axum::extract::Request,
-) -> axum::response::Response {
-    let path = req.uri().path().to_string();
-    let query = req.uri().query().unwrap_or("").to_string();
-    let page = url::form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == "page")
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default();
-    let auth = req
-        .headers()
-        .get("authorization")
-        .map(|v| v.to_str().unwrap_or("<non-ascii>").to_string());
-    srv.log.lock().unwrap().push(Seen {
-        path: path.clone(),
-        query,
-        page: page.clone(),
-        auth,
-    });
-    let canned = srv.routes.lock().unwrap().get(&(path, page)).cloned();
-    let c = canned.unwrap_or(Canned {
-        status: 404,
-        links: vec![],
-        body: r#"{"message":"No route"}"#.into(),
-    });
-    let mut b = axum::http::Response::builder()
-        .status(c.status)
-        .header("content-type", "application/json");
-    for l in &c.links {
-        b = b.header("link", l);
-    }
-    b.body(axum::body::Body::from(c.body)).unwrap()
+fn page_of(s: &Seen) -> &str {
+    s.param("page").unwrap_or("")
 }
 
 /// Starts a server on `ip` (port chosen by the OS) and returns it with its origin.
 async fn start(ip: &str) -> (Server, String) {
-    let srv = Server::default();
-    let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
-    let addr: SocketAddr = listener.local_addr().unwrap();
-    let app = axum::Router::new().fallback(handle).with_state(srv.clone());
-    tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
-    });
-    (srv, format!("http://{addr}"))
+    let routes: Arc<Mutex<HashMap<(String, String), Canned>>> = Arc::default();
+    let table = routes.clone();
+    let http = scripted::serve_on(ip, move |_, s, _| {
+        let key = (s.path.clone(), page_of(s).to_string());
+        let c = table.lock().unwrap().get(&key).cloned();
+        let c = c.unwrap_or(Canned {
+            status: 404,
+            links: vec![],
+            body: r#"{"message":"No route"}"#.into(),
+        });
+        let mut r = Reply::status(c.status, &c.body);
+        for l in &c.links {
+            r = r.header("link", l);
+        }
+        r
+    })
+    .await;
+    let origin = http.base.clone();
+    (Server { routes, http }, origin)
 }
 
 fn client(origin: &str) -> ApiClient {
@@ -1128,7 +1099,7 @@ async fn check_listing(name: &str, links: &[&[&str]]) {
         .collect();
     assert_eq!(hits, want_hits, "{name}");
     for s in srv.log() {
-        assert_eq!(s.auth.as_deref(), Some("Bearer t"), "{name}");
+        assert_eq!(s.header("authorization"), Some("Bearer t"), "{name}");
     }
 }
 
@@ -1473,7 +1444,7 @@ async fn links_to_another_origin_are_refused() {
     let probe = reqwest::get(format!("{other_origin}/probe")).await.unwrap();
     assert_eq!(probe.status().as_u16(), 404);
     assert_eq!(other.log().len(), 1);
-    assert_eq!(other.log()[0].auth, None);
+    assert_eq!(other.log()[0].header("authorization"), None);
 
     let cases: &[(&str, &str)] = &[
         (
@@ -1517,7 +1488,7 @@ async fn links_to_another_origin_are_refused() {
         format!(r#"<https://127.0.0.1:{port}{ARTIFACTS_PATH}?page=2>; rel="next""#),
         format!(r#"<{other_origin}{ARTIFACTS_PATH}?page=2>; rel="next""#),
     ] {
-        srv.log.lock().unwrap().clear();
+        srv.http.clear();
         srv.route(ARTIFACTS_PATH, "1", ok(vec![link.clone()], page_body(1)));
         let e = client(&origin)
             .list_build_artifacts(&build_ref())
@@ -1530,10 +1501,10 @@ async fn links_to_another_origin_are_refused() {
     // The other server never saw a request with the token (only the probe).
     let seen = other.log();
     assert!(
-        seen.iter().all(|s| s.auth.is_none()),
+        seen.iter().all(|s| s.header("authorization").is_none()),
         "token sent to another origin: {seen:#?}"
     );
     assert_eq!(seen.len(), 1, "{seen:#?}");
     assert_eq!(seen[0].path, "/probe");
-    assert_eq!(seen[0].query, "");
+    assert!(seen[0].query.is_empty());
 }

@@ -62,6 +62,7 @@ mod graphql_api;
 mod graphql_tests;
 mod logs;
 pub mod model;
+pub mod scripted;
 mod storage;
 #[cfg(test)]
 mod tests;

@@ -1,5 +1,7 @@
-//! A tiny HTTP server on 127.0.0.1 for the client tests: every request is recorded and
-//! answered with whatever the test's closure says.
+//! A scripted HTTP server for tests of HTTP clients: every request is recorded and answered
+//! with whatever the test's closure says. (The [`crate::FakeServer`] follows the documented
+//! API; this one answers anything, for tests of how a client takes odd or hostile answers.)
+//! Used by bkfs's API-client unit tests and by the hostile-input integration tests.
 
 use std::sync::{Arc, Mutex};
 
@@ -60,6 +62,7 @@ impl Reply {
     }
 }
 
+#[derive(Clone)]
 pub struct Server {
     /// `http://127.0.0.1:PORT`, no trailing slash.
     pub base: String,
@@ -70,15 +73,28 @@ impl Server {
     pub fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }
+
+    /// Forgets the requests seen so far (numbering starts again from 0).
+    pub fn clear(&self) {
+        self.seen.lock().unwrap().clear();
+    }
 }
 
-/// Serves until the test's runtime ends; `answer` gets each request (numbered from 0 in the
-/// order they arrived) and the server's base URL.
+/// Serves on 127.0.0.1 until the test's runtime ends; `answer` gets each request (numbered
+/// from 0 in the order they arrived) and the server's base URL.
 pub async fn serve<F>(answer: F) -> Server
 where
     F: Fn(usize, &Seen, &str) -> Reply + Send + Sync + 'static,
 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    serve_on("127.0.0.1", answer).await
+}
+
+/// [`serve`] on another loopback address (`127.0.0.2`: another origin on this machine).
+pub async fn serve_on<F>(ip: &str, answer: F) -> Server
+where
+    F: Fn(usize, &Seen, &str) -> Reply + Send + Sync + 'static,
+{
+    let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let seen = Arc::new(Mutex::new(Vec::new()));
     let answer = Arc::new(answer);
