@@ -1,6 +1,6 @@
 //! Hostile and odd input: arbitrary JSON through the wire types into the tree builder, and the
-//! REST client against a scripted local server (`bkfs_fake::scripted`) that answers with odd but valid (and some invalid)
-//! pages and `Link` headers.
+//! REST client against a scripted local server (`bkfs_fake::scripted`) that answers with odd
+//! but valid (and some invalid) pages and `Link` headers.
 //!
 //! Part 1 (proptest): any JSON either fails to parse cleanly or gives a tree whose invariants
 //! hold (unique, valid names; every finished artifact exactly once; every node reaches the
