@@ -64,6 +64,19 @@ fn read_sha1(p: &Path) -> String {
     sha1_hex(&std::fs::read(p).unwrap_or_else(|e| panic!("read {p:?}: {e}")))
 }
 
+/// Reads `rel` once through a mount (cold) and waits until the cache marks it verified; the
+/// mount is left for the caller.
+fn read_until_verified(m: &Mount, cache: &Path, rel: &str, sha1: &str) {
+    let (p, s1, c2) = (m.path(rel), sha1.to_string(), cache.to_path_buf());
+    bounded(LIMIT, move || {
+        assert_eq!(read_sha1(&p), s1);
+        assert!(
+            wait_until(Duration::from_secs(30), || verified(&c2, &s1)),
+            "the complete artifact was not marked verified in its map"
+        );
+    });
+}
+
 /// The number of `opened` log lines with `passthrough=<on>`.
 fn opens(log: &str, on: bool) -> usize {
     let want = format!("passthrough={on}");
@@ -100,14 +113,7 @@ fn verified_cache_file_served_by_passthrough_or_daemon() {
 
     // Cold: fetched, stored as data + map (no per-block files), verified.
     let m = mount_env(&server, &scratch, &build, &[], &[]);
-    let (p, s1, c2) = (m.path(&rel), sha1.clone(), cache.clone());
-    bounded(LIMIT, move || {
-        assert_eq!(read_sha1(&p), s1);
-        assert!(
-            wait_until(Duration::from_secs(30), || verified(&c2, &s1)),
-            "the complete artifact was not marked verified in its map"
-        );
-    });
+    read_until_verified(&m, &cache, &rel, &sha1);
     let mut names: Vec<String> = std::fs::read_dir(key_dir(&cache, &sha1))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
@@ -246,14 +252,7 @@ fn unaligned_o_direct_reads_of_a_cached_artifact() {
     let build = format!("{ORG}/{PIPELINE}/402");
 
     let m = mount_env(&server, &scratch, &build, &[], &[]);
-    let (p, s1, c2) = (m.path(&rel), sha1.clone(), cache.clone());
-    bounded(LIMIT, move || {
-        assert_eq!(read_sha1(&p), s1);
-        assert!(
-            wait_until(Duration::from_secs(30), || verified(&c2, &s1)),
-            "the complete artifact was not marked verified in its map"
-        );
-    });
+    read_until_verified(&m, &cache, &rel, &sha1);
     assert!(m.unmount(), "unmount");
     drop(m);
 
