@@ -587,10 +587,12 @@ fn main() {
         server.add_build(b);
         // A local tree of the same shape.
         let localdir = w.join(format!("local-many-{count}"));
+        // The mount also shows one `<job>.log` per started job beside the job directories.
         for j in 0..jobs {
             for d in 0..20 {
                 std::fs::create_dir_all(localdir.join(format!("shard-{j}/logs/d{d}"))).unwrap();
             }
+            std::fs::write(localdir.join(format!("shard-{j}.log")), "log\n").unwrap();
         }
         for i in 0..count {
             let p = localdir.join(format!(
@@ -622,7 +624,11 @@ fn main() {
             }));
             let m = m.unwrap();
             let n = sh(&format!("find {} -type f | wc -l", m.mnt.display()));
-            assert_eq!(n.trim(), count.to_string(), "find saw every artifact");
+            assert_eq!(
+                n.trim(),
+                (count + jobs).to_string(),
+                "find saw every artifact and job log"
+            );
             finds.push(time(|| {
                 sh(&format!("find {} -type f | wc -l", m.mnt.display()));
             }));
