@@ -66,6 +66,7 @@ pub struct MountPlan {
 
 /// Mounts per the plan; returns the process exit code.
 pub fn run(plan: MountPlan) -> i32 {
+    limit_malloc_arenas();
     let mountpoint = match check_mountpoint(&plan.mountpoint) {
         Ok(p) => p,
         Err(m) => {
@@ -148,6 +149,21 @@ pub fn unmount(p: &Path) -> i32 {
         Err(e) => {
             eprintln!("bkfs: error: cannot run fusermount3: {e} (install the fuse3 package)");
             1
+        }
+    }
+}
+
+/// glibc gives threads that allocate their own malloc arenas (up to 8 per core) and keeps
+/// what each one frees. With tokio's blocking pool and the FUSE threads, the daemon's RSS
+/// under `bkfs-soak --seconds 45` reached 150–181 MiB against a 64 MiB memory budget; with
+/// two arenas it stays at 104–124 MiB, with no loss of throughput. `MALLOC_ARENA_MAX`, when
+/// set, wins.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only tunes the allocator; it takes the allocator's own locks.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
         }
     }
 }
