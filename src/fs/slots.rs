@@ -266,10 +266,21 @@ impl Fs {
             max_ino: tree.max_ino(),
         };
         let nodes = tree.len();
+        let jobs: Vec<String> = tree
+            .nodes()
+            .filter_map(|n| match &n.kind {
+                NodeKind::Log(l) => Some(l.job_id.clone()),
+                _ => None,
+            })
+            .collect();
         // Marked under the tree's lock: a build without a tree is evicted or never listed.
         *slot.evicted.lock().unwrap() = Some(e);
         drop(g);
         drop(tree);
+        // Its logs are finished (only finished builds are evicted) and none is open.
+        if let Some(logs) = &self.logs {
+            logs.forget(jobs.iter().map(String::as_str));
+        }
         // The listing brings the jobs back; the builds list's summary is what an unopened
         // build shows.
         if let Some(b) = slot.info.write().unwrap().as_mut() {

@@ -192,6 +192,21 @@ impl LogStore {
         self.cfg.format
     }
 
+    /// Forgets what memory holds of these jobs' logs (an evicted build's), so a long-lived
+    /// pipeline mount does not grow with every build it opens. A later look starts again
+    /// from the disk cache (finished logs are stored there) or the API.
+    pub fn forget<'a>(&self, jobs: impl IntoIterator<Item = &'a str>) {
+        let mut m = self.entries.lock().unwrap();
+        for job in jobs {
+            m.remove(job);
+        }
+    }
+
+    /// How many jobs' logs memory holds.
+    pub fn known(&self) -> usize {
+        self.entries.lock().unwrap().len()
+    }
+
     fn key(&self, job: &str) -> String {
         format!(
             "l1-{}-{}",

@@ -266,3 +266,24 @@ async fn delete_forgets_the_log() {
     assert!(s.is_gone("j"));
     assert_eq!(disk.bytes(), 0);
 }
+
+/// An evicted build's logs leave memory; a later open fetches (or reads from disk) again and
+/// serves the same text.
+#[tokio::test]
+async fn forgotten_logs_leave_memory_and_come_back() {
+    let src = Arc::new(MockLogs::default());
+    src.set("j1", b"one\n");
+    src.set("j2", b"two\n");
+    let s = store(&src, None, LogFormat::Plain);
+    let (m1, m2) = (meta("j1", true), meta("j2", true));
+    s.open(&m1).await.unwrap();
+    s.open(&m2).await.unwrap();
+    assert_eq!(s.known(), 2);
+    s.forget(["j1"]);
+    assert_eq!(s.known(), 1);
+    assert_eq!(s.raw_size("j1"), None, "forgotten");
+    assert_eq!(read_all(&s, &m2).await, b"two\n");
+    s.open(&m1).await.unwrap();
+    assert_eq!(read_all(&s, &m1).await, b"one\n");
+    assert_eq!(src.calls(), ["get", "get", "get"], "j1 was fetched again");
+}

@@ -206,3 +206,75 @@ async fn finished_builds_are_settled_running_ones_are_not() {
     .await;
     wait_until("12 is settled", || fs.settled(d12.ino)).await;
 }
+
+/// An evicted build's job logs leave the log store's memory too: a long-lived pipeline mount
+/// must not grow with every build it opens. The log comes back when the build does.
+#[tokio::test]
+async fn an_evicted_builds_logs_leave_memory() {
+    use crate::backend::testing::MockLogs;
+    use crate::joblog::{LogConfig, LogFormat, LogStore};
+    let env = Env::new();
+    let started = |id: &str| Job {
+        started_at: Some(CREATED.into()),
+        ..job(id, "Build")
+    };
+    let (b12, b11) = (
+        build(12, "passed", &[started("j12")]),
+        build(11, "failed", &[started("j11")]),
+    );
+    env.lister.set_builds(vec![b12.clone(), b11.clone()]);
+    let src = Arc::new(MockLogs::default());
+    for (b, j) in [(&b12, "j12"), (&b11, "j11")] {
+        env.lister.set_listing(b.number, listing(b, vec![]));
+        src.set(j, format!("log of {j}\n").as_bytes());
+    }
+    let logs = LogStore::new(
+        src.clone(),
+        None,
+        LogConfig {
+            format: LogFormat::Plain,
+            refresh: FAR,
+            read_timeout: Duration::from_secs(5),
+        },
+        tokio::runtime::Handle::current(),
+    );
+    let (builds, links) = list_pipeline(&*env.lister, 2, None).await.unwrap();
+    let fs = Fs::pipeline(
+        builds,
+        links,
+        2,
+        None,
+        env.lister.clone(),
+        env.reader.clone(),
+        Some(logs.clone()),
+        cfg(FAR, false),
+    );
+    fs.set_kernel(env.kernel.clone());
+    fs.set_resident_builds(1);
+    fs.set_evict_after(Duration::ZERO);
+
+    let read_log = |number: u64| {
+        let fs = fs.clone();
+        async move {
+            let dir = fs
+                .lookup(ROOT_INO, name(&number.to_string()))
+                .await
+                .unwrap();
+            let log = fs.lookup(dir.ino, name("build.log")).await.unwrap();
+            let (fh, _) = fs.open_log(log.ino, libc::O_RDONLY).await.unwrap();
+            let text = fs.read(log.ino, fh, 0, 4096).await.unwrap();
+            fs.release(fh);
+            text
+        }
+    };
+    assert_eq!(&read_log(12).await[..], b"log of j12\n");
+    assert_eq!(logs.known(), 1);
+    // Build 11 is opened: 12 leaves memory, and so does its log.
+    assert_eq!(&read_log(11).await[..], b"log of j11\n");
+    assert_eq!(fs.resident_builds(), 1);
+    assert_eq!(logs.known(), 1, "only build 11's log is held");
+    assert_eq!(logs.raw_size("j12"), None, "build 12's log was forgotten");
+    // Back to 12: listed again, its log fetched again, the same text.
+    assert_eq!(&read_log(12).await[..], b"log of j12\n");
+    assert_eq!(src.calls().iter().filter(|c| *c == "get").count(), 3);
+}
