@@ -324,23 +324,32 @@ fn tail_follows_a_running_job_and_stops_when_it_finishes() {
             polls,
             "a finished job's log is still polled"
         );
-        let _ = tail.0.kill();
+        tail.stop();
         let whole = std::fs::read_to_string(&path).unwrap();
         assert!(whole.ends_with("step 2 of 2 done\nall done"), "{whole:?}");
         assert_eq!(whole.len() as u64, size);
     });
 }
 
-/// Kills the child when dropped.
-struct Guarded(std::process::Child);
+/// Stops the child (`timeout CMD`) when dropped. SIGTERM, not SIGKILL: `timeout` passes
+/// SIGTERM on to its command, while a killed `timeout` leaves the command running, orphaned.
+struct Guarded(std::process::Child, bool);
+impl Guarded {
+    fn stop(&mut self) {
+        if !std::mem::replace(&mut self.1, true) {
+            // SAFETY: plain kill(2) of our own child, not yet waited for.
+            unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+            let _ = self.0.wait();
+        }
+    }
+}
 impl Drop for Guarded {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        self.stop();
     }
 }
 fn scopeguard(c: std::process::Child) -> Guarded {
-    Guarded(c)
+    Guarded(c, false)
 }
 
 #[test]
