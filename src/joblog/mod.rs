@@ -203,7 +203,8 @@ impl LogStore {
     }
 
     /// How many jobs' logs memory holds.
-    pub fn known(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn known(&self) -> usize {
         self.entries.lock().unwrap().len()
     }
 

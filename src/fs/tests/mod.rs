@@ -134,6 +134,16 @@ impl Env {
 
     /// A pipeline mount of the lister's builds list, as the mount command makes it.
     async fn pipeline(&self, limit: usize, refresh: Duration) -> Arc<Fs> {
+        self.pipeline_with_logs(limit, refresh, None).await
+    }
+
+    /// [`Env::pipeline`] with a job-log store.
+    async fn pipeline_with_logs(
+        &self,
+        limit: usize,
+        refresh: Duration,
+        logs: Option<Arc<crate::joblog::LogStore>>,
+    ) -> Arc<Fs> {
         let (builds, links) = list_pipeline(&*self.lister, limit, None).await.unwrap();
         let fs = Fs::pipeline(
             builds,
@@ -142,7 +152,7 @@ impl Env {
             None,
             self.lister.clone(),
             self.reader.clone(),
-            None,
+            logs,
             cfg(refresh, false),
         );
         fs.set_kernel(self.kernel.clone());

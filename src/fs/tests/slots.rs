@@ -238,18 +238,7 @@ async fn an_evicted_builds_logs_leave_memory() {
         },
         tokio::runtime::Handle::current(),
     );
-    let (builds, links) = list_pipeline(&*env.lister, 2, None).await.unwrap();
-    let fs = Fs::pipeline(
-        builds,
-        links,
-        2,
-        None,
-        env.lister.clone(),
-        env.reader.clone(),
-        Some(logs.clone()),
-        cfg(FAR, false),
-    );
-    fs.set_kernel(env.kernel.clone());
+    let fs = env.pipeline_with_logs(2, FAR, Some(logs.clone())).await;
     fs.set_resident_builds(1);
     fs.set_evict_after(Duration::ZERO);
 
