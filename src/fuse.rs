@@ -202,6 +202,10 @@ impl Filesystem for FuseFs {
         // Directory listings carry attributes, so `ls -l`/`ls -lR` need no lookup per entry.
         let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS);
         let _ = config.add_capabilities(InitFlags::FUSE_READDIRPLUS_AUTO);
+        // Lookups and listings of one directory may run at once. Without this the kernel
+        // serializes them per directory, so a slow lookup (the first `NAME#`, which waits
+        // for the archive's index) would hold up every lookup and `ls` beside it.
+        let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
         Ok(())
     }
 

@@ -70,6 +70,17 @@ fn split_ino(ino: Ino) -> Option<(u32, u32)> {
     })
 }
 
+/// Runs CPU-heavy work (inflating, building or decoding an index) without holding up the
+/// other tasks of the runtime's worker: on the multi-threaded runtime the worker hands its
+/// queue to another thread first (`block_in_place`). Elsewhere (unit tests on the
+/// current-thread runtime) it just runs.
+fn cpu<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 /// `NAME` of a `NAME#` lookup whose name says archive.
 pub fn archive_stem(name: &str) -> Option<&str> {
     let stem = name.strip_suffix('#')?;
@@ -163,6 +174,8 @@ pub struct Archives {
     list: std::sync::atomic::AtomicBool,
     by_file: Mutex<HashMap<Ino, u32>>,
     all: RwLock<Vec<Arc<Archive>>>,
+    /// Indexes built (not loaded from the cache) by this mount.
+    built: std::sync::atomic::AtomicU64,
 }
 
 impl Archives {
@@ -175,12 +188,18 @@ impl Archives {
             list: Default::default(),
             by_file: Mutex::new(HashMap::new()),
             all: RwLock::new(Vec::new()),
+            built: Default::default(),
         }
     }
 
     /// `--list-archives`: `readdir` shows `NAME#` next to each archive.
     pub fn set_listed(&self, on: bool) {
         self.list.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How many indexes this mount has built (not counting those loaded from the cache).
+    pub fn indexes_built(&self) -> u64 {
+        self.built.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn listed(&self) -> bool {
@@ -437,7 +456,7 @@ impl Archives {
                     .and_then(|b| gzindex::decode_points(&b)),
                 _ => Some(Vec::new()),
             };
-            match serde_json::from_slice::<Index>(&b) {
+            match cpu(|| serde_json::from_slice::<Index>(&b)) {
                 Ok(idx) if idx.format == a.format && points.is_some() => {
                     *a.points.write().unwrap() = points.map(Arc::new);
                     tracing::debug!(path = %a.meta.original_path, entries = idx.entries.len(), "archive index from the cache");
@@ -459,6 +478,8 @@ impl Archives {
         drop(counted);
         match r {
             Ok((idx, points)) => {
+                self.built
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::info!(path = %a.meta.original_path, format = ?idx.format, entries = idx.entries.len() - 1, points = points.len(), ms = t0.elapsed().as_millis() as u64, "indexed the archive");
                 let idx = Arc::new(idx);
                 let points = Arc::new(points);
@@ -560,7 +581,7 @@ impl Archives {
                 raw.push(e.into_raw());
             }
         }
-        Ok(Index::build(Format::Zip, raw, 0)?)
+        Ok(cpu(|| Index::build(Format::Zip, raw, 0))?)
     }
 
     /// A zip symlink's target: its entry's data (local header checked, inflated if need be,
@@ -620,7 +641,7 @@ impl Archives {
             return Err(Fail::Bad(crate::archive::corrupt("empty tar")));
         }
         let raw = w.finish(size)?;
-        Ok(Index::build(Format::Tar, raw, size)?)
+        Ok(cpu(|| Index::build(Format::Tar, raw, size))?)
     }
 
     /// One pass over a tar.gz: gunzip, walk the tar headers, record access points. Stops
@@ -641,11 +662,13 @@ impl Archives {
                 check_magic(Format::TarGz, &b)?;
             }
             at += b.len() as u64;
-            ix.feed(&b, &mut |d| {
-                sink.write_all(d).map_err(|e| {
-                    sink.err
-                        .take()
-                        .unwrap_or_else(|| crate::archive::corrupt(format!("gzip: {e}")))
+            cpu(|| {
+                ix.feed(&b, &mut |d| {
+                    sink.write_all(d).map_err(|e| {
+                        sink.err
+                            .take()
+                            .unwrap_or_else(|| crate::archive::corrupt(format!("gzip: {e}")))
+                    })
                 })
             })?;
             if sink.walker.as_ref().is_some_and(|w| w.is_done()) {
@@ -659,7 +682,7 @@ impl Archives {
         let total = sink.total;
         let points = ix.finish(at >= size)?;
         let raw = sink.walker.take().unwrap().finish(total)?;
-        Ok((Index::build(Format::TarGz, raw, total)?, points))
+        Ok((cpu(|| Index::build(Format::TarGz, raw, total))?, points))
     }
 
     fn inflight_lock(&self, a: &Archive, ix: u32) -> Arc<tokio::sync::Mutex<()>> {
@@ -794,7 +817,7 @@ impl Archives {
                 .raw(a, start + at, CHUNK.min(csize - at), Some(&h))
                 .await?;
             at += b.len() as u64;
-            if let Err(e) = dec.write_all(&b) {
+            if let Err(e) = cpu(|| dec.write_all(&b)) {
                 let err = dec.get_mut().err.take();
                 self.store.remove(&key);
                 return Err(Fail::Bad(err.unwrap_or_else(|| {
@@ -802,7 +825,7 @@ impl Archives {
                 })));
             }
         }
-        let r = dec.finish();
+        let r = cpu(|| dec.finish());
         let mut sink = match r {
             Ok(s) => s,
             Err(e) => {
@@ -871,13 +894,15 @@ impl Archives {
             }
             let b = self.raw(a, at, CHUNK.min(size - at), Some(&cur.h)).await?;
             let Cursor { x, blk, blk_at, .. } = &mut cur;
-            x.feed(&b, &mut |o, d| {
-                let (from, to) = (off.max(o), end.min(o + d.len() as u64));
-                if from < to {
-                    cap.extend_from_slice(&d[(from - o) as usize..(to - o) as usize]);
-                }
-                Cursor::absorb(blk, blk_at, &self.store, &key, total, o, d);
-                Ok(())
+            cpu(|| {
+                x.feed(&b, &mut |o, d| {
+                    let (from, to) = (off.max(o), end.min(o + d.len() as u64));
+                    if from < to {
+                        cap.extend_from_slice(&d[(from - o) as usize..(to - o) as usize]);
+                    }
+                    Cursor::absorb(blk, blk_at, &self.store, &key, total, o, d);
+                    Ok(())
+                })
             })?;
         }
         let mut cs = a.cursors.lock().unwrap();

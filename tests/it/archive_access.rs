@@ -212,3 +212,84 @@ fn mutating_operations_inside_archives_answer_erofs() {
         }
     });
 }
+
+/// Indexing a tar.gz over slow storage holds up nothing else: while the first `ls NAME#`
+/// waits for its index, the job directory lists, another artifact reads and another
+/// archive indexes and reads. The slow index logs its progress and is built once.
+#[test]
+fn a_slow_index_does_not_hold_up_the_rest_of_the_mount() {
+    bounded(T, || {
+        let mut t = tar::Builder::new(Vec::new());
+        for i in 0..4 {
+            tar_file(&mut t, &format!("p{i}.bin"), &det_bytes(4 * MIB, 40 + i));
+        }
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(&t.into_inner().unwrap()).unwrap();
+        let tgz = e.finish().unwrap();
+        let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        w.start_file("z.txt", zip::write::SimpleFileOptions::default())
+            .unwrap();
+        w.write_all(b"zipped").unwrap();
+        let z = w.finish().unwrap().into_inner();
+        let env = Env::new(
+            build(
+                25,
+                vec![
+                    ("slow.tar.gz", tgz),
+                    ("small.zip", z),
+                    ("ok.txt", b"ok".to_vec()),
+                ],
+            ),
+            &[],
+        );
+        // 16 MiB at 1 MiB/s per storage response: several seconds, whatever the read-ahead.
+        env.server.set_storage_bandwidth(1 << 20);
+        let job = env.mnt().join("job");
+        let status = {
+            let mnt = env.mnt();
+            move || {
+                let o = run(std::process::Command::new(BIN).arg("status").arg(&mnt));
+                String::from_utf8_lossy(&o.stdout).into_owned()
+            }
+        };
+        let slow = {
+            let root = job.join("slow.tar.gz#");
+            std::thread::spawn(move || ls(&root))
+        };
+        assert!(
+            wait_until(Duration::from_secs(30), || status().contains("1 indexing")),
+            "the index build never started: {}",
+            status()
+        );
+        assert_eq!(
+            ls(&job),
+            ["ok.txt", "slow.tar.gz", "small.zip"],
+            "the job directory"
+        );
+        assert_eq!(std::fs::read(job.join("ok.txt")).unwrap(), b"ok");
+        assert_eq!(ls(&job.join("small.zip#")), ["z.txt"]);
+        assert_eq!(
+            std::fs::read(job.join("small.zip#/z.txt")).unwrap(),
+            b"zipped"
+        );
+        // All of that was answered while the slow index was still being built.
+        let during = status();
+        assert!(
+            !slow.is_finished() && during.contains("1 indexed, 1 indexing"),
+            "the slow index finished first: {during}"
+        );
+        assert_eq!(
+            slow.join().unwrap(),
+            ["p0.bin", "p1.bin", "p2.bin", "p3.bin"]
+        );
+        let log = env.m.log_text();
+        let progress = log
+            .lines()
+            .filter(|l| l.contains("indexing the archive") && l.contains("slow.tar.gz"))
+            .count();
+        assert!(progress >= 1, "no progress line while indexing:\n{log}");
+        assert_eq!(log.matches("indexed the archive").count(), 2, "{log}");
+        env.server.set_storage_bandwidth(0);
+        assert!(std::fs::read(job.join("slow.tar.gz#/p3.bin")).unwrap() == det_bytes(4 * MIB, 43));
+    });
+}

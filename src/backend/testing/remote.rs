@@ -20,6 +20,8 @@ pub struct MockRemote {
     pub url_calls: Mutex<Vec<(String, u64)>>,
     pub fetches: Mutex<Vec<String>>,
     pub deletes: Mutex<Vec<String>>,
+    /// How long each ranged read takes (default 0).
+    pub delay: Mutex<Duration>,
 }
 
 impl MockRemote {
@@ -28,6 +30,10 @@ impl MockRemote {
             .lock()
             .unwrap()
             .insert(id.to_string(), Bytes::from(data));
+    }
+
+    pub fn set_delay(&self, d: Duration) {
+        *self.delay.lock().unwrap() = d;
     }
 
     pub fn fetches_of(&self, id: &str) -> usize {
@@ -78,6 +84,10 @@ impl Remote for MockRemote {
         Box::pin(async move {
             let id = url.strip_prefix("mock://").unwrap_or(url).to_string();
             self.fetches.lock().unwrap().push(id.clone());
+            let delay = *self.delay.lock().unwrap();
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
             let data = self.objects.lock().unwrap().get(&id).cloned();
             match data {
                 Some(d) if start <= end && end as usize <= d.len() => {

@@ -22,6 +22,7 @@ use crate::backend::{Artifact, Build, Job};
 use crate::content::{Reader, ReaderConfig};
 use crate::tree::{parse_time, Ino, ROOT_INO};
 
+mod archives;
 mod dirs;
 mod live;
 mod pipeline;

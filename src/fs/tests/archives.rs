@@ -1,0 +1,53 @@
+//! `NAME#` over the doubles: lookups racing for an archive's first index.
+
+use super::*;
+
+fn zip_bytes() -> Vec<u8> {
+    use std::io::Write;
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for i in 0..50 {
+        w.start_file(
+            format!("d/f{i}.txt"),
+            zip::write::SimpleFileOptions::default(),
+        )
+        .unwrap();
+        w.write_all(format!("file {i}\n").as_bytes()).unwrap();
+    }
+    w.finish().unwrap().into_inner()
+}
+
+/// The kernel merges concurrent lookups of one name, so a mount test cannot race them;
+/// here eight first lookups of `r.zip#` run at once over a slow remote, and exactly one
+/// builds the index while the others wait for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_first_lookups_build_an_archive_index_once() {
+    let env = Env::new();
+    let data = zip_bytes();
+    let mut a = artifact("z1", "j1", "r.zip");
+    a.file_size = Some(data.len() as u64);
+    a.sha1sum = Some(hex::encode(Sha1::digest(&data)));
+    let b = build(3, "passed", &[job("j1", "Build")]);
+    let fs = env.single(3, &listing(&b, vec![a]), cfg(FAR, false));
+    env.remote.put("z1", data);
+    env.remote.set_delay(Duration::from_millis(150));
+    let dir = ino(&fs, ROOT_INO, "build");
+    let lookups: Vec<_> = (0..8)
+        .map(|_| {
+            let fs = fs.clone();
+            tokio::spawn(async move { fs.lookup(dir, name("r.zip#")).await })
+        })
+        .collect();
+    let mut roots = BTreeSet::new();
+    for l in lookups {
+        let a = l.await.unwrap().expect("r.zip#");
+        assert_eq!(a.kind, Kind::Dir);
+        roots.insert(a.ino);
+    }
+    assert_eq!(roots.len(), 1, "one inode for r.zip#");
+    assert_eq!(fs.archives.indexes_built(), 1, "the index was built once");
+    let root = *roots.first().unwrap();
+    let d = fs.lookup(root, name("d")).await.unwrap();
+    let fh = fs.opendir(d.ino).unwrap();
+    assert_eq!(fs.listing(d.ino, fh, 0).await.unwrap().len(), 2 + 50);
+    assert_eq!(fs.archives.indexes_built(), 1);
+}
