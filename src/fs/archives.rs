@@ -47,8 +47,8 @@ const CHUNK: u64 = 1 << 20;
 const GZ_RATIO: u64 = 1032;
 /// What a zip listing reads from the end at first.
 const SPECULATIVE_TAIL: u64 = 1 << 20;
-/// Suspended tar.gz decompressions kept per archive.
-const MAX_CURSORS: usize = 4;
+/// Suspended tar.gz decompressions kept, for the whole mount.
+const MAX_CURSORS: usize = 8;
 /// A streaming pass longer than this logs its progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(3);
 
@@ -99,6 +99,8 @@ impl From<ArchiveError> for Fail {
 }
 
 struct Archive {
+    /// Its place in [`Archives::all`].
+    id: u32,
     meta: Arc<FileMeta>,
     /// The directory holding `NAME#` (global inode).
     parent: Ino,
@@ -114,8 +116,6 @@ struct Archive {
     inflating: Mutex<HashMap<u32, Arc<tokio::sync::Mutex<()>>>>,
     /// tar.gz: the access points (set before `index`).
     points: RwLock<Option<Arc<Vec<Point>>>>,
-    /// tar.gz: decompressions suspended where a read stopped, most recent last.
-    cursors: Mutex<Vec<Cursor>>,
 }
 
 /// A tar.gz decompression between reads, and the 1 MiB block it is filling.
@@ -173,7 +173,11 @@ pub struct Archives {
     gid: u32,
     list: std::sync::atomic::AtomicBool,
     by_file: Mutex<HashMap<Ino, u32>>,
-    all: RwLock<Vec<Arc<Archive>>>,
+    /// By id; `None` once forgotten (its build left memory).
+    all: RwLock<Vec<Option<Arc<Archive>>>>,
+    /// tar.gz: decompressions suspended where a read stopped (archive id, cursor), most
+    /// recent last, at most [`MAX_CURSORS`] for the whole mount (each holds up to a block).
+    cursors: Mutex<Vec<(u32, Cursor)>>,
     /// Indexes built (not loaded from the cache) by this mount.
     built: std::sync::atomic::AtomicU64,
 }
@@ -189,6 +193,7 @@ impl Archives {
             by_file: Mutex::new(HashMap::new()),
             all: RwLock::new(Vec::new()),
             built: Default::default(),
+            cursors: Mutex::new(Vec::new()),
         }
     }
 
@@ -222,7 +227,8 @@ impl Archives {
         }
         let mut all = self.all.write().unwrap();
         let id = all.len() as u32;
-        all.push(Arc::new(Archive {
+        all.push(Some(Arc::new(Archive {
+            id,
             ckey: content_key(meta.sha1sum.as_deref(), &meta.artifact_id),
             meta: Arc::new(meta.clone()),
             parent,
@@ -234,14 +240,40 @@ impl Archives {
             offsets: Mutex::new(HashMap::new()),
             inflating: Mutex::new(HashMap::new()),
             points: RwLock::new(None),
-            cursors: Mutex::new(Vec::new()),
-        }));
+        })));
         by.insert(file, id);
         Some(ino_of(id, 0))
     }
 
     fn archive(&self, id: u32) -> Option<Arc<Archive>> {
-        self.all.read().unwrap().get(id as usize).cloned()
+        self.all.read().unwrap().get(id as usize).cloned().flatten()
+    }
+
+    /// Forgets the archives in the directories `gone` says are gone (an evicted build's):
+    /// their indexes, access points and suspended decompressions leave memory. A later
+    /// lookup registers the archive again, and its index comes back from the disk cache.
+    /// Returns how many were forgotten.
+    pub fn forget(&self, gone: impl Fn(Ino) -> bool) -> usize {
+        let mut by = self.by_file.lock().unwrap();
+        let mut all = self.all.write().unwrap();
+        let mut ids = Vec::new();
+        for (id, slot) in all.iter_mut().enumerate() {
+            if slot.as_ref().is_some_and(|a| gone(a.parent)) {
+                *slot = None;
+                ids.push(id as u32);
+            }
+        }
+        by.retain(|_, id| !ids.contains(id));
+        self.cursors
+            .lock()
+            .unwrap()
+            .retain(|(id, _)| !ids.contains(id));
+        ids.len()
+    }
+
+    /// Archives registered and not forgotten.
+    pub fn known(&self) -> usize {
+        self.all.read().unwrap().iter().flatten().count()
     }
 
     fn attr(&self, ino: Ino, kind: Kind, size: u64, mtime: SystemTime, nlink: u32) -> Attr {
@@ -419,9 +451,13 @@ impl Archives {
     }
 
     /// `open` of an entry: only regular files.
-    pub fn open(&self, ino: Ino) -> Result<(), FsError> {
+    /// Opens an entry: the directory holding its archive (whose build must stay in memory
+    /// while the entry is open).
+    pub fn open(&self, ino: Ino) -> Result<Ino, FsError> {
+        let (id, _) = split_ino(ino).ok_or(FsError::NotFound)?;
+        let parent = self.archive(id).ok_or(FsError::NotFound)?.parent;
         match self.getattr(ino)?.kind {
-            Kind::File => Ok(()),
+            Kind::File => Ok(parent),
             Kind::Dir => Err(FsError::IsDir),
             Kind::Symlink => Err(FsError::Invalid),
         }
@@ -864,14 +900,14 @@ impl Archives {
         let p = gzindex::point_for(&points, off)
             .ok_or_else(|| Fail::Bad(crate::archive::corrupt("no gzip access point")))?;
         let cur = {
-            let mut cs = a.cursors.lock().unwrap();
+            let mut cs = self.cursors.lock().unwrap();
             let best = cs
                 .iter()
                 .enumerate()
-                .filter(|(_, c)| c.x.at() <= off && c.x.at() >= p.out)
-                .max_by_key(|(_, c)| c.x.at())
+                .filter(|(_, (id, c))| *id == a.id && c.x.at() <= off && c.x.at() >= p.out)
+                .max_by_key(|(_, (_, c))| c.x.at())
                 .map(|(i, _)| i);
-            best.map(|i| cs.remove(i))
+            best.map(|i| cs.remove(i).1)
         };
         let mut cur = match cur {
             Some(c) => c,
@@ -905,11 +941,11 @@ impl Archives {
                 })
             })?;
         }
-        let mut cs = a.cursors.lock().unwrap();
+        let mut cs = self.cursors.lock().unwrap();
         if cs.len() >= MAX_CURSORS {
             cs.remove(0);
         }
-        cs.push(cur);
+        cs.push((a.id, cur));
         Ok(Bytes::from(cap))
     }
 }

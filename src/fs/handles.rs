@@ -25,6 +25,9 @@ pub(super) enum Opened {
     /// or this copy once the tree no longer has it (a retry renamed it, the job vanished):
     /// an open file keeps reading its log.
     Log(LogMeta),
+    /// An entry of an archive (`NAME#`); `OpenFile::ino` is the directory holding the
+    /// archive, so that its build counts as having an open file. Reads go by inode.
+    ArchiveEntry,
 }
 
 impl Fs {
@@ -67,8 +70,16 @@ impl Fs {
             return Err(FsError::ReadOnly("files cannot be opened for writing"));
         }
         if is_archive_ino(ino) {
-            self.archives.open(ino)?;
-            return Ok(self.next_fh.fetch_add(1, Ordering::Relaxed));
+            let dir = self.archives.open(ino)?;
+            let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+            self.handles.lock().unwrap().insert(
+                fh,
+                OpenFile {
+                    ino: dir,
+                    what: Opened::ArchiveEntry,
+                },
+            );
+            return Ok(fh);
         }
         let meta = self.current_file(ino)?;
         self.prefetch_siblings(ino);
@@ -133,7 +144,7 @@ impl Fs {
         {
             Some(Opened::Artifact { meta, handle }) => Some(Ok((meta.clone(), handle.clone()))),
             Some(Opened::Log(meta)) => Some(Err(meta.clone())),
-            None => None,
+            Some(Opened::ArchiveEntry) | None => None,
         };
         let open = match open {
             Some(Err(meta)) => return self.read_log(ino, meta, offset, size).await,

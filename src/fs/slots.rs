@@ -281,6 +281,8 @@ impl Fs {
         if let Some(logs) = &self.logs {
             logs.forget(jobs.iter().map(String::as_str));
         }
+        // So are its archives' indexes (persisted; a later lookup loads them again).
+        self.archives.forget(|parent| split(parent).0 == s);
         // The listing brings the jobs back; the builds list's summary is what an unopened
         // build shows.
         if let Some(b) = slot.info.write().unwrap().as_mut() {

@@ -51,3 +51,50 @@ async fn racing_first_lookups_build_an_archive_index_once() {
     assert_eq!(fs.listing(d.ino, fh, 0).await.unwrap().len(), 2 + 50);
     assert_eq!(fs.archives.indexes_built(), 1);
 }
+
+/// An evicted build's archives leave memory (index, access points, cursors), but not while
+/// one of their entries is open; a later lookup brings the archive back.
+#[tokio::test]
+async fn an_evicted_builds_archives_leave_memory() {
+    let env = pipeline_env();
+    let data = zip_bytes();
+    let mut z = artifact("z11", "j1", "r.zip");
+    z.file_size = Some(data.len() as u64);
+    z.sha1sum = Some(hex::encode(Sha1::digest(&data)));
+    let b11 = build(11, "failed", &[job("j1", "Build")]);
+    env.lister
+        .set_listing(11, listing(&b11, vec![artifact("a11", "j1", "log.txt"), z]));
+    env.remote.put("z11", data);
+    let fs = env.pipeline(3, FAR).await;
+    fs.set_resident_builds(1);
+    fs.set_evict_after(Duration::ZERO);
+    let use_build_5 = || async {
+        let b5 = fs.lookup(ROOT_INO, name("5")).await.unwrap().ino;
+        fs.lookup(b5, name("build")).await.unwrap();
+    };
+
+    let d11 = fs.lookup(global(2, ROOT_INO), name("build")).await.unwrap();
+    let root = fs.lookup(d11.ino, name("r.zip#")).await.unwrap();
+    let d = fs.lookup(root.ino, name("d")).await.unwrap();
+    let f = fs.lookup(d.ino, name("f7.txt")).await.unwrap();
+    assert_eq!(fs.archives.known(), 1);
+    // An entry is open: build 11 stays, and so does its archive.
+    let fh = fs.open(f.ino, libc::O_RDONLY).unwrap();
+    use_build_5().await;
+    assert_eq!(fs.archives.known(), 1, "an entry is open");
+    assert_eq!(&fs.read(f.ino, fh, 0, 100).await.unwrap()[..], b"file 7\n");
+    fs.release(fh);
+    // Closed: the next eviction (another build is listed) takes it and its archive.
+    let b12 = fs.lookup(ROOT_INO, name("12")).await.unwrap().ino;
+    fs.lookup(b12, name("build")).await.unwrap();
+    assert_eq!(fs.resident_builds(), 1);
+    assert_eq!(fs.archives.known(), 0, "the archive left with its build");
+    // Back again: a new lookup, the same entries.
+    let d11 = fs.lookup(global(2, ROOT_INO), name("build")).await.unwrap();
+    let root = fs.lookup(d11.ino, name("r.zip#")).await.unwrap();
+    let d = fs.lookup(root.ino, name("d")).await.unwrap();
+    let f = fs.lookup(d.ino, name("f7.txt")).await.unwrap();
+    let fh = fs.open(f.ino, libc::O_RDONLY).unwrap();
+    assert_eq!(&fs.read(f.ino, fh, 0, 100).await.unwrap()[..], b"file 7\n");
+    assert_eq!(fs.archives.known(), 1);
+}
