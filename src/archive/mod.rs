@@ -14,6 +14,7 @@
 //! bytes of stored paths; a larger archive is refused with `EIO`.
 
 pub mod gzindex;
+pub mod inflate;
 pub mod store;
 pub mod tar;
 pub mod zip;

@@ -33,6 +33,7 @@ use bytes::Bytes;
 
 use super::{Attr, DirEntry, FsError, Kind};
 use crate::archive::gzindex::{self, Extractor, Point};
+use crate::archive::inflate::EntryInflater;
 use crate::archive::store::{block_len, Derived, Sink, DBLOCK};
 use crate::archive::{check_magic, zip, ArchiveError, Data, EntryKind, Format, Index};
 use crate::content::cache::content_key;
@@ -49,6 +50,12 @@ const GZ_RATIO: u64 = 1032;
 const SPECULATIVE_TAIL: u64 = 1 << 20;
 /// Suspended tar.gz decompressions kept, for the whole mount.
 const MAX_CURSORS: usize = 8;
+/// Without a disk cache, deflated zip entries larger than this are not kept whole (the
+/// in-memory store holds 64 MiB): reads inflate them as a stream that stops where the read
+/// ends and goes on from there at the next read ([`EntryInflater`]).
+const STREAM_ENTRIES_OVER: u64 = 16 << 20;
+/// Suspended zip entry inflates kept, for the whole mount.
+const MAX_ZIP_CURSORS: usize = 4;
 /// A streaming pass longer than this logs its progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(3);
 
@@ -166,6 +173,18 @@ impl Cursor {
     }
 }
 
+/// A deflated zip entry's inflate between reads, and the 1 MiB block it is filling.
+struct ZipCursor {
+    id: u32,
+    ix: u32,
+    x: EntryInflater,
+    h: Handle,
+    /// Compressed bytes fetched and not yet inflated (they start at `x.consumed()`).
+    pending: Bytes,
+    blk: Vec<u8>,
+    blk_at: Option<u64>,
+}
+
 pub struct Archives {
     reader: Arc<Reader>,
     store: Arc<Derived>,
@@ -178,6 +197,8 @@ pub struct Archives {
     /// tar.gz: decompressions suspended where a read stopped (archive id, cursor), most
     /// recent last, at most [`MAX_CURSORS`] for the whole mount (each holds up to a block).
     cursors: Mutex<Vec<(u32, Cursor)>>,
+    /// Zip entries inflated as a stream, suspended where a read stopped, most recent last.
+    zip_cursors: Mutex<Vec<ZipCursor>>,
     /// Indexes built (not loaded from the cache) by this mount.
     built: std::sync::atomic::AtomicU64,
 }
@@ -194,6 +215,7 @@ impl Archives {
             all: RwLock::new(Vec::new()),
             built: Default::default(),
             cursors: Mutex::new(Vec::new()),
+            zip_cursors: Mutex::new(Vec::new()),
         }
     }
 
@@ -268,6 +290,10 @@ impl Archives {
             .lock()
             .unwrap()
             .retain(|(id, _)| !ids.contains(id));
+        self.zip_cursors
+            .lock()
+            .unwrap()
+            .retain(|c| !ids.contains(&c.id));
         ids.len()
     }
 
@@ -823,6 +849,9 @@ impl Archives {
                 zip::MAX_RATIO
             ))));
         }
+        if !self.store.has_disk() && usize > STREAM_ENTRIES_OVER {
+            return self.read_deflated_stream(a, ix, usize, d, off, len).await;
+        }
         let key = format!("{}.z{ix}", a.ckey);
         if self.store.complete(&key) == Some(usize) {
             if let Some(b) = self.store.read(&key, usize, off, len) {
@@ -882,6 +911,110 @@ impl Archives {
         Ok(Bytes::from(
             sink.capture.take().map(|c| c.2).unwrap_or_default(),
         ))
+    }
+
+    /// Reads `[off, off+len)` of a deflated entry too large to keep whole (no disk cache):
+    /// from the blocks a recent read unpacked (in memory, evicted like any), else from a
+    /// suspended inflate of that entry at or before `off`, else from the entry's start.
+    /// Reads of one entry take turns, so the kernel's parallel read-ahead requests follow
+    /// one another through one inflate instead of each starting its own.
+    async fn read_deflated_stream(
+        &self,
+        a: &Archive,
+        ix: u32,
+        usize: u64,
+        d: &Data,
+        off: u64,
+        len: u64,
+    ) -> Result<Bytes, Fail> {
+        let Data::Zip { csize, crc, .. } = d else {
+            return Err(Fail::Bad(crate::archive::corrupt("not a zip entry")));
+        };
+        let key = format!("{}.zs{ix}", a.ckey);
+        if let Some(b) = self.store.read(&key, usize, off, len) {
+            return Ok(b);
+        }
+        let lock = self.inflight_lock(a, ix);
+        let _g = lock.lock().await;
+        if let Some(b) = self.store.read(&key, usize, off, len) {
+            return Ok(b);
+        }
+        let start = self.zip_data(a, ix, d).await?;
+        if start + csize > a.meta.size {
+            return Err(Fail::Bad(crate::archive::corrupt(
+                "entry data past the end of the archive",
+            )));
+        }
+        let end = (off + len).min(usize);
+        let found = {
+            let mut cs = self.zip_cursors.lock().unwrap();
+            // Just behind a cursor, in the block it is filling (read-ahead out of order).
+            for c in cs.iter().filter(|c| c.id == a.id && c.ix == ix) {
+                if let Some(s) = c.blk_at {
+                    if s <= off && end <= s + c.blk.len() as u64 {
+                        let (from, to) = ((off - s) as usize, (end - s) as usize);
+                        return Ok(Bytes::copy_from_slice(&c.blk[from..to]));
+                    }
+                }
+            }
+            let best = cs
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.id == a.id && c.ix == ix && c.x.out() <= off)
+                .max_by_key(|(_, c)| c.x.out())
+                .map(|(i, _)| i);
+            best.map(|i| cs.remove(i))
+        };
+        let mut cur = found.unwrap_or_else(|| ZipCursor {
+            id: a.id,
+            ix,
+            x: EntryInflater::new(usize, *crc),
+            h: Handle::default(),
+            pending: Bytes::new(),
+            blk: Vec::new(),
+            blk_at: None,
+        });
+        let mut cap = Vec::with_capacity(len as usize);
+        while cur.x.out() < end && !cur.x.is_done() {
+            if cur.pending.is_empty() {
+                let at = cur.x.consumed();
+                if at >= *csize {
+                    return Err(Fail::Bad(crate::archive::corrupt(
+                        "the compressed data ends before the declared size",
+                    )));
+                }
+                cur.pending = self
+                    .raw(a, start + at, CHUNK.min(csize - at), Some(&cur.h))
+                    .await?;
+            }
+            let ZipCursor {
+                x,
+                blk,
+                blk_at,
+                pending,
+                ..
+            } = &mut cur;
+            let before = x.consumed();
+            cpu(|| {
+                x.feed(pending, end, &mut |o, d| {
+                    let (from, to) = (off.max(o), end.min(o + d.len() as u64));
+                    if from < to {
+                        cap.extend_from_slice(&d[(from - o) as usize..(to - o) as usize]);
+                    }
+                    Cursor::absorb(blk, blk_at, &self.store, &key, usize, o, d);
+                })
+            })?;
+            let took = (x.consumed() - before) as usize;
+            *pending = pending.slice(took.min(pending.len())..);
+        }
+        if !cur.x.is_done() {
+            let mut cs = self.zip_cursors.lock().unwrap();
+            if cs.len() >= MAX_ZIP_CURSORS {
+                cs.remove(0);
+            }
+            cs.push(cur);
+        }
+        Ok(Bytes::from(cap))
     }
 
     /// Reads `[off, off+len)` of a tar.gz's tar stream (`total` bytes): from the derived

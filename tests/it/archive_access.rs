@@ -293,3 +293,43 @@ fn a_slow_index_does_not_hold_up_the_rest_of_the_mount() {
         assert!(std::fs::read(job.join("slow.tar.gz#/p3.bin")).unwrap() == det_bytes(4 * MIB, 43));
     });
 }
+
+/// Without a disk cache a large deflated entry cannot be kept whole (the derived blocks
+/// have 64 MiB of memory): `cat` reads it as one
+/// stream (each read goes on where the last stopped), fetching the archive about once, not
+/// once per read; a random read after it still answers the right bytes.
+#[test]
+fn a_large_deflated_entry_without_a_disk_cache_streams() {
+    bounded(T, || {
+        // Larger than the 64 MiB the derived blocks may take in memory.
+        let big = det_bytes(96 * MIB, 77);
+        let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        let o = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated)
+            .compression_level(Some(1));
+        w.start_file("big.bin", o).unwrap();
+        w.write_all(&big).unwrap();
+        let z = w.finish().unwrap().into_inner();
+        let size = z.len() as u64;
+        let env = Env::new(build(26, vec![("z.zip", z)]), &["--cache-size", "0"]);
+        let path = env.mnt().join("job/z.zip#/big.bin");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), big.len() as u64);
+        env.server.reset_counts();
+        let before = env.server.storage_bytes_served();
+        let (code, out, err) = sh(&format!("cat {} | sha1sum", path.display()));
+        assert_eq!(code, 0, "{err}");
+        assert!(out.starts_with(&sha1_hex(&big)), "wrong bytes: {out}");
+        let served = env.server.storage_bytes_served() - before;
+        eprintln!("cat of a 96 MiB deflated entry of a {size}-byte zip fetched {served} bytes");
+        assert!(
+            served < 2 * size,
+            "fetched {served} bytes for a {size}-byte zip\n{}",
+            env.m.log_text()
+        );
+        let fh = std::fs::File::open(&path).unwrap();
+        let mut buf = vec![0u8; 4096];
+        use std::os::unix::fs::FileExt;
+        fh.read_exact_at(&mut buf, 17 * MIB as u64 + 5).unwrap();
+        assert!(buf[..] == big[17 * MIB + 5..17 * MIB + 5 + 4096]);
+    });
+}
