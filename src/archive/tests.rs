@@ -635,3 +635,56 @@ fn zip_unix_symlinks_are_recognized() {
     assert_eq!(target("d/in"), "f.txt");
     assert_eq!(target("d/out"), format!("../{OUTSIDE}"));
 }
+
+#[test]
+fn a_real_root_entry_named_like_the_outside_target_is_tagged() {
+    let raw = |path: &str, kind: RawKind| RawEntry {
+        path: path.as_bytes().to_vec(),
+        kind,
+        size: 1,
+        mtime: 0,
+        data: Some(Data::Tar { offset: 0 }),
+    };
+    let link = |t: &str| RawKind::Symlink(t.as_bytes().to_vec());
+    for first in [
+        raw(OUTSIDE, RawKind::File),
+        raw(OUTSIDE, link("x")),
+        raw(&format!("{OUTSIDE}/secret"), RawKind::File),
+        raw(&format!("/{OUTSIDE}/"), RawKind::Dir),
+    ] {
+        let what = format!("{first:?}");
+        let entries = vec![
+            first,
+            raw("d/up", link("../../x")),
+            raw("abs", link("/etc/passwd")),
+            raw(&format!("d/{OUTSIDE}"), RawKind::File),
+        ];
+        let idx = Index::build(Format::Tar, entries, 0).unwrap();
+        assert_eq!(idx.resolve(OUTSIDE), None, "{what}");
+        let tagged = format!("{OUTSIDE}~0");
+        assert!(idx.resolve(&tagged).is_some(), "{what}");
+        // Only the root name is reserved.
+        assert!(idx.resolve(&format!("d/{OUTSIDE}")).is_some(), "{what}");
+        for (l, from) in [("d/up", "d"), ("abs", "")] {
+            let EntryKind::Symlink { target } = &idx.get(idx.resolve(l).unwrap()).unwrap().kind
+            else {
+                panic!("{l}")
+            };
+            // Resolved lexically from the link's directory, the target names nothing.
+            let mut path: Vec<&str> = from.split('/').filter(|c| !c.is_empty()).collect();
+            for c in target.split('/') {
+                match c {
+                    ".." => {
+                        path.pop();
+                    }
+                    c => path.push(c),
+                }
+            }
+            assert_eq!(
+                idx.resolve(&path.join("/")),
+                None,
+                "{what}: {l} -> {target}"
+            );
+        }
+    }
+}
