@@ -688,3 +688,91 @@ fn a_real_root_entry_named_like_the_outside_target_is_tagged() {
         }
     }
 }
+
+/// One tar entry (no end-of-archive blocks): a symlink whose target is a ~1 MiB pax
+/// `linkpath` (`pax`) or GNU `K` long link.
+fn huge_link_entry(pax: bool) -> Vec<u8> {
+    let target = "t".repeat((1 << 20) - 600);
+    let mut b = make_tar(|t| {
+        let mut h = ::tar::Header::new_gnu();
+        h.set_entry_type(::tar::EntryType::Symlink);
+        h.set_size(0);
+        if pax {
+            t.append_pax_extensions([("linkpath", target.as_bytes())])
+                .unwrap();
+            t.append_link(&mut h, "l", "short").unwrap();
+        } else {
+            t.append_link(&mut h, "l", &target).unwrap();
+        }
+    });
+    b.truncate(b.len() - 1024);
+    b
+}
+
+#[test]
+fn huge_link_targets_count_against_the_name_budget_while_walking() {
+    let units = [huge_link_entry(true), huge_link_entry(false)];
+    // Each is one symlink entry with its ~1 MiB target.
+    for u in &units {
+        let mut w = TarWalker::new();
+        w.feed(0, u).unwrap();
+        let raw = w.finish(u.len() as u64).unwrap();
+        assert!(matches!(&raw[0].kind, RawKind::Symlink(t) if t.len() > 1 << 19));
+    }
+    // Fed one after the other, the walker refuses them once their targets pass the budget,
+    // before the walk ends (so memory stays within it).
+    let mut w = TarWalker::new();
+    let mut at = 0u64;
+    let mut fed = 0usize;
+    let err = loop {
+        let u = &units[fed % 2];
+        if let Err(e) = w.feed(at, u) {
+            break e;
+        }
+        at += u.len() as u64;
+        fed += 1;
+        assert!(fed <= MAX_NAME_BYTES / (1 << 19) + 2, "never refused");
+    };
+    assert!(matches!(err, ArchiveError::TooLarge(_)), "{err:?}");
+    assert!(fed >= MAX_NAME_BYTES / (1 << 20), "refused after {fed}");
+}
+
+#[test]
+fn zip_symlink_targets_count_against_the_name_budget_before_they_are_read() {
+    // Central records only: symlinks (unix S_IFLNK) with 4 KiB targets.
+    let rec = |i: usize| {
+        let name = format!("l{i:05}");
+        let mut r = Vec::new();
+        r.extend_from_slice(&z::CENTRAL_SIG.to_le_bytes());
+        r.extend_from_slice(&(3u16 << 8 | 20).to_le_bytes());
+        r.extend_from_slice(&20u16.to_le_bytes());
+        r.extend_from_slice(&[0; 4]); // flags, method (stored)
+        r.extend_from_slice(&[0; 4]); // time, date
+        r.extend_from_slice(&0u32.to_le_bytes()); // crc
+        r.extend_from_slice(&4096u32.to_le_bytes());
+        r.extend_from_slice(&4096u32.to_le_bytes());
+        r.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        r.extend_from_slice(&[0; 8]); // extra, comment, disk, internal
+        r.extend_from_slice(&(0o120777u32 << 16).to_le_bytes());
+        r.extend_from_slice(&0u32.to_le_bytes()); // local header at 0
+        r.extend_from_slice(name.as_bytes());
+        r
+    };
+    let cd_of = |n: usize| -> (Vec<u8>, z::CdLocation) {
+        let cd: Vec<u8> = (0..n).flat_map(rec).collect();
+        let loc = z::CdLocation {
+            offset: 1 << 20,
+            size: cd.len() as u64,
+            entries: n as u64,
+        };
+        (cd, loc)
+    };
+    let (cd, loc) = cd_of(10);
+    let es = z::parse_cd(&cd, &loc).unwrap();
+    assert!(es.iter().all(|e| e.is_symlink()));
+    let (cd, loc) = cd_of(MAX_NAME_BYTES / 4096 + 1);
+    assert!(matches!(
+        z::parse_cd(&cd, &loc),
+        Err(ArchiveError::TooLarge(_))
+    ));
+}

@@ -237,7 +237,7 @@ pub fn parse_cd(cd: &[u8], loc: &CdLocation) -> Result<Vec<CdEntry>, ArchiveErro
                 String::from_utf8_lossy(&name)
             )));
         }
-        out.push(CdEntry {
+        let e = CdEntry {
             name,
             flags,
             method,
@@ -247,7 +247,15 @@ pub fn parse_cd(cd: &[u8], loc: &CdLocation) -> Result<Vec<CdEntry>, ArchiveErro
             header,
             mtime,
             unix_mode: (made_by >> 8 == 3).then_some(external >> 16),
-        });
+        };
+        // A symlink's target is read while indexing: it counts like a name, before it is read.
+        if e.is_symlink() {
+            name_bytes += e.usize as usize;
+            if name_bytes > MAX_NAME_BYTES {
+                return Err(ArchiveError::TooLarge("names and link targets".into()));
+            }
+        }
+        out.push(e);
         i += 46 + nlen + xlen + clen;
     }
     if (out.len() as u64) < loc.entries {
