@@ -208,7 +208,7 @@ impl Indexer {
                     let dt = strm.data_type();
                     if dt & 0xc0 == 0x80 && self.last.is_none_or(|l| self.totout - l >= self.span) {
                         let bits = (dt & 63) as u64;
-                        self.add_point(self.totin * 8 - bits);
+                        self.add_point(self.totin.saturating_mul(8).saturating_sub(bits));
                     }
                 }
                 z::Z_STREAM_END => self.between = true,

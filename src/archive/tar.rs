@@ -129,7 +129,7 @@ impl TarWalker {
         if at > self.pos {
             return Err(corrupt("tar walker fed past the offset it needs"));
         }
-        let end = at + data.len() as u64;
+        let end = at.saturating_add(data.len() as u64);
         while !self.done && self.pos < end {
             let i = (self.pos - at) as usize;
             let want = match self.state {
@@ -146,7 +146,8 @@ impl TarWalker {
                     State::Meta { kind, len } => {
                         self.meta(kind, &buf);
                         self.state = State::Header;
-                        self.pos += (BLOCK - len as u64 % BLOCK) % BLOCK;
+                        let pad = (BLOCK - len as u64 % BLOCK) % BLOCK;
+                        self.pos = self.pos.saturating_add(pad);
                     }
                 }
                 self.buf = buf;

@@ -776,3 +776,33 @@ fn zip_symlink_targets_count_against_the_name_budget_before_they_are_read() {
         Err(ArchiveError::TooLarge(_))
     ));
 }
+
+#[test]
+fn hostile_zip64_locator_offsets_are_corrupt_not_a_panic() {
+    let b = to_zip64(&make_zip(&[("x", b"abc", false)], true));
+    // The locator's offset field, 8 bytes into it; the end record follows the locator.
+    let loc = b.windows(4).rposition(|w| w == b"PK\x06\x07").unwrap();
+    let field = loc + 8;
+    let eocd_at = (loc + 20) as u64;
+    for at in [u64::MAX, u64::MAX - 10, eocd_at - 20, eocd_at] {
+        let mut bad = b.clone();
+        bad[field..field + 8].copy_from_slice(&at.to_le_bytes());
+        let size = bad.len() as u64;
+        let r = z::parse_tail(&bad[(size - size.min(z::TAIL_LEN)) as usize..], size);
+        assert!(matches!(r, Err(ArchiveError::Corrupt(_))), "{at}: {r:?}");
+    }
+    // A local header offset near the top of the range does not overflow either.
+    let d = Data::Zip {
+        header: u64::MAX - 5,
+        method: z::STORED,
+        csize: 3,
+        crc: crc32fast::hash(b"abc"),
+        encrypted: false,
+        raw_name: b"x".to_vec(),
+        flags: 0,
+    };
+    assert!(matches!(
+        z::data_offset(&b, &d),
+        Err(ArchiveError::Corrupt(_))
+    ));
+}

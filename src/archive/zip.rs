@@ -91,7 +91,7 @@ pub fn parse_tail(tail: &[u8], file_len: u64) -> Result<Tail, ArchiveError> {
     // A ZIP64 locator right before the record wins.
     if i >= 20 && u32_at(tail, i - 20) == ZIP64_LOCATOR_SIG {
         let at = u64_at(tail, i - 20 + 8);
-        if at + ZIP64_EOCD_LEN > eocd_at {
+        if at.checked_add(ZIP64_EOCD_LEN).is_none_or(|e| e > eocd_at) {
             return Err(corrupt("ZIP64 end record past the end record"));
         }
         return Ok(Tail::Zip64At(at));
@@ -179,7 +179,7 @@ pub fn parse_cd(cd: &[u8], loc: &CdLocation) -> Result<Vec<CdEntry>, ArchiveErro
             return Err(corrupt(format!(
                 "bad central directory record {} at offset {}",
                 out.len(),
-                loc.offset + i as u64
+                loc.offset.saturating_add(i as u64)
             )));
         }
         let r = &cd[i..];
@@ -383,7 +383,9 @@ pub fn data_offset(local: &[u8], data: &Data) -> Result<u64, ArchiveError> {
             ));
         }
     }
-    Ok(header + LOCAL_LEN + nlen as u64 + xlen)
+    header
+        .checked_add(LOCAL_LEN + nlen as u64 + xlen)
+        .ok_or_else(|| corrupt("local header offset overflows"))
 }
 
 /// A method's name for log lines.

@@ -532,7 +532,7 @@ impl Archives {
         let tail_at = size - tail_len;
         let tail = self.raw(a, tail_at, tail_len, None).await?;
         let slice = |at: u64, len: u64| -> Option<Bytes> {
-            (at >= tail_at && at + len <= size).then(|| {
+            (at >= tail_at && at.checked_add(len).is_some_and(|e| e <= size)).then(|| {
                 let s = (at - tail_at) as usize;
                 tail.slice(s..s + len as usize)
             })
@@ -778,7 +778,7 @@ impl Archives {
             }
         }
         let start = self.zip_data(a, ix, d).await?;
-        if start + csize > a.meta.size {
+        if start.checked_add(*csize).is_none_or(|e| e > a.meta.size) {
             return Err(Fail::Bad(crate::archive::corrupt(
                 "entry data past the end of the archive",
             )));
