@@ -165,7 +165,8 @@ pub struct Entry {
 pub struct Index {
     pub format: Format,
     pub entries: Vec<Entry>,
-    /// Length of the tar stream (the decompressed length for tar.gz), 0 for zip.
+    /// Length of the tar stream (the decompressed length for tar.gz); for zip, the central
+    /// directory's offset, where every entry's data must end.
     pub stream_len: u64,
 }
 

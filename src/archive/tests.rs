@@ -70,7 +70,7 @@ fn index_zip(b: &[u8]) -> Result<Index, ArchiveError> {
         .into_iter()
         .map(z::CdEntry::into_raw)
         .collect();
-    Index::build(Format::Zip, raw, 0)
+    Index::build(Format::Zip, raw, loc.offset)
 }
 
 /// An entry's bytes, read the way the filesystem does.
@@ -86,7 +86,7 @@ fn zip_entry(b: &[u8], idx: &Index, ix: u32) -> Result<Vec<u8>, ArchiveError> {
     else {
         panic!()
     };
-    let off = z::data_offset(&b[*header as usize..], d)? as usize;
+    let off = z::data_offset(&b[*header as usize..], d, idx.stream_len)? as usize;
     let raw = &b[off..off + *csize as usize];
     Ok(match *method {
         z::STORED => raw.to_vec(),
@@ -484,7 +484,7 @@ proptest! {
             for i in 0..idx.entries.len() as u32 {
                 if let Some(Data::Zip { header, .. }) = &idx.get(i).unwrap().data {
                     if (*header as usize) < real.len() {
-                        let _ = z::data_offset(&real[*header as usize..], idx.get(i).unwrap().data.as_ref().unwrap());
+                        let _ = z::data_offset(&real[*header as usize..], idx.get(i).unwrap().data.as_ref().unwrap(), idx.stream_len);
                     }
                 }
             }
@@ -802,7 +802,35 @@ fn hostile_zip64_locator_offsets_are_corrupt_not_a_panic() {
         flags: 0,
     };
     assert!(matches!(
-        z::data_offset(&b, &d),
+        z::data_offset(&b, &d, u64::MAX),
         Err(ArchiveError::Corrupt(_))
     ));
+}
+
+#[test]
+fn stored_entry_data_must_end_before_the_central_directory() {
+    let b = make_zip(
+        &[("a.txt", b"hello", false), ("b.txt", b"world", false)],
+        false,
+    );
+    let idx = index_zip(&b).unwrap();
+    let files = files_of(&idx);
+    assert_eq!(zip_entry(&b, &idx, files["b.txt"]).unwrap(), b"world");
+    // The second local header's extra length pushes its data start (which the central
+    // directory cannot see) towards, then into, the central directory.
+    let lh = b.windows(4).rposition(|w| w == b"PK\x03\x04").unwrap();
+    let xlen = u16::from_le_bytes([b[lh + 28], b[lh + 29]]);
+    for push in [1u16, 3, 200] {
+        let mut bad = b.clone();
+        bad[lh + 28..lh + 30].copy_from_slice(&(xlen + push).to_le_bytes());
+        let r = zip_entry(&bad, &idx, files["b.txt"]);
+        assert!(matches!(r, Err(ArchiveError::Corrupt(_))), "{push}: {r:?}");
+        // The first entry is untouched.
+        assert_eq!(zip_entry(&bad, &idx, files["a.txt"]).unwrap(), b"hello");
+    }
+    // The central directory alone can also say so: a record whose size runs past it.
+    let mut bad = b.clone();
+    let cr = bad.windows(4).rposition(|w| w == b"PK\x01\x02").unwrap();
+    bad[cr + 20..cr + 24].copy_from_slice(&60u32.to_le_bytes());
+    assert!(matches!(index_zip(&bad), Err(ArchiveError::Corrupt(_))));
 }

@@ -227,10 +227,12 @@ pub fn parse_cd(cd: &[u8], loc: &CdLocation) -> Result<Vec<CdEntry>, ArchiveErro
             }
             x = &x[4 + len..];
         }
+        // The local header (at least as long as this record's name) and the data after it
+        // lie before the central directory.
         if header
             .checked_add(LOCAL_LEN + nlen as u64)
+            .and_then(|e| e.checked_add(csize))
             .is_none_or(|e| e > loc.offset)
-            || header.saturating_add(csize) > loc.offset
         {
             return Err(corrupt(format!(
                 "entry {} lies outside the archive's data",
@@ -345,8 +347,9 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 }
 
 /// Checks a local header (its fixed 30 bytes, then the name) against the central directory
-/// and returns the offset of the entry's data.
-pub fn data_offset(local: &[u8], data: &Data) -> Result<u64, ArchiveError> {
+/// and returns the offset of the entry's data, which must end by `data_end` (the central
+/// directory's offset): a local extra field cannot push it into other bytes.
+pub fn data_offset(local: &[u8], data: &Data, data_end: u64) -> Result<u64, ArchiveError> {
     let Data::Zip {
         header,
         method,
@@ -383,9 +386,15 @@ pub fn data_offset(local: &[u8], data: &Data) -> Result<u64, ArchiveError> {
             ));
         }
     }
-    header
+    let start = header
         .checked_add(LOCAL_LEN + nlen as u64 + xlen)
-        .ok_or_else(|| corrupt("local header offset overflows"))
+        .ok_or_else(|| corrupt("local header offset overflows"))?;
+    if start.checked_add(*csize).is_none_or(|e| e > data_end) {
+        return Err(corrupt(format!(
+            "entry data at {start} of {csize} bytes runs past {data_end}, the central directory"
+        )));
+    }
+    Ok(start)
 }
 
 /// A method's name for log lines.

@@ -425,8 +425,9 @@ impl Archives {
         if a.index.read().unwrap().is_some() {
             return Ok(());
         }
-        // `.ix2`: indexes since zip symlinks (an `.ix1` index shows them as files).
-        let key = format!("{}.ix2", a.ckey);
+        // `.ix3`: a zip index's `stream_len` is its central directory's offset (the bound of
+        // entry data; 0 in an `.ix2` index); `.ix2` brought zip symlinks.
+        let key = format!("{}.ix3", a.ckey);
         let pkey = format!("{}.gzp1", a.ckey);
         if let Some(b) = self.store.get_blob(&key) {
             // A tar.gz index is only usable with its access points.
@@ -554,23 +555,28 @@ impl Archives {
         let mut raw = Vec::new();
         for e in zip::parse_cd(&cd, &loc)? {
             if e.is_symlink() {
-                let target = self.zip_link_target(a, &e).await?;
+                let target = self.zip_link_target(a, &e, loc.offset).await?;
                 raw.push(e.into_link(target));
             } else {
                 raw.push(e.into_raw());
             }
         }
-        Ok(Index::build(Format::Zip, raw, 0)?)
+        Ok(Index::build(Format::Zip, raw, loc.offset)?)
     }
 
     /// A zip symlink's target: its entry's data (local header checked, inflated if need be,
     /// size and CRC checked), read once while indexing.
-    async fn zip_link_target(&self, a: &Archive, e: &zip::CdEntry) -> Result<Vec<u8>, Fail> {
+    async fn zip_link_target(
+        &self,
+        a: &Archive,
+        e: &zip::CdEntry,
+        cd_at: u64,
+    ) -> Result<Vec<u8>, Fail> {
         let d = e.data();
         let local = self
             .raw(a, e.header, zip::LOCAL_LEN + e.name.len() as u64, None)
             .await?;
-        let start = zip::data_offset(&local, &d)?;
+        let start = zip::data_offset(&local, &d, cd_at)?;
         if start.saturating_add(e.csize) > a.meta.size {
             return Err(Fail::Bad(crate::archive::corrupt(
                 "entry data past the end of the archive",
@@ -741,7 +747,9 @@ impl Archives {
         let local = self
             .raw(a, *header, zip::LOCAL_LEN + raw_name.len() as u64, None)
             .await?;
-        let o = zip::data_offset(&local, d)?;
+        // Entry data ends by the central directory (a zip index's stream_len).
+        let cd_at = a.index.read().unwrap().as_ref().map_or(0, |i| i.stream_len);
+        let o = zip::data_offset(&local, d, cd_at)?;
         a.offsets.lock().unwrap().insert(ix, o);
         Ok(o)
     }
