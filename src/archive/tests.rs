@@ -834,3 +834,26 @@ fn stored_entry_data_must_end_before_the_central_directory() {
     bad[cr + 20..cr + 24].copy_from_slice(&60u32.to_le_bytes());
     assert!(matches!(index_zip(&bad), Err(ArchiveError::Corrupt(_))));
 }
+
+#[test]
+fn local_name_length_must_match_the_central_one() {
+    let b = make_zip(&[("a.txt", b"hello", false)], false);
+    let idx = index_zip(&b).unwrap();
+    let ix = files_of(&idx)["a.txt"];
+    let lh = b.windows(4).position(|w| w == b"PK\x03\x04").unwrap();
+    for nlen in [6u16, 4, 0, 400] {
+        let mut bad = b.clone();
+        bad[lh + 26..lh + 28].copy_from_slice(&nlen.to_le_bytes());
+        // As the filesystem reads it: the fixed part and the central directory's name length.
+        let Some(Data::Zip { header, .. }) = &idx.get(ix).unwrap().data else {
+            panic!()
+        };
+        let local = &bad[*header as usize..*header as usize + 30 + 5];
+        let r = z::data_offset(
+            local,
+            idx.get(ix).unwrap().data.as_ref().unwrap(),
+            idx.stream_len,
+        );
+        assert!(matches!(r, Err(ArchiveError::Corrupt(_))), "{nlen}: {r:?}");
+    }
+}

@@ -374,7 +374,13 @@ pub fn data_offset(local: &[u8], data: &Data, data_end: u64) -> Result<u64, Arch
             "local header says method {lmethod}, the central directory {method}"
         )));
     }
-    if local.len() >= 30 + nlen && &local[30..30 + nlen] != raw_name.as_slice() {
+    if nlen != raw_name.len() {
+        return Err(corrupt(format!(
+            "local header name of {nlen} bytes, the central directory's of {}",
+            raw_name.len()
+        )));
+    }
+    if local.len() < 30 + nlen || &local[30..30 + nlen] != raw_name.as_slice() {
         return Err(corrupt("local header names a different file"));
     }
     if lflags & 8 == 0 && flags & 8 == 0 {
