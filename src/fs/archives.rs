@@ -647,12 +647,14 @@ impl Archives {
                 check_magic(Format::TarGz, &b)?;
             }
             at += b.len() as u64;
-            ix.feed(&b, &mut |d| {
+            // Nothing past the end of the tar data is decompressed.
+            ix.feed_while(&b, &mut |d| {
                 sink.write_all(d).map_err(|e| {
                     sink.err
                         .take()
                         .unwrap_or_else(|| crate::archive::corrupt(format!("gzip: {e}")))
-                })
+                })?;
+                Ok(!sink.walker.as_ref().is_some_and(|w| w.is_done()))
             })?;
             if sink.walker.as_ref().is_some_and(|w| w.is_done()) {
                 break;
@@ -861,7 +863,7 @@ impl Archives {
         let mut cur = match cur {
             Some(c) => c,
             None => Cursor {
-                x: Extractor::new(p)?,
+                x: Extractor::new(p)?.until(total),
                 h: Handle::default(),
                 blk: Vec::new(),
                 blk_at: None,
