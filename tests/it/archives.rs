@@ -712,6 +712,43 @@ fn nested_archives_are_not_expanded() {
     });
 }
 
+/// Bytes after the gzip data (a tape block of zeros, which gzip and `tar tz` accept; or
+/// junk after the end of the tar data) do not make a tar.gz unreadable.
+#[test]
+fn targz_with_bytes_after_the_gzip_data_lists_and_reads() {
+    bounded(T, || {
+        let text = det_bytes(200_000, 12);
+        let tar = tar_of(|t| {
+            tar_file(t, "a.txt", b"alpha");
+            tar_file(t, "d/big.bin", &text);
+        });
+        let zeros = [gz(&tar), vec![0; 512]].concat();
+        let junk = [gz(&tar), b"trailing junk\n".to_vec()].concat();
+        // A gzip magic, then no valid member: never decompressed, the tar data ended before.
+        let magic = [gz(&tar), vec![0x1f, 0x8b, 8, 0xe0, 0, 0, 0, 0, 0, 3, 1, 2]].concat();
+        let fb = build(
+            11,
+            vec![
+                ("zeros.tar.gz", zeros),
+                ("junk.tgz", junk),
+                ("magic.tar.gz", magic),
+            ],
+        );
+        let env = Env::new(fb, &[]);
+        let job = env.mnt().join("job");
+        for name in ["zeros.tar.gz#", "junk.tgz#", "magic.tar.gz#"] {
+            let t = tree(&job.join(name));
+            let keys: Vec<&String> = t.keys().collect();
+            assert_eq!(keys, ["a.txt", "d", "d/big.bin"], "{name}");
+            assert_eq!(t["a.txt"], f(b"alpha"), "{name}");
+            assert!(t["d/big.bin"] == f(&text), "{name}");
+        }
+        let log = env.m.log_text();
+        assert!(!log.contains("cannot list the archive"), "{log}");
+        assert!(!log.contains("cannot read the archive entry"), "{log}");
+    });
+}
+
 /// A plain tar is indexed by reading headers and skipping entry data with ranges.
 #[test]
 fn big_tar_is_indexed_by_skipping_data() {
