@@ -343,8 +343,22 @@ fn big_zip_lists_and_reads_with_ranges() {
     });
 }
 
+/// Drops the artifacts' own blocks from a disk cache, keeping what bkfs derived from them
+/// (persisted indexes, access points: keys with a `.`). Returns how many it dropped.
+fn drop_raw_blocks(cache: &Path) -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir(cache.join("v1")).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name != "tmp" && !name.contains('.') && e.path().is_dir() {
+            std::fs::remove_dir_all(e.path()).unwrap();
+            n += 1;
+        }
+    }
+    n
+}
+
 /// The index and unpacked entries are persisted: a remount lists and reads with no request
-/// to storage.
+/// to storage, with the artifacts' own blocks gone from the cache, and builds no index.
 #[test]
 fn remount_lists_and_reads_from_the_cache() {
     bounded(T, || {
@@ -376,13 +390,32 @@ fn remount_lists_and_reads_from_the_cache() {
         {
             let m = mount(&server, &scratch, &bref, &[]);
             check(&m);
+            assert_eq!(m.log_text().matches("indexed the archive").count(), 2);
             assert!(m.unmount());
         }
+        // Without the artifacts' blocks, only a persisted index can answer with no request.
+        assert!(
+            drop_raw_blocks(&scratch.cache()) >= 2,
+            "no raw blocks cached?"
+        );
+        let logged = scratch_log_len(&scratch);
         server.reset_counts();
         let m = mount(&server, &scratch, &bref, &[]);
+        let job = m.path("job");
+        assert_eq!(ls(&job.join("a.zip#")), ["a", "s.txt"]);
+        assert_eq!(ls(&job.join("b.tgz#/x")), ["y.txt"]);
+        assert_eq!(server.count(Count::Storage), 0, "{:?}", server.counts());
         check(&m);
         assert_eq!(server.count(Count::Storage), 0, "{:?}", server.counts());
+        let log = m.log_text();
+        let second = log.get(logged..).unwrap_or(&log);
+        assert!(!second.contains("indexed the archive"), "{second}");
     });
+}
+
+/// Bytes in the mount log so far (mounts of one scratch append to it).
+fn scratch_log_len(scratch: &Scratch) -> usize {
+    std::fs::metadata(scratch.log()).map_or(0, |m| m.len() as usize)
 }
 
 /// Many first lookups at once: one index build, every caller answered.
