@@ -17,7 +17,9 @@
 //!
 //! Multi-member gzip (concatenated `.gz` files) is handled: each member's header starts a
 //! fresh gzip-mode stream; an extractor that reaches the end of a member skips its 8-byte
-//! trailer and goes on with the next member.
+//! trailer and goes on with the next member. Bytes after a complete member that do not start
+//! with the gzip magic (zeros padding a tape block, say: `gzip -d` and `tar tz` accept them)
+//! end the data and are ignored.
 
 use std::ffi::c_int;
 
@@ -59,6 +61,26 @@ unsafe impl Send for Stream {}
 
 const RAW: c_int = -15;
 const GZIP: c_int = 31;
+const GZIP_M0: u8 = 0x1f;
+const GZIP_M1: u8 = 0x8b;
+
+/// What the bytes after a complete member are.
+enum After {
+    /// Another member: `held` (a first magic byte kept from the previous input) comes first.
+    Member,
+    /// One byte, the first of the magic: keep it and wait for the next input.
+    Hold,
+    /// Not a gzip member: the end of the data.
+    Padding,
+}
+
+fn after_member(held: Option<u8>, input: &[u8]) -> After {
+    match (held, input) {
+        (_, []) | (None, [GZIP_M0]) => After::Hold,
+        (Some(GZIP_M0), [GZIP_M1, ..]) | (None, [GZIP_M0, GZIP_M1, ..]) => After::Member,
+        _ => After::Padding,
+    }
+}
 
 impl Stream {
     fn new(window_bits: c_int) -> Result<Stream, ArchiveError> {
@@ -157,6 +179,11 @@ pub struct Indexer {
     points: Vec<Point>,
     /// A member ended; the next byte starts another one (or the file ends).
     between: bool,
+    /// The first byte of a gzip magic that ended the last input, after a member.
+    held: Option<u8>,
+    /// Padding after the last member was seen, or the sink wanted no more: input is ignored.
+    ended: bool,
+    stopped: bool,
 }
 
 impl Indexer {
@@ -171,6 +198,9 @@ impl Indexer {
             span: span.max(1),
             points: Vec::new(),
             between: true,
+            held: None,
+            ended: false,
+            stopped: false,
         }
     }
 
@@ -183,12 +213,47 @@ impl Indexer {
     /// An error from `sink` stops the pass and is returned as is.
     pub fn feed(
         &mut self,
-        mut input: &[u8],
+        input: &[u8],
         sink: &mut dyn FnMut(&[u8]) -> Result<(), ArchiveError>,
     ) -> Result<(), ArchiveError> {
-        while !input.is_empty() {
+        self.feed_while(input, &mut |d| sink(d).map(|()| true))
+    }
+
+    /// [`Indexer::feed`], with a sink that says whether it wants more: once it answers
+    /// `false` the pass ends there (the rest of the input, and any later input, is not
+    /// decompressed), and [`Indexer::finish`] accepts the unfinished member.
+    pub fn feed_while(
+        &mut self,
+        mut input: &[u8],
+        sink: &mut dyn FnMut(&[u8]) -> Result<bool, ArchiveError>,
+    ) -> Result<(), ArchiveError> {
+        while !input.is_empty() && !self.ended && !self.stopped {
             if self.between {
-                self.strm = Some(Stream::new(GZIP)?);
+                // The first member must be gzip (zlib says why not); after one, other bytes
+                // are padding.
+                let first = self.totin == 0 && self.held.is_none();
+                match after_member(self.held, input) {
+                    After::Hold if !first => {
+                        self.held = Some(input[0]);
+                        self.totin += 1;
+                        return Ok(());
+                    }
+                    After::Padding if !first => {
+                        self.ended = true;
+                        return Ok(());
+                    }
+                    _ => {}
+                }
+                let mut strm = Stream::new(GZIP)?;
+                if let Some(b) = self.held.take() {
+                    // Counted in totin when it was held.
+                    let mut none = [0u8; 1];
+                    let (_, _, rc) = strm.inflate(&[b], &mut none, z::Z_BLOCK);
+                    if rc != z::Z_OK {
+                        return Err(corrupt(strm.message(rc)));
+                    }
+                }
+                self.strm = Some(strm);
                 self.between = false;
             }
             if self.wpos == WINSIZE {
@@ -198,17 +263,19 @@ impl Indexer {
             let (used, made, rc) = strm.inflate(input, &mut self.win[self.wpos..], z::Z_BLOCK);
             input = &input[used..];
             self.totin += used as u64;
-            if made > 0 {
-                sink(&self.win[self.wpos..self.wpos + made])?;
-            }
+            let more = made == 0 || sink(&self.win[self.wpos..self.wpos + made])?;
             self.wpos += made;
             self.totout += made as u64;
+            if !more {
+                self.stopped = true;
+                return Ok(());
+            }
             match rc {
                 z::Z_OK => {
                     let dt = strm.data_type();
                     if dt & 0xc0 == 0x80 && self.last.is_none_or(|l| self.totout - l >= self.span) {
                         let bits = (dt & 63) as u64;
-                        self.add_point(self.totin * 8 - bits);
+                        self.add_point(self.totin.saturating_mul(8).saturating_sub(bits));
                     }
                 }
                 z::Z_STREAM_END => self.between = true,
@@ -249,9 +316,9 @@ impl Indexer {
 
     /// The access points, once the input is complete (`complete`: the whole file was fed;
     /// otherwise the caller stopped early, at the end of the tar data, and the points so
-    /// far are kept).
+    /// far are kept; so too when the sink of [`Indexer::feed_while`] wanted no more).
     pub fn finish(self, complete: bool) -> Result<Vec<Point>, ArchiveError> {
-        if complete && !self.between {
+        if complete && !self.between && !self.stopped {
             return Err(corrupt("truncated gzip data"));
         }
         if self.totin == 0 {
@@ -266,8 +333,10 @@ enum Phase {
     Inflate,
     /// Skipping the rest of a member's 8-byte trailer (after raw inflate ended).
     Trailer(u8),
-    /// Between members: the next byte starts another gzip member.
+    /// Between members: the next bytes start another gzip member, or are padding.
     Next,
+    /// Padding after the last member, or past the end asked for: input is ignored.
+    End,
 }
 
 /// Where an [`Extractor`] puts decompressed bytes: `(offset, bytes)`.
@@ -288,6 +357,10 @@ pub struct Extractor {
     /// Raw deflate (the member the access point is in) rather than a gzip member.
     raw_mode: bool,
     out: Vec<u8>,
+    /// The first magic byte of a next member, held until the byte after it is fed.
+    held: Option<u8>,
+    /// Decompressed offset past which nothing is wanted ([`Extractor::until`]).
+    end: u64,
 }
 
 impl Extractor {
@@ -301,7 +374,16 @@ impl Extractor {
             window: Some(p.window.clone()),
             raw_mode: true,
             out: vec![0; 64 << 10],
+            held: None,
+            end: u64::MAX,
         })
+    }
+
+    /// Stops decompressing once `end` decompressed bytes are reached (the end of the tar
+    /// data): whatever the file holds after it is never inflated.
+    pub fn until(mut self, end: u64) -> Extractor {
+        self.end = end;
+        self
     }
 
     /// Decompressed offset of the next byte this extractor produces.
@@ -332,7 +414,14 @@ impl Extractor {
             s.set_dictionary(&w)?;
         }
         while !input.is_empty() {
+            if self.at >= self.end {
+                self.phase = Phase::End;
+            }
             match self.phase {
+                Phase::End => {
+                    self.next_in += input.len() as u64;
+                    return Ok(());
+                }
                 Phase::Trailer(n) => {
                     let k = (n as usize).min(input.len());
                     input = &input[k..];
@@ -346,7 +435,27 @@ impl Extractor {
                     continue;
                 }
                 Phase::Next => {
-                    self.strm = Some(Stream::new(GZIP)?);
+                    match after_member(self.held, input) {
+                        After::Member => {}
+                        After::Hold => {
+                            self.held = Some(input[0]);
+                            self.next_in += 1;
+                            return Ok(());
+                        }
+                        After::Padding => {
+                            self.phase = Phase::End;
+                            continue;
+                        }
+                    }
+                    let mut s = Stream::new(GZIP)?;
+                    if let Some(b) = self.held.take() {
+                        // Counted in next_in when it was held.
+                        let (_, _, rc) = s.inflate(&[b], &mut self.out, z::Z_NO_FLUSH);
+                        if rc != z::Z_OK {
+                            return Err(corrupt(s.message(rc)));
+                        }
+                    }
+                    self.strm = Some(s);
                     self.phase = Phase::Inflate;
                     self.raw_mode = false;
                 }

@@ -224,3 +224,76 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn bytes_after_the_last_member_that_are_not_gzip_end_the_data() {
+    let data = text(300_000, 11);
+    let one = gz(&data, 6);
+    let two = [gz(&data[..100_000], 1), gz(&data[100_000..], 9)].concat();
+    let paddings: [&[u8]; 5] = [
+        &[0; 512],
+        &[0; 10240],
+        b"trailing garbage, not a member\n",
+        &[0x1f],
+        &[0x1f, 0, 0, 0],
+    ];
+    for comp in [&one, &two] {
+        for pad in paddings {
+            let padded = [comp.as_slice(), pad].concat();
+            for chunk in [1, 7, 4096, comp.len() - 1, comp.len(), 1 << 20] {
+                check_all_points(&data, &padded, 50_000, chunk);
+            }
+        }
+    }
+    // The first bytes must be gzip, though.
+    let mut ix = Indexer::new(SPAN);
+    assert!(ix.feed(&[0; 512], &mut |_| Ok(())).is_err());
+    // And a member after the padding is not looked for: padding ends the data.
+    let comp = [one.as_slice(), &[0; 64], &gz(b"more", 6)].concat();
+    let (out, _) = index(&comp, SPAN, 1000);
+    assert!(out == data);
+}
+
+#[test]
+fn a_sink_that_wants_no_more_ends_the_pass() {
+    let data = text(2 << 20, 12);
+    // What follows the wanted bytes would fail: a gzip magic, then junk.
+    let mut comp = gz(&data, 6);
+    comp.extend_from_slice(&[0x1f, 0x8b, 8, 0xe0, 0, 0, 0, 0, 0, 3, 1, 2, 3]);
+    let mut ix = Indexer::new(100_000);
+    assert!(
+        ix.feed(&comp, &mut |_| Ok(())).is_err(),
+        "the junk is corrupt"
+    );
+    let mut ix = Indexer::new(100_000);
+    let mut got = 0usize;
+    let want = 700_000;
+    ix.feed_while(&comp, &mut |d| {
+        got += d.len();
+        Ok(got < want)
+    })
+    .unwrap();
+    assert!(got >= want && got < want + WINSIZE, "{got}");
+    assert_eq!(ix.total_out(), got as u64);
+    // Later input is not decompressed either.
+    ix.feed(&comp, &mut |_| panic!("fed after the end"))
+        .unwrap();
+    let points = ix.finish(true).unwrap();
+    assert!(!points.is_empty() && points.iter().all(|p| p.out <= got as u64));
+    // An extractor told where the data ends never inflates what follows.
+    let (_, points) = index(&gz(&data, 6), 100_000, 1 << 20);
+    for p in points.iter().step_by(3) {
+        let mut x = Extractor::new(p).unwrap().until(data.len() as u64);
+        let mut out = Vec::new();
+        x.feed(&comp[p.start() as usize..], &mut |_, d| {
+            out.extend_from_slice(d);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(x.next_in(), comp.len() as u64);
+        assert!(out == data[p.out as usize..], "from {}", p.out);
+        let mut x = Extractor::new(p).unwrap();
+        let r = x.feed(&comp[p.start() as usize..], &mut |_, _| Ok(()));
+        assert!(r.is_err(), "without until, the junk is inflated");
+    }
+}

@@ -35,7 +35,8 @@ pub const MAX_NAME_BYTES: usize = 64 << 20;
 /// Deepest entry path (in components): deeper ones cannot be used anyway (PATH_MAX).
 pub const MAX_DEPTH: usize = 1024;
 /// The name of the target a symlink gets when its own target would leave the archive: it
-/// never exists, so the link dangles.
+/// never exists (a real root entry of that name is tagged like a duplicate), so the link
+/// dangles.
 pub const OUTSIDE: &str = ".bkfs-link-outside-archive";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -165,7 +166,8 @@ pub struct Entry {
 pub struct Index {
     pub format: Format,
     pub entries: Vec<Entry>,
-    /// Length of the tar stream (the decompressed length for tar.gz), 0 for zip.
+    /// Length of the tar stream (the decompressed length for tar.gz); for zip, the central
+    /// directory's offset, where every entry's data must end.
     pub stream_len: u64,
 }
 
@@ -258,9 +260,12 @@ impl Index {
             }],
             stream_len,
         };
-        // Pass 1: every directory, explicit or implied, so that directories keep their names.
+        // Pass 1: every directory, explicit or implied, so that directories keep their names
+        // (but for [`OUTSIDE`] at the root: a directory of that name is shown as
+        // `OUTSIDE~<number of the first entry naming it>`, so escaping links always dangle).
         let mut parents = Vec::with_capacity(raw.len());
-        for (r, c) in raw.iter().zip(&comps) {
+        let mut outside_dir: Option<String> = None;
+        for (i, (r, c)) in raw.iter().zip(&comps).enumerate() {
             let is_dir = r.kind == RawKind::Dir;
             let n = if is_dir {
                 c.len()
@@ -269,6 +274,11 @@ impl Index {
             };
             let mut at = 0u32;
             for name in &c[..n] {
+                let name = if at == 0 && name == OUTSIDE {
+                    &*outside_dir.get_or_insert_with(|| with_tag(OUTSIDE, &format!("~{i}")))
+                } else {
+                    name
+                };
                 at = match idx.children(at).and_then(|ch| ch.get(name)) {
                     Some(&d) => d,
                     None => idx.push(at, name.clone(), EntryKind::dir(), r, None),
@@ -314,8 +324,10 @@ impl Index {
                 }
                 _ => (EntryKind::File, r.size, r.data.clone()),
             };
+            // [`OUTSIDE`] is reserved at the root: a real entry of that name is tagged.
             let taken = |name: &str, idx: &Index| {
-                idx.children(parent).is_some_and(|ch| ch.contains_key(name))
+                (parent == 0 && name == OUTSIDE)
+                    || idx.children(parent).is_some_and(|ch| ch.contains_key(name))
             };
             let mut name = leaf.clone();
             let mut k = 1u32;

@@ -129,7 +129,7 @@ impl TarWalker {
         if at > self.pos {
             return Err(corrupt("tar walker fed past the offset it needs"));
         }
-        let end = at + data.len() as u64;
+        let end = at.saturating_add(data.len() as u64);
         while !self.done && self.pos < end {
             let i = (self.pos - at) as usize;
             let want = match self.state {
@@ -146,8 +146,8 @@ impl TarWalker {
                     State::Meta { kind, len } => {
                         self.meta(kind, &buf);
                         self.state = State::Header;
-                        let pad = round_up(len as u64).unwrap() - len as u64;
-                        self.pos += pad;
+                        let pad = (BLOCK - len as u64 % BLOCK) % BLOCK;
+                        self.pos = self.pos.saturating_add(pad);
                     }
                 }
                 self.buf = buf;
@@ -240,7 +240,12 @@ impl TarWalker {
                 path.pop();
             }
         }
-        self.name_bytes += path.len();
+        // Link targets (pax `linkpath`, GNU `K`: up to MAX_META each) count like paths.
+        let link_len = match &kind {
+            RawKind::Symlink(t) | RawKind::HardLink(t) => t.len(),
+            _ => 0,
+        };
+        self.name_bytes = self.name_bytes.saturating_add(path.len() + link_len);
         if self.entries.len() >= MAX_ENTRIES || self.name_bytes > MAX_NAME_BYTES {
             return Err(ArchiveError::TooLarge(format!(
                 "over {} entries or {} bytes of names",

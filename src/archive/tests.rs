@@ -70,7 +70,7 @@ fn index_zip(b: &[u8]) -> Result<Index, ArchiveError> {
         .into_iter()
         .map(z::CdEntry::into_raw)
         .collect();
-    Index::build(Format::Zip, raw, 0)
+    Index::build(Format::Zip, raw, loc.offset)
 }
 
 /// An entry's bytes, read the way the filesystem does.
@@ -86,7 +86,7 @@ fn zip_entry(b: &[u8], idx: &Index, ix: u32) -> Result<Vec<u8>, ArchiveError> {
     else {
         panic!()
     };
-    let off = z::data_offset(&b[*header as usize..], d)? as usize;
+    let off = z::data_offset(&b[*header as usize..], d, idx.stream_len)? as usize;
     let raw = &b[off..off + *csize as usize];
     Ok(match *method {
         z::STORED => raw.to_vec(),
@@ -484,7 +484,7 @@ proptest! {
             for i in 0..idx.entries.len() as u32 {
                 if let Some(Data::Zip { header, .. }) = &idx.get(i).unwrap().data {
                     if (*header as usize) < real.len() {
-                        let _ = z::data_offset(&real[*header as usize..], idx.get(i).unwrap().data.as_ref().unwrap());
+                        let _ = z::data_offset(&real[*header as usize..], idx.get(i).unwrap().data.as_ref().unwrap(), idx.stream_len);
                     }
                 }
             }
@@ -634,4 +634,226 @@ fn zip_unix_symlinks_are_recognized() {
     };
     assert_eq!(target("d/in"), "f.txt");
     assert_eq!(target("d/out"), format!("../{OUTSIDE}"));
+}
+
+#[test]
+fn a_real_root_entry_named_like_the_outside_target_is_tagged() {
+    let raw = |path: &str, kind: RawKind| RawEntry {
+        path: path.as_bytes().to_vec(),
+        kind,
+        size: 1,
+        mtime: 0,
+        data: Some(Data::Tar { offset: 0 }),
+    };
+    let link = |t: &str| RawKind::Symlink(t.as_bytes().to_vec());
+    for first in [
+        raw(OUTSIDE, RawKind::File),
+        raw(OUTSIDE, link("x")),
+        raw(&format!("{OUTSIDE}/secret"), RawKind::File),
+        raw(&format!("/{OUTSIDE}/"), RawKind::Dir),
+    ] {
+        let what = format!("{first:?}");
+        let entries = vec![
+            first,
+            raw("d/up", link("../../x")),
+            raw("abs", link("/etc/passwd")),
+            raw(&format!("d/{OUTSIDE}"), RawKind::File),
+        ];
+        let idx = Index::build(Format::Tar, entries, 0).unwrap();
+        assert_eq!(idx.resolve(OUTSIDE), None, "{what}");
+        let tagged = format!("{OUTSIDE}~0");
+        assert!(idx.resolve(&tagged).is_some(), "{what}");
+        // Only the root name is reserved.
+        assert!(idx.resolve(&format!("d/{OUTSIDE}")).is_some(), "{what}");
+        for (l, from) in [("d/up", "d"), ("abs", "")] {
+            let EntryKind::Symlink { target } = &idx.get(idx.resolve(l).unwrap()).unwrap().kind
+            else {
+                panic!("{l}")
+            };
+            // Resolved lexically from the link's directory, the target names nothing.
+            let mut path: Vec<&str> = from.split('/').filter(|c| !c.is_empty()).collect();
+            for c in target.split('/') {
+                match c {
+                    ".." => {
+                        path.pop();
+                    }
+                    c => path.push(c),
+                }
+            }
+            assert_eq!(
+                idx.resolve(&path.join("/")),
+                None,
+                "{what}: {l} -> {target}"
+            );
+        }
+    }
+}
+
+/// One tar entry (no end-of-archive blocks): a symlink whose target is a ~1 MiB pax
+/// `linkpath` (`pax`) or GNU `K` long link.
+fn huge_link_entry(pax: bool) -> Vec<u8> {
+    let target = "t".repeat((1 << 20) - 600);
+    let mut b = make_tar(|t| {
+        let mut h = ::tar::Header::new_gnu();
+        h.set_entry_type(::tar::EntryType::Symlink);
+        h.set_size(0);
+        if pax {
+            t.append_pax_extensions([("linkpath", target.as_bytes())])
+                .unwrap();
+            t.append_link(&mut h, "l", "short").unwrap();
+        } else {
+            t.append_link(&mut h, "l", &target).unwrap();
+        }
+    });
+    b.truncate(b.len() - 1024);
+    b
+}
+
+#[test]
+fn huge_link_targets_count_against_the_name_budget_while_walking() {
+    let units = [huge_link_entry(true), huge_link_entry(false)];
+    // Each is one symlink entry with its ~1 MiB target.
+    for u in &units {
+        let mut w = TarWalker::new();
+        w.feed(0, u).unwrap();
+        let raw = w.finish(u.len() as u64).unwrap();
+        assert!(matches!(&raw[0].kind, RawKind::Symlink(t) if t.len() > 1 << 19));
+    }
+    // Fed one after the other, the walker refuses them once their targets pass the budget,
+    // before the walk ends (so memory stays within it).
+    let mut w = TarWalker::new();
+    let mut at = 0u64;
+    let mut fed = 0usize;
+    let err = loop {
+        let u = &units[fed % 2];
+        if let Err(e) = w.feed(at, u) {
+            break e;
+        }
+        at += u.len() as u64;
+        fed += 1;
+        assert!(fed <= MAX_NAME_BYTES / (1 << 19) + 2, "never refused");
+    };
+    assert!(matches!(err, ArchiveError::TooLarge(_)), "{err:?}");
+    assert!(fed >= MAX_NAME_BYTES / (1 << 20), "refused after {fed}");
+}
+
+#[test]
+fn zip_symlink_targets_count_against_the_name_budget_before_they_are_read() {
+    // Central records only: symlinks (unix S_IFLNK) with 4 KiB targets.
+    let rec = |i: usize| {
+        let name = format!("l{i:05}");
+        let mut r = Vec::new();
+        r.extend_from_slice(&z::CENTRAL_SIG.to_le_bytes());
+        r.extend_from_slice(&(3u16 << 8 | 20).to_le_bytes());
+        r.extend_from_slice(&20u16.to_le_bytes());
+        r.extend_from_slice(&[0; 4]); // flags, method (stored)
+        r.extend_from_slice(&[0; 4]); // time, date
+        r.extend_from_slice(&0u32.to_le_bytes()); // crc
+        r.extend_from_slice(&4096u32.to_le_bytes());
+        r.extend_from_slice(&4096u32.to_le_bytes());
+        r.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        r.extend_from_slice(&[0; 8]); // extra, comment, disk, internal
+        r.extend_from_slice(&(0o120777u32 << 16).to_le_bytes());
+        r.extend_from_slice(&0u32.to_le_bytes()); // local header at 0
+        r.extend_from_slice(name.as_bytes());
+        r
+    };
+    let cd_of = |n: usize| -> (Vec<u8>, z::CdLocation) {
+        let cd: Vec<u8> = (0..n).flat_map(rec).collect();
+        let loc = z::CdLocation {
+            offset: 1 << 20,
+            size: cd.len() as u64,
+            entries: n as u64,
+        };
+        (cd, loc)
+    };
+    let (cd, loc) = cd_of(10);
+    let es = z::parse_cd(&cd, &loc).unwrap();
+    assert!(es.iter().all(|e| e.is_symlink()));
+    let (cd, loc) = cd_of(MAX_NAME_BYTES / 4096 + 1);
+    assert!(matches!(
+        z::parse_cd(&cd, &loc),
+        Err(ArchiveError::TooLarge(_))
+    ));
+}
+
+#[test]
+fn hostile_zip64_locator_offsets_are_corrupt_not_a_panic() {
+    let b = to_zip64(&make_zip(&[("x", b"abc", false)], true));
+    // The locator's offset field, 8 bytes into it; the end record follows the locator.
+    let loc = b.windows(4).rposition(|w| w == b"PK\x06\x07").unwrap();
+    let field = loc + 8;
+    let eocd_at = (loc + 20) as u64;
+    for at in [u64::MAX, u64::MAX - 10, eocd_at - 20, eocd_at] {
+        let mut bad = b.clone();
+        bad[field..field + 8].copy_from_slice(&at.to_le_bytes());
+        let size = bad.len() as u64;
+        let r = z::parse_tail(&bad[(size - size.min(z::TAIL_LEN)) as usize..], size);
+        assert!(matches!(r, Err(ArchiveError::Corrupt(_))), "{at}: {r:?}");
+    }
+    // A local header offset near the top of the range does not overflow either.
+    let d = Data::Zip {
+        header: u64::MAX - 5,
+        method: z::STORED,
+        csize: 3,
+        crc: crc32fast::hash(b"abc"),
+        encrypted: false,
+        raw_name: b"x".to_vec(),
+        flags: 0,
+    };
+    assert!(matches!(
+        z::data_offset(&b, &d, u64::MAX),
+        Err(ArchiveError::Corrupt(_))
+    ));
+}
+
+#[test]
+fn stored_entry_data_must_end_before_the_central_directory() {
+    let b = make_zip(
+        &[("a.txt", b"hello", false), ("b.txt", b"world", false)],
+        false,
+    );
+    let idx = index_zip(&b).unwrap();
+    let files = files_of(&idx);
+    assert_eq!(zip_entry(&b, &idx, files["b.txt"]).unwrap(), b"world");
+    // The second local header's extra length pushes its data start (which the central
+    // directory cannot see) towards, then into, the central directory.
+    let lh = b.windows(4).rposition(|w| w == b"PK\x03\x04").unwrap();
+    let xlen = u16::from_le_bytes([b[lh + 28], b[lh + 29]]);
+    for push in [1u16, 3, 200] {
+        let mut bad = b.clone();
+        bad[lh + 28..lh + 30].copy_from_slice(&(xlen + push).to_le_bytes());
+        let r = zip_entry(&bad, &idx, files["b.txt"]);
+        assert!(matches!(r, Err(ArchiveError::Corrupt(_))), "{push}: {r:?}");
+        // The first entry is untouched.
+        assert_eq!(zip_entry(&bad, &idx, files["a.txt"]).unwrap(), b"hello");
+    }
+    // The central directory alone can also say so: a record whose size runs past it.
+    let mut bad = b.clone();
+    let cr = bad.windows(4).rposition(|w| w == b"PK\x01\x02").unwrap();
+    bad[cr + 20..cr + 24].copy_from_slice(&60u32.to_le_bytes());
+    assert!(matches!(index_zip(&bad), Err(ArchiveError::Corrupt(_))));
+}
+
+#[test]
+fn local_name_length_must_match_the_central_one() {
+    let b = make_zip(&[("a.txt", b"hello", false)], false);
+    let idx = index_zip(&b).unwrap();
+    let ix = files_of(&idx)["a.txt"];
+    let lh = b.windows(4).position(|w| w == b"PK\x03\x04").unwrap();
+    for nlen in [6u16, 4, 0, 400] {
+        let mut bad = b.clone();
+        bad[lh + 26..lh + 28].copy_from_slice(&nlen.to_le_bytes());
+        // As the filesystem reads it: the fixed part and the central directory's name length.
+        let Some(Data::Zip { header, .. }) = &idx.get(ix).unwrap().data else {
+            panic!()
+        };
+        let local = &bad[*header as usize..*header as usize + 30 + 5];
+        let r = z::data_offset(
+            local,
+            idx.get(ix).unwrap().data.as_ref().unwrap(),
+            idx.stream_len,
+        );
+        assert!(matches!(r, Err(ArchiveError::Corrupt(_))), "{nlen}: {r:?}");
+    }
 }

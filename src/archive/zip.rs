@@ -91,7 +91,7 @@ pub fn parse_tail(tail: &[u8], file_len: u64) -> Result<Tail, ArchiveError> {
     // A ZIP64 locator right before the record wins.
     if i >= 20 && u32_at(tail, i - 20) == ZIP64_LOCATOR_SIG {
         let at = u64_at(tail, i - 20 + 8);
-        if at + ZIP64_EOCD_LEN > eocd_at {
+        if at.checked_add(ZIP64_EOCD_LEN).is_none_or(|e| e > eocd_at) {
             return Err(corrupt("ZIP64 end record past the end record"));
         }
         return Ok(Tail::Zip64At(at));
@@ -179,7 +179,7 @@ pub fn parse_cd(cd: &[u8], loc: &CdLocation) -> Result<Vec<CdEntry>, ArchiveErro
             return Err(corrupt(format!(
                 "bad central directory record {} at offset {}",
                 out.len(),
-                loc.offset + i as u64
+                loc.offset.saturating_add(i as u64)
             )));
         }
         let r = &cd[i..];
@@ -227,17 +227,19 @@ pub fn parse_cd(cd: &[u8], loc: &CdLocation) -> Result<Vec<CdEntry>, ArchiveErro
             }
             x = &x[4 + len..];
         }
+        // The local header (at least as long as this record's name) and the data after it
+        // lie before the central directory.
         if header
             .checked_add(LOCAL_LEN + nlen as u64)
+            .and_then(|e| e.checked_add(csize))
             .is_none_or(|e| e > loc.offset)
-            || header.saturating_add(csize) > loc.offset
         {
             return Err(corrupt(format!(
                 "entry {} lies outside the archive's data",
                 String::from_utf8_lossy(&name)
             )));
         }
-        out.push(CdEntry {
+        let e = CdEntry {
             name,
             flags,
             method,
@@ -247,7 +249,15 @@ pub fn parse_cd(cd: &[u8], loc: &CdLocation) -> Result<Vec<CdEntry>, ArchiveErro
             header,
             mtime,
             unix_mode: (made_by >> 8 == 3).then_some(external >> 16),
-        });
+        };
+        // A symlink's target is read while indexing: it counts like a name, before it is read.
+        if e.is_symlink() {
+            name_bytes += e.usize as usize;
+            if name_bytes > MAX_NAME_BYTES {
+                return Err(ArchiveError::TooLarge("names and link targets".into()));
+            }
+        }
+        out.push(e);
         i += 46 + nlen + xlen + clen;
     }
     if (out.len() as u64) < loc.entries {
@@ -337,8 +347,9 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 }
 
 /// Checks a local header (its fixed 30 bytes, then the name) against the central directory
-/// and returns the offset of the entry's data.
-pub fn data_offset(local: &[u8], data: &Data) -> Result<u64, ArchiveError> {
+/// and returns the offset of the entry's data, which must end by `data_end` (the central
+/// directory's offset): a local extra field cannot push it into other bytes.
+pub fn data_offset(local: &[u8], data: &Data, data_end: u64) -> Result<u64, ArchiveError> {
     let Data::Zip {
         header,
         method,
@@ -363,7 +374,13 @@ pub fn data_offset(local: &[u8], data: &Data) -> Result<u64, ArchiveError> {
             "local header says method {lmethod}, the central directory {method}"
         )));
     }
-    if local.len() >= 30 + nlen && &local[30..30 + nlen] != raw_name.as_slice() {
+    if nlen != raw_name.len() {
+        return Err(corrupt(format!(
+            "local header name of {nlen} bytes, the central directory's of {}",
+            raw_name.len()
+        )));
+    }
+    if local.len() < 30 + nlen || &local[30..30 + nlen] != raw_name.as_slice() {
         return Err(corrupt("local header names a different file"));
     }
     if lflags & 8 == 0 && flags & 8 == 0 {
@@ -375,7 +392,15 @@ pub fn data_offset(local: &[u8], data: &Data) -> Result<u64, ArchiveError> {
             ));
         }
     }
-    Ok(header + LOCAL_LEN + nlen as u64 + xlen)
+    let start = header
+        .checked_add(LOCAL_LEN + nlen as u64 + xlen)
+        .ok_or_else(|| corrupt("local header offset overflows"))?;
+    if start.checked_add(*csize).is_none_or(|e| e > data_end) {
+        return Err(corrupt(format!(
+            "entry data at {start} of {csize} bytes runs past {data_end}, the central directory"
+        )));
+    }
+    Ok(start)
 }
 
 /// A method's name for log lines.

@@ -506,8 +506,9 @@ impl Archives {
         if a.index.read().unwrap().is_some() {
             return Ok(());
         }
-        // `.ix2`: indexes since zip symlinks (an `.ix1` index shows them as files).
-        let key = format!("{}.ix2", a.ckey);
+        // `.ix3`: a zip index's `stream_len` is its central directory's offset (the bound of
+        // entry data; 0 in an `.ix2` index); `.ix2` brought zip symlinks.
+        let key = format!("{}.ix3", a.ckey);
         let pkey = format!("{}.gzp1", a.ckey);
         if let Some(b) = self.store.get_blob(&key) {
             // A tar.gz index is only usable with its access points.
@@ -615,7 +616,7 @@ impl Archives {
         let tail_at = size - tail_len;
         let tail = self.raw(a, tail_at, tail_len, None).await?;
         let slice = |at: u64, len: u64| -> Option<Bytes> {
-            (at >= tail_at && at + len <= size).then(|| {
+            (at >= tail_at && at.checked_add(len).is_some_and(|e| e <= size)).then(|| {
                 let s = (at - tail_at) as usize;
                 tail.slice(s..s + len as usize)
             })
@@ -637,23 +638,28 @@ impl Archives {
         let mut raw = Vec::new();
         for e in zip::parse_cd(&cd, &loc)? {
             if e.is_symlink() {
-                let target = self.zip_link_target(a, &e).await?;
+                let target = self.zip_link_target(a, &e, loc.offset).await?;
                 raw.push(e.into_link(target));
             } else {
                 raw.push(e.into_raw());
             }
         }
-        Ok(cpu(|| Index::build(Format::Zip, raw, 0))?)
+        Ok(cpu(|| Index::build(Format::Zip, raw, loc.offset))?)
     }
 
     /// A zip symlink's target: its entry's data (local header checked, inflated if need be,
     /// size and CRC checked), read once while indexing.
-    async fn zip_link_target(&self, a: &Archive, e: &zip::CdEntry) -> Result<Vec<u8>, Fail> {
+    async fn zip_link_target(
+        &self,
+        a: &Archive,
+        e: &zip::CdEntry,
+        cd_at: u64,
+    ) -> Result<Vec<u8>, Fail> {
         let d = e.data();
         let local = self
             .raw(a, e.header, zip::LOCAL_LEN + e.name.len() as u64, None)
             .await?;
-        let start = zip::data_offset(&local, &d)?;
+        let start = zip::data_offset(&local, &d, cd_at)?;
         if start.saturating_add(e.csize) > a.meta.size {
             return Err(Fail::Bad(crate::archive::corrupt(
                 "entry data past the end of the archive",
@@ -724,13 +730,15 @@ impl Archives {
                 check_magic(Format::TarGz, &b)?;
             }
             at += b.len() as u64;
+            // Nothing past the end of the tar data is decompressed.
             cpu(|| {
-                ix.feed(&b, &mut |d| {
+                ix.feed_while(&b, &mut |d| {
                     sink.write_all(d).map_err(|e| {
                         sink.err
                             .take()
                             .unwrap_or_else(|| crate::archive::corrupt(format!("gzip: {e}")))
-                    })
+                    })?;
+                    Ok(!sink.walker.as_ref().is_some_and(|w| w.is_done()))
                 })
             })?;
             if sink.walker.as_ref().is_some_and(|w| w.is_done()) {
@@ -826,7 +834,9 @@ impl Archives {
         let local = self
             .raw(a, *header, zip::LOCAL_LEN + raw_name.len() as u64, None)
             .await?;
-        let o = zip::data_offset(&local, d)?;
+        // Entry data ends by the central directory (a zip index's stream_len).
+        let cd_at = a.index.read().unwrap().as_ref().map_or(0, |i| i.stream_len);
+        let o = zip::data_offset(&local, d, cd_at)?;
         a.offsets.lock().unwrap().insert(ix, o);
         Ok(o)
     }
@@ -866,7 +876,7 @@ impl Archives {
             }
         }
         let start = self.zip_data(a, ix, d).await?;
-        if start + csize > a.meta.size {
+        if start.checked_add(*csize).is_none_or(|e| e > a.meta.size) {
             return Err(Fail::Bad(crate::archive::corrupt(
                 "entry data past the end of the archive",
             )));
@@ -940,7 +950,7 @@ impl Archives {
             return Ok(b);
         }
         let start = self.zip_data(a, ix, d).await?;
-        if start + csize > a.meta.size {
+        if start.checked_add(*csize).is_none_or(|e| e > a.meta.size) {
             return Err(Fail::Bad(crate::archive::corrupt(
                 "entry data past the end of the archive",
             )));
@@ -1045,7 +1055,7 @@ impl Archives {
         let mut cur = match cur {
             Some(c) => c,
             None => Cursor {
-                x: Extractor::new(p)?,
+                x: Extractor::new(p)?.until(total),
                 h: Handle::default(),
                 blk: Vec::new(),
                 blk_at: None,

@@ -112,6 +112,20 @@ fn patch(b: &mut [u8], local: usize, central: usize, v: &[u8]) {
     }
 }
 
+/// Overwrites a field of the first local header only (at `local` from its start).
+fn patch_local(b: &mut [u8], local: usize, v: &[u8]) {
+    let i = b.windows(4).position(|w| w == b"PK\x03\x04").unwrap();
+    b[i + local..i + local + v.len()].copy_from_slice(v);
+}
+
+/// A little-endian u16 or u32 field of the first local header.
+fn local_field(b: &[u8], local: usize, len: usize) -> u32 {
+    let i = b.windows(4).position(|w| w == b"PK\x03\x04").unwrap();
+    let mut v = [0u8; 4];
+    v[..len].copy_from_slice(&b[i + local..i + local + len]);
+    u32::from_le_bytes(v)
+}
+
 fn replace_all(b: &mut [u8], from: &[u8], to: &[u8]) {
     assert_eq!(from.len(), to.len());
     let mut i = 0;
@@ -329,8 +343,22 @@ fn big_zip_lists_and_reads_with_ranges() {
     });
 }
 
+/// Drops the artifacts' own blocks from a disk cache, keeping what bkfs derived from them
+/// (persisted indexes, access points: keys with a `.`). Returns how many it dropped.
+fn drop_raw_blocks(cache: &Path) -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir(cache.join("v1")).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name != "tmp" && !name.contains('.') && e.path().is_dir() {
+            std::fs::remove_dir_all(e.path()).unwrap();
+            n += 1;
+        }
+    }
+    n
+}
+
 /// The index and unpacked entries are persisted: a remount lists and reads with no request
-/// to storage.
+/// to storage, with the artifacts' own blocks gone from the cache, and builds no index.
 #[test]
 fn remount_lists_and_reads_from_the_cache() {
     bounded(T, || {
@@ -362,16 +390,37 @@ fn remount_lists_and_reads_from_the_cache() {
         {
             let m = mount(&server, &scratch, &bref, &[]);
             check(&m);
+            assert_eq!(m.log_text().matches("indexed the archive").count(), 2);
             assert!(m.unmount());
         }
+        // Without the artifacts' blocks, only a persisted index can answer with no request.
+        assert!(
+            drop_raw_blocks(&scratch.cache()) >= 2,
+            "no raw blocks cached?"
+        );
+        let logged = scratch_log_len(&scratch);
         server.reset_counts();
         let m = mount(&server, &scratch, &bref, &[]);
+        let job = m.path("job");
+        assert_eq!(ls(&job.join("a.zip#")), ["a", "s.txt"]);
+        assert_eq!(ls(&job.join("b.tgz#/x")), ["y.txt"]);
+        assert_eq!(server.count(Count::Storage), 0, "{:?}", server.counts());
         check(&m);
         assert_eq!(server.count(Count::Storage), 0, "{:?}", server.counts());
+        let log = m.log_text();
+        let second = log.get(logged..).unwrap_or(&log);
+        assert!(!second.contains("indexed the archive"), "{second}");
     });
 }
 
-/// Many first lookups at once: one index build, every caller answered.
+/// Bytes in the mount log so far (mounts of one scratch append to it).
+fn scratch_log_len(scratch: &Scratch) -> usize {
+    std::fs::metadata(scratch.log()).map_or(0, |m| m.len() as usize)
+}
+
+/// Many first listings at once: every caller answered, one index build (the kernel merges
+/// racing lookups of one name; the daemon's own single flight, which a mount cannot race, is
+/// `fs::tests::archives::racing_first_lookups_build_an_archive_index_once`).
 #[test]
 fn concurrent_first_lookups_build_the_index_once() {
     bounded(T, || {
@@ -454,6 +503,27 @@ fn hostile_archives_fail_cleanly_and_the_mount_keeps_serving() {
         let mut liar = zip_of(&[("good.txt", b"good", false)], false);
         let at = liar.windows(8).position(|w| w == b"good.txt").unwrap();
         liar[at..at + 4].copy_from_slice(b"evil");
+        // The local header disagrees with the central directory on the CRC, on the size.
+        let good = zip_of(&[("good.txt", b"good", false)], false);
+        let mut crc = good.clone();
+        patch_local(&mut crc, 14, &(local_field(&good, 14, 4) ^ 1).to_le_bytes());
+        let mut size = good.clone();
+        patch_local(
+            &mut size,
+            18,
+            &(local_field(&good, 18, 4) + 1).to_le_bytes(),
+        );
+        // A local name one byte longer than the central one (the data start moves with it).
+        let mut longname = good.clone();
+        patch_local(&mut longname, 26, &9u16.to_le_bytes());
+        // A local extra field that pushes the stored data into the central directory.
+        let mut extra = good.clone();
+        let x = local_field(&good, 28, 2) as u16;
+        patch_local(&mut extra, 28, &(x + 2).to_le_bytes());
+        // A ZIP64 locator whose end record offset is near the top of the u64 range.
+        let mut z64loc = to_zip64(&zip_of(&[("a", b"a", false)], true));
+        let loc = z64loc.windows(4).rposition(|w| w == b"PK\x06\x07").unwrap();
+        z64loc[loc + 8..loc + 16].copy_from_slice(&(u64::MAX - 10).to_le_bytes());
         // An absurd entry count in the end record.
         let mut count = zip_of(&[("a", b"a", false)], false);
         let n = count.len();
@@ -487,6 +557,11 @@ fn hostile_archives_fail_cleanly_and_the_mount_keeps_serving() {
                 ("enc.zip", enc),
                 ("bz.zip", bz),
                 ("liar.zip", liar),
+                ("crc.zip", crc),
+                ("size.zip", size),
+                ("longname.zip", longname),
+                ("extra.zip", extra),
+                ("z64loc.zip", z64loc),
                 ("count.zip", count),
                 ("names.zip", names),
                 ("noise.zip", det_bytes(70_000, 9)),
@@ -509,6 +584,13 @@ fn hostile_archives_fail_cleanly_and_the_mount_keeps_serving() {
             "the log names the method"
         );
         assert_eq!(read("liar.zip#/good.txt"), Some(libc::EIO));
+        for liar in ["crc.zip", "size.zip", "longname.zip", "extra.zip"] {
+            assert_eq!(
+                read(&format!("{liar}#/good.txt")),
+                Some(libc::EIO),
+                "{liar}"
+            );
+        }
         for bad in [
             "count.zip#",
             "noise.zip#",
@@ -516,6 +598,7 @@ fn hostile_archives_fail_cleanly_and_the_mount_keeps_serving() {
             "gzip-but-not.tar.gz#",
             "trunc.tar.gz#",
             "trunc.zip#",
+            "z64loc.zip#",
         ] {
             assert_eq!(
                 errno_of(std::fs::read_dir(job.join(bad))),
@@ -531,8 +614,173 @@ fn hostile_archives_fail_cleanly_and_the_mount_keeps_serving() {
         assert_eq!(t["dup~3.txt"], f(b"4"));
         assert_eq!(t["nul%00name"], f(b"5"));
         assert!(keys.iter().all(|k| k.split('/').all(|c| c.len() <= 255)));
+        // The 300-byte component is there, shortened like an artifact path's, and its file
+        // is found and reads.
+        let long = format!("{}/f", crate::common::builds::shortened(&"L".repeat(300)));
+        assert_eq!(t.get(&long), Some(&f(b"6")), "{keys:?}");
+        let (_, found, _) = sh(&format!(
+            "find '{}' -type f -name f",
+            job.join("names.zip#").display()
+        ));
+        assert_eq!(
+            found.lines().collect::<Vec<_>>(),
+            [job.join("names.zip#").join(&long).display().to_string()]
+        );
+        assert_eq!(
+            std::fs::read(job.join("names.zip#").join(&long)).unwrap(),
+            b"6"
+        );
+        // A failed listing is logged with the artifact and the error, and nothing panicked
+        // (a panic's request answers EIO too).
+        let log = env.m.log_text();
+        for name in ["trunc.zip", "z64loc.zip"] {
+            assert!(
+                log.lines().any(|l| l.contains("cannot list the archive")
+                    && l.contains(name)
+                    && l.contains("corrupt archive")),
+                "{name}: {log}"
+            );
+        }
+        assert!(!log.contains("panicked"), "{log}");
         assert_eq!(std::fs::read(job.join("ok.txt")).unwrap(), b"still here");
         assert!(env.m.daemon_pids().len() == 1);
+    });
+}
+
+/// A regular file whose header name is `name` as is (the tar crate refuses `..` and absolute
+/// paths).
+fn tar_raw_name(t: &mut tar::Builder<Vec<u8>>, name: &[u8], data: &[u8]) {
+    let mut h = tar::Header::new_gnu();
+    h.as_old_mut().name[..name.len()].copy_from_slice(name);
+    h.set_size(data.len() as u64);
+    h.set_mode(0o644);
+    h.set_mtime(1_700_000_000);
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_cksum();
+    t.append(&h, data).unwrap();
+}
+
+#[test]
+fn hostile_tar_and_targz_names_are_sanitized() {
+    bounded(T, || {
+        let long = "L".repeat(300);
+        let tar = tar_of(|t| {
+            tar_raw_name(t, b"../x", b"up");
+            tar_raw_name(t, b"/abs", b"abs");
+            // A GNU long name (`L` entry) with a 300-byte component.
+            tar_file(t, &format!("{long}/f"), b"long");
+            tar_file(t, "dup.txt", b"first");
+            tar_file(t, "dup.txt", b"second");
+        });
+        let fb = build(8, vec![("h.tar", tar.clone()), ("h.tar.gz", gz(&tar))]);
+        let env = Env::new(fb, &[]);
+        let job = env.mnt().join("job");
+        let short = crate::common::builds::shortened(&long);
+        let want: BTreeMap<String, (char, Vec<u8>)> = [
+            ("%2E%2E", d()),
+            ("%2E%2E/x", f(b"up")),
+            ("abs", f(b"abs")),
+            (short.as_str(), d()),
+            (&format!("{short}/f"), f(b"long")),
+            ("dup.txt", f(b"first")),
+            // The fifth entry (number 4) takes the name of an earlier one.
+            ("dup~4.txt", f(b"second")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        for name in ["h.tar#", "h.tar.gz#"] {
+            let got = tree(&job.join(name));
+            assert!(got == want, "{name}: {:?}", got.keys().collect::<Vec<_>>());
+            assert_eq!(
+                xattr(&job.join(name).join("%2E%2E/x"), "user.archive.path").unwrap(),
+                b"../x"
+            );
+        }
+    });
+}
+
+/// Archives inside an archive are plain files: no `NAME#` inside `NAME#`, with or without
+/// `--list-archives`.
+#[test]
+fn nested_archives_are_not_expanded() {
+    bounded(T, || {
+        let inner_zip = zip_of(&[("deep.txt", b"deep", false)], false);
+        let inner_tgz = gz(&tar_of(|t| tar_file(t, "deep.txt", b"deep")));
+        let outer = zip_of(
+            &[
+                ("inner.zip", &inner_zip, false),
+                ("inner.tar.gz", &inner_tgz, true),
+            ],
+            false,
+        );
+        for (n, opts) in [(9u64, &[][..]), (10, &["--list-archives"][..])] {
+            let env = Env::new(build(n, vec![("outer.zip", outer.clone())]), opts);
+            let root = env.mnt().join("job/outer.zip#");
+            assert_eq!(ls(&root), ["inner.tar.gz", "inner.zip"], "{opts:?}");
+            for (name, bytes) in [("inner.zip", &inner_zip), ("inner.tar.gz", &inner_tgz)] {
+                let md = std::fs::symlink_metadata(root.join(name)).unwrap();
+                assert!(md.is_file(), "{name}");
+                assert_eq!(&std::fs::read(root.join(name)).unwrap(), bytes, "{name}");
+                let nested = root.join(format!("{name}#"));
+                assert_eq!(
+                    errno_of(std::fs::symlink_metadata(&nested)),
+                    Some(libc::ENOENT),
+                    "{nested:?} {opts:?}"
+                );
+                assert_eq!(
+                    errno_of(std::fs::read_dir(&nested)),
+                    Some(libc::ENOENT),
+                    "{nested:?} {opts:?}"
+                );
+            }
+            if !opts.is_empty() {
+                // The outer one is listed there, the inner ones are not.
+                assert_eq!(ls(&env.mnt().join("job")), ["outer.zip", "outer.zip#"]);
+                let (_, out, _) = sh(&format!("find '{}'", root.display()));
+                assert!(
+                    !out.contains("inner.zip#") && !out.contains("inner.tar.gz#"),
+                    "{out}"
+                );
+            }
+        }
+    });
+}
+
+/// Bytes after the gzip data (a tape block of zeros, which gzip and `tar tz` accept; or
+/// junk after the end of the tar data) do not make a tar.gz unreadable.
+#[test]
+fn targz_with_bytes_after_the_gzip_data_lists_and_reads() {
+    bounded(T, || {
+        let text = det_bytes(200_000, 12);
+        let tar = tar_of(|t| {
+            tar_file(t, "a.txt", b"alpha");
+            tar_file(t, "d/big.bin", &text);
+        });
+        let zeros = [gz(&tar), vec![0; 512]].concat();
+        let junk = [gz(&tar), b"trailing junk\n".to_vec()].concat();
+        // A gzip magic, then no valid member: never decompressed, the tar data ended before.
+        let magic = [gz(&tar), vec![0x1f, 0x8b, 8, 0xe0, 0, 0, 0, 0, 0, 3, 1, 2]].concat();
+        let fb = build(
+            11,
+            vec![
+                ("zeros.tar.gz", zeros),
+                ("junk.tgz", junk),
+                ("magic.tar.gz", magic),
+            ],
+        );
+        let env = Env::new(fb, &[]);
+        let job = env.mnt().join("job");
+        for name in ["zeros.tar.gz#", "junk.tgz#", "magic.tar.gz#"] {
+            let t = tree(&job.join(name));
+            let keys: Vec<&String> = t.keys().collect();
+            assert_eq!(keys, ["a.txt", "d", "d/big.bin"], "{name}");
+            assert_eq!(t["a.txt"], f(b"alpha"), "{name}");
+            assert!(t["d/big.bin"] == f(&text), "{name}");
+        }
+        let log = env.m.log_text();
+        assert!(!log.contains("cannot list the archive"), "{log}");
+        assert!(!log.contains("cannot read the archive entry"), "{log}");
     });
 }
 
