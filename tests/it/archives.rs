@@ -58,7 +58,8 @@ fn to_zip64(b: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&1u32.to_le_bytes());
     out.extend_from_slice(b"PK\x05\x06");
     out.extend_from_slice(&[0; 4]);
-    out.extend_from_slice(&[0xff; 16]);
+    // entries on this disk, entries, CD size, CD offset: all "see the ZIP64 record".
+    out.extend_from_slice(&[0xff; 12]);
     out.extend_from_slice(&[0; 2]);
     out
 }
