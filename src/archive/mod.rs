@@ -75,12 +75,16 @@ pub fn format_of_name(name: &str) -> Option<Format> {
     }
 }
 
-/// The format the first bytes show, if they look like the format the name says. A `.zip`
-/// must start with a local header or an (empty archive's) end record, a `.tar.gz` with the
-/// gzip magic; a `.tar` must have a valid first header (or be all zeros: an empty tar).
+/// Whether the first bytes look like the format the name says: a `.tar.gz` starts with the
+/// gzip magic; a `.tar` has a valid first header (or is all zeros: an empty tar).
+///
+/// A zip's magic is at its end, not its start: the zip parser requires the end record's
+/// signature (and, before reading an entry, its local header's), as `unzip` does, so that
+/// self-extracting archives and jars with a launcher script in front, which do not start
+/// with `PK`, still open. So `Zip` passes here.
 pub fn check_magic(by_name: Format, head: &[u8]) -> Result<(), ArchiveError> {
     let ok = match by_name {
-        Format::Zip => head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06"),
+        Format::Zip => true,
         Format::TarGz => head.starts_with(&[0x1f, 0x8b]),
         Format::Tar => {
             head.len() >= 512

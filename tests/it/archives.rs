@@ -812,3 +812,42 @@ fn big_tar_is_indexed_by_skipping_data() {
         assert_eq!(buf[..], chunk[5..4101]);
     });
 }
+
+/// A zip with a launcher script in front (a self-extracting archive, an executable jar;
+/// offsets adjusted as `zip -A` does) does not start with `PK`: it is still a zip, found
+/// from its end, as `unzip` finds it.
+#[test]
+fn a_zip_with_a_launcher_in_front_opens() {
+    bounded(T, || {
+        let z = zip_of(
+            &[
+                ("app/Main.class", b"main", true),
+                ("README", b"read me", false),
+            ],
+            false,
+        );
+        let prefix = b"#!/bin/sh\nexec java -jar \"$0\" \"$@\"\n";
+        let shift = prefix.len() as u32;
+        let mut out = prefix.to_vec();
+        out.extend_from_slice(&z);
+        let base = prefix.len();
+        let mut i = base;
+        while i + 46 <= out.len() {
+            if out[i..i + 4] == *b"PK\x01\x02" {
+                let at = i + 42;
+                let v = u32::from_le_bytes(out[at..at + 4].try_into().unwrap()) + shift;
+                out[at..at + 4].copy_from_slice(&v.to_le_bytes());
+            }
+            i += 1;
+        }
+        let e = out.len() - 22;
+        assert_eq!(&out[e..e + 4], b"PK\x05\x06");
+        let v = u32::from_le_bytes(out[e + 16..e + 20].try_into().unwrap()) + shift;
+        out[e + 16..e + 20].copy_from_slice(&v.to_le_bytes());
+        let env = Env::new(build(40, vec![("app.jar", out)]), &[]);
+        let root = env.mnt().join("job/app.jar#");
+        assert_eq!(ls(&root), ["README", "app"]);
+        assert_eq!(std::fs::read(root.join("app/Main.class")).unwrap(), b"main");
+        assert_eq!(std::fs::read(root.join("README")).unwrap(), b"read me");
+    });
+}
