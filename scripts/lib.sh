@@ -5,6 +5,7 @@ need_pkgs() {
   command -v getfattr >/dev/null 2>&1 || missing+=(attr)
   command -v curl >/dev/null 2>&1 || missing+=(curl)
   command -v rsync >/dev/null 2>&1 || missing+=(rsync)
+  command -v unzip >/dev/null 2>&1 || missing+=(unzip)
   if [ ${#missing[@]} -gt 0 ]; then
     local sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -1,6 +1,7 @@
 //! The process around a mount: `bkfs-demo`, `bkfs unmount`, `fusermount3 -u`, SIGTERM and
 //! SIGINT to the daemon, and a foreground mount's exit code.
 
+use std::path::Path;
 use std::time::Duration;
 
 use crate::common::builds::small_build;
@@ -62,6 +63,25 @@ fn demo_mounts_lists_and_sigint_unmounts() {
         assert!(out.contains("rspec-2.log"), "{out}");
         let (code, _, _) = sh(&format!("cat {}/*.log | grep -q $'\\x1b'", m.display()));
         assert_eq!(code, 1, "escape codes in the demo's logs");
+        // The screenshots zip opens as a directory, with what `unzip` lists in the file.
+        let (code, zips, err) = sh(&format!("find {} -name screenshots.zip", m.display()));
+        assert_eq!(code, 0, "{err}");
+        let zip = zips
+            .lines()
+            .next()
+            .expect("the demo has a screenshots.zip")
+            .to_string();
+        assert_eq!(ls(&Path::new(&format!("{zip}#")).join("checkout")).len(), 3);
+        let (code, listed, err) = sh(&format!(
+            "unzip -Z1 {zip} | grep -v /$ | sort; echo --; cd {zip}# && find . -type f | sed 's|^./||' | sort"
+        ));
+        assert_eq!(code, 0, "{err}");
+        let (by_unzip, by_bkfs) = listed.split_once("--\n").unwrap();
+        assert_eq!(by_unzip, by_bkfs);
+        let (code, _, err) = sh(&format!(
+            "unzip -p {zip} checkout/step-3.png | cmp - {zip}#/checkout/step-3.png"
+        ));
+        assert_eq!(code, 0, "{err}");
     });
     demo.signal(libc::SIGINT);
     let st = demo.wait_exit(Duration::from_secs(10));

@@ -1,6 +1,6 @@
 //! The sample build served by `bkfs-demo`: a realistic Rails-ish pipeline with parallel,
 //! retried, artifact-less and still-uploading jobs, text logs, JUnit XML, coverage HTML, PNG
-//! screenshots and a real `.tar.gz`, a few MiB in all. Everything is generated from fixed
+//! screenshots (also as a `.zip`) and a real `.tar.gz`, a few MiB in all. Everything is generated from fixed
 //! seeds (the PNGs and the tarball use stored, uncompressed deflate blocks), so the tree is
 //! identical on every run and nothing is read from disk.
 
@@ -128,6 +128,15 @@ pub fn demo_build() -> FakeBuild {
         "tmp/screenshots/checkout_fails.png",
         png(&mut rng, 320, 200),
     );
+    let shots: Vec<(String, Vec<u8>)> = (1..=3)
+        .map(|n| (format!("checkout/step-{n}.png"), png(&mut rng, 160, 100)))
+        .chain(std::iter::once((
+            "index.html".to_string(),
+            b"<html><body><h1>Checkout</h1><img src=\"checkout/step-3.png\"></body></html>\n"
+                .to_vec(),
+        )))
+        .collect();
+    fb.add_artifact(&first, "tmp/screenshots.zip", zip_stored(&shots));
     fb.add_artifact(&second, "log/cucumber.log", cucumber_log(&mut rng, false));
     fb.add_artifact(&second, "junit.xml", junit(&mut rng, "cucumber", 30, 0));
 
@@ -647,6 +656,66 @@ fn deflate_stored(data: &[u8]) -> Vec<u8> {
         out.extend_from_slice(&(!len).to_le_bytes());
         out.extend_from_slice(c);
     }
+    out
+}
+
+/// A zip of stored (uncompressed) entries, with directory entries for their parents:
+/// local headers, the central directory and its end record.
+fn zip_stored(files: &[(String, Vec<u8>)]) -> Vec<u8> {
+    // 2026-01-02 03:18 in MS-DOS time and date.
+    let (time, date) = (3u16 << 11 | 18 << 5, (2026u16 - 1980) << 9 | 1 << 5 | 2);
+    let mut entries: Vec<(String, &[u8])> = Vec::new();
+    for (name, data) in files {
+        if let Some((dir, _)) = name.rsplit_once('/') {
+            let d = format!("{dir}/");
+            if !entries.iter().any(|(n, _)| *n == d) {
+                entries.push((d, &[]));
+            }
+        }
+        entries.push((name.clone(), data));
+    }
+    let (mut out, mut central) = (Vec::new(), Vec::new());
+    for (name, data) in &entries {
+        let offset = out.len() as u32;
+        let crc = crc32fast::hash(data);
+        let fields = |h: &mut Vec<u8>| {
+            h.extend_from_slice(&20u16.to_le_bytes()); // version needed
+            h.extend_from_slice(&0u16.to_le_bytes()); // flags
+            h.extend_from_slice(&0u16.to_le_bytes()); // stored
+            h.extend_from_slice(&time.to_le_bytes());
+            h.extend_from_slice(&date.to_le_bytes());
+            h.extend_from_slice(&crc.to_le_bytes());
+            h.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            h.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            h.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            h.extend_from_slice(&0u16.to_le_bytes()); // extra
+        };
+        out.extend_from_slice(b"PK\x03\x04");
+        fields(&mut out);
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(data);
+        central.extend_from_slice(b"PK\x01\x02");
+        central.extend_from_slice(&(3u16 << 8 | 20).to_le_bytes()); // made by unix
+        fields(&mut central);
+        central.extend_from_slice(&[0; 6]); // comment length, disk, internal attributes
+        let mode: u32 = if name.ends_with('/') {
+            0o40755
+        } else {
+            0o100644
+        };
+        central.extend_from_slice(&(mode << 16).to_le_bytes());
+        central.extend_from_slice(&offset.to_le_bytes());
+        central.extend_from_slice(name.as_bytes());
+    }
+    let (cd_at, cd_len) = (out.len() as u32, central.len() as u32);
+    out.extend_from_slice(&central);
+    out.extend_from_slice(b"PK\x05\x06");
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&(entries.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(entries.len() as u16).to_le_bytes());
+    out.extend_from_slice(&cd_len.to_le_bytes());
+    out.extend_from_slice(&cd_at.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
     out
 }
 
