@@ -87,6 +87,8 @@ pub struct TarWalker {
     name_bytes: usize,
     zeros: u32,
     done: bool,
+    /// [`MAX_ENTRIES`], smaller in tests.
+    max_entries: usize,
 }
 
 impl Default for TarWalker {
@@ -106,6 +108,16 @@ impl TarWalker {
             name_bytes: 0,
             zeros: 0,
             done: false,
+            max_entries: MAX_ENTRIES,
+        }
+    }
+
+    /// A walker that refuses archives of more than `n` entries (tests of the bound).
+    #[cfg(test)]
+    pub fn with_max_entries(n: usize) -> TarWalker {
+        TarWalker {
+            max_entries: n,
+            ..TarWalker::new()
         }
     }
 
@@ -246,10 +258,10 @@ impl TarWalker {
             _ => 0,
         };
         self.name_bytes = self.name_bytes.saturating_add(path.len() + link_len);
-        if self.entries.len() >= MAX_ENTRIES || self.name_bytes > MAX_NAME_BYTES {
+        if self.entries.len() >= self.max_entries || self.name_bytes > MAX_NAME_BYTES {
             return Err(ArchiveError::TooLarge(format!(
                 "over {} entries or {} bytes of names",
-                MAX_ENTRIES, MAX_NAME_BYTES
+                self.max_entries, MAX_NAME_BYTES
             )));
         }
         self.entries.push(RawEntry {

@@ -858,3 +858,31 @@ fn local_name_length_must_match_the_central_one() {
         assert!(matches!(r, Err(ArchiveError::Corrupt(_))), "{nlen}: {r:?}");
     }
 }
+
+#[test]
+fn absurd_entry_counts_are_refused_with_bounded_memory() {
+    // A tar of empty files, one header each: the walker refuses the entry past its bound
+    // (MAX_ENTRIES; 5,000 here, to keep the test quick) instead of growing.
+    let one = make_tar(|t| add_file(t, "f", b""));
+    let headers = one[..512].repeat(1000);
+    let mut w = TarWalker::with_max_entries(5000);
+    let mut err = None;
+    for i in 0..10u64 {
+        if let Err(e) = w.feed(i * headers.len() as u64, &headers) {
+            err = Some((i, e));
+            break;
+        }
+    }
+    let (at, e) = err.expect("never refused");
+    assert!(matches!(e, ArchiveError::TooLarge(_)), "{e:?}");
+    assert_eq!(at, 5, "refused in the chunk holding entry 5,001");
+    assert_eq!(w.entries(), 5000);
+    // A zip whose end record claims more entries than allowed is refused before any
+    // central record is read.
+    let loc = z::CdLocation {
+        offset: 0,
+        size: 64 * MAX_ENTRIES as u64,
+        entries: MAX_ENTRIES as u64 + 1,
+    };
+    assert!(z::parse_cd(&[], &loc).is_err());
+}
