@@ -132,7 +132,15 @@ impl Fs {
 
     pub async fn read(&self, ino: Ino, fh: u64, offset: u64, size: u32) -> Result<Bytes> {
         if is_archive_ino(ino) {
-            return self.archives.read(ino, offset, size).await;
+            let r = self.archives.read(ino, offset, size).await;
+            if matches!(r, Err(FsError::Io(_))) {
+                // Pages of an entry that then failed its checks (a streamed inflate's CRC)
+                // may be in the kernel's cache: drop them, so every read fails alike.
+                if let Some(k) = self.kernel.get() {
+                    k.inval_inode(ino);
+                }
+            }
+            return r;
         }
         let open = match self
             .handles

@@ -162,10 +162,14 @@ impl Fs {
             .is_some_and(|s| s.finished())
     }
 
-    /// Whether `ino` is in a build that was evicted (and not listed again yet): answering
-    /// anything about it needs [`Fs::reload`] first.
+    /// Whether `ino` is in a build that was evicted (and not listed again yet), or in an
+    /// archive whose index left memory with its build: answering anything about it needs
+    /// [`Fs::reload`] first.
     pub fn is_evicted(&self, ino: Ino) -> bool {
-        if self.is_pipeline_ns(ino) || super::is_archive_ino(ino) {
+        if super::is_archive_ino(ino) {
+            return self.archives.is_dropped(ino);
+        }
+        if self.is_pipeline_ns(ino) {
             return false;
         }
         self.slots
@@ -181,6 +185,9 @@ impl Fs {
     pub async fn reload(self: &Arc<Self>, ino: Ino) -> super::Result<()> {
         if !self.is_evicted(ino) {
             return Ok(());
+        }
+        if super::is_archive_ino(ino) {
+            return self.archives.prepare(ino).await;
         }
         self.ensure_loaded(split(ino).0).await
     }

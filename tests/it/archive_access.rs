@@ -333,3 +333,38 @@ fn a_large_deflated_entry_without_a_disk_cache_streams() {
         assert!(buf[..] == big[17 * MIB + 5..17 * MIB + 5 + 4096]);
     });
 }
+
+/// A streamed entry whose CRC is wrong: reading it to its end fails with `EIO` (the check
+/// runs before the last read is answered), and so does every read after that, including
+/// of the bytes that had been served.
+#[test]
+fn a_streamed_entry_with_a_bad_crc_fails_and_stays_failed() {
+    bounded(T, || {
+        let big = det_bytes(24 * MIB, 78);
+        let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        let o = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated)
+            .compression_level(Some(1));
+        w.start_file("bad.bin", o).unwrap();
+        w.write_all(&big).unwrap();
+        let mut z = w.finish().unwrap().into_inner();
+        // The CRC, in the local header (offset 14) and the central record (offset 16).
+        assert_eq!(&z[..4], b"PK\x03\x04");
+        let c = z.windows(4).position(|w| w == b"PK\x01\x02").unwrap();
+        for at in [14, c + 16] {
+            z[at] ^= 0x55;
+        }
+        let env = Env::new(build(28, vec![("z.zip", z)]), &["--cache-size", "0"]);
+        let path = env.mnt().join("job/z.zip#/bad.bin");
+        let (code, _, err) = sh(&format!("cat {} > /dev/null", path.display()));
+        assert_ne!(code, 0, "a bad CRC read through");
+        assert!(err.contains("Input/output error"), "{err}");
+        let fh = std::fs::File::open(&path).unwrap();
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0u8; 4096];
+        let r = fh.read_exact_at(&mut buf, 0);
+        assert_eq!(r.err().and_then(|e| e.raw_os_error()), Some(libc::EIO));
+        let log = env.m.log_text();
+        assert!(log.contains("CRC"), "{log}");
+    });
+}

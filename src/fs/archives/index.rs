@@ -44,6 +44,7 @@ impl Archives {
                     *a.points.write().unwrap() = points.map(Arc::new);
                     tracing::debug!(path = %a.meta.original_path, entries = idx.entries.len(), "archive index from the cache");
                     *a.index.write().unwrap() = Some(Arc::new(idx));
+                    a.dropped.store(false, std::sync::atomic::Ordering::Relaxed);
                     return Ok(());
                 }
                 _ => {
@@ -68,6 +69,7 @@ impl Archives {
                 let points = Arc::new(points);
                 *a.points.write().unwrap() = Some(points.clone());
                 *a.index.write().unwrap() = Some(idx.clone());
+                a.dropped.store(false, std::sync::atomic::Ordering::Relaxed);
                 // Persisted off the lookup's path (serializing a big index takes a while);
                 // the points are written first, so an index is never found without them.
                 let store = self.store.clone();

@@ -132,6 +132,10 @@ struct Archive {
     offsets: Mutex<HashMap<u32, u64>>,
     /// Per entry (deflated zip): decompressions in progress.
     inflating: Mutex<HashMap<u32, Arc<tokio::sync::Mutex<()>>>>,
+    /// Entries whose streamed inflate failed its checks (size, CRC, data): read as `EIO`.
+    bad: Mutex<HashMap<u32, ArchiveError>>,
+    /// Its index was dropped from memory with its evicted build (and not loaded again yet).
+    dropped: std::sync::atomic::AtomicBool,
     /// tar.gz: the access points (set before `index`).
     points: RwLock<Option<Arc<Vec<Point>>>>,
 }
@@ -143,8 +147,8 @@ pub struct Archives {
     gid: u32,
     list: std::sync::atomic::AtomicBool,
     by_file: Mutex<HashMap<Ino, u32>>,
-    /// By id; `None` once forgotten (its build left memory).
-    all: RwLock<Vec<Option<Arc<Archive>>>>,
+    /// By id (an id is never reused).
+    all: RwLock<Vec<Arc<Archive>>>,
     /// tar.gz: decompressions suspended where a read stopped (archive id, cursor), most
     /// recent last, at most [`MAX_CURSORS`] for the whole mount (each holds up to a block).
     cursors: Mutex<Vec<(u32, Cursor)>>,
@@ -200,7 +204,7 @@ impl Archives {
         }
         let mut all = self.all.write().unwrap();
         let id = all.len() as u32;
-        all.push(Some(Arc::new(Archive {
+        all.push(Arc::new(Archive {
             id,
             ckey: content_key(meta.sha1sum.as_deref(), &meta.artifact_id),
             meta: Arc::new(meta.clone()),
@@ -213,30 +217,36 @@ impl Archives {
             offsets: Mutex::new(HashMap::new()),
             inflating: Mutex::new(HashMap::new()),
             points: RwLock::new(None),
-        })));
+            dropped: Default::default(),
+            bad: Mutex::new(HashMap::new()),
+        }));
         by.insert(file, id);
         Some(ino_of(id, 0))
     }
 
     fn archive(&self, id: u32) -> Option<Arc<Archive>> {
-        self.all.read().unwrap().get(id as usize).cloned().flatten()
+        self.all.read().unwrap().get(id as usize).cloned()
     }
 
-    /// Forgets the archives in the directories `gone` says are gone (an evicted build's):
-    /// their indexes, access points and suspended decompressions leave memory. A later
-    /// lookup registers the archive again, and its index comes back from the disk cache.
-    /// Returns how many were forgotten.
+    /// Drops what the archives in the directories `gone` says are gone (an evicted build's)
+    /// hold in memory: index, access points, checked offsets, suspended decompressions. An
+    /// archive keeps its id, so the inodes the kernel holds stay valid: the next request on
+    /// one loads the index again first (from the disk cache when it was persisted; see
+    /// [`Archives::is_dropped`]), and reads do so themselves. Returns how many were dropped.
     pub fn forget(&self, gone: impl Fn(Ino) -> bool) -> usize {
-        let mut by = self.by_file.lock().unwrap();
-        let mut all = self.all.write().unwrap();
+        let all = self.all.read().unwrap().clone();
         let mut ids = Vec::new();
-        for (id, slot) in all.iter_mut().enumerate() {
-            if slot.as_ref().is_some_and(|a| gone(a.parent)) {
-                *slot = None;
-                ids.push(id as u32);
+        for a in all.iter().filter(|a| gone(a.parent)) {
+            // Under the index lock, so a load in progress finishes first or sees the flag.
+            let mut index = a.index.write().unwrap();
+            if index.take().is_some() {
+                a.dropped.store(true, std::sync::atomic::Ordering::Relaxed);
+                ids.push(a.id);
             }
+            drop(index);
+            a.points.write().unwrap().take();
+            a.offsets.lock().unwrap().clear();
         }
-        by.retain(|_, id| !ids.contains(id));
         self.cursors
             .lock()
             .unwrap()
@@ -248,9 +258,22 @@ impl Archives {
         ids.len()
     }
 
-    /// Archives registered and not forgotten.
-    pub fn known(&self) -> usize {
-        self.all.read().unwrap().iter().flatten().count()
+    /// Whether `ino` is in an archive whose index was dropped with its build: answering
+    /// from memory needs [`Archives::prepare`] first.
+    pub fn is_dropped(&self, ino: Ino) -> bool {
+        split_ino(ino)
+            .and_then(|(id, _)| self.archive(id))
+            .is_some_and(|a| a.dropped.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Archives whose index is in memory.
+    pub fn in_memory(&self) -> usize {
+        self.all
+            .read()
+            .unwrap()
+            .iter()
+            .filter(|a| a.index.read().unwrap().is_some())
+            .count()
     }
 
     fn attr(&self, ino: Ino, kind: Kind, size: u64, mtime: SystemTime, nlink: u32) -> Attr {

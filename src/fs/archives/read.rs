@@ -76,7 +76,15 @@ impl Archives {
     pub async fn read(&self, ino: Ino, off: u64, size: u32) -> Result<Bytes, FsError> {
         let (id, ix) = split_ino(ino).ok_or(FsError::NotFound)?;
         let a = self.archive(id).ok_or(FsError::NotFound)?;
-        let idx = a.index.read().unwrap().clone().ok_or(FsError::NotFound)?;
+        let idx = a.index.read().unwrap().clone();
+        let idx = match idx {
+            Some(idx) => idx,
+            // Dropped with its evicted build while this file was open: load it again.
+            None => {
+                self.prepare(ino).await?;
+                a.index.read().unwrap().clone().ok_or(FsError::NotFound)?
+            }
+        };
         let e = idx.get(ix).ok_or(FsError::NotFound)?;
         if e.kind != EntryKind::File {
             return Err(FsError::IsDir);
@@ -254,6 +262,9 @@ impl Archives {
             return Err(Fail::Bad(crate::archive::corrupt("not a zip entry")));
         };
         let key = format!("{}.zs{ix}", a.ckey);
+        if let Some(m) = a.bad.lock().unwrap().get(&ix) {
+            return Err(Fail::Bad(m.clone()));
+        }
         if let Some(b) = self.store.read(&key, usize, off, len) {
             return Ok(b);
         }
@@ -298,13 +309,20 @@ impl Archives {
             blk_at: None,
         });
         let mut cap = Vec::with_capacity(len as usize);
-        while cur.x.out() < end && !cur.x.is_done() {
+        // A read that ends the entry goes on to the end of the deflate stream: its size and
+        // CRC are checked before that read is answered.
+        while (cur.x.out() < end || end == usize) && !cur.x.is_done() {
             if cur.pending.is_empty() {
                 let at = cur.x.consumed();
                 if at >= *csize {
-                    return Err(Fail::Bad(crate::archive::corrupt(
-                        "the compressed data ends before the declared size",
-                    )));
+                    return Err(self.stream_failed(
+                        a,
+                        ix,
+                        &key,
+                        crate::archive::corrupt(
+                            "the compressed data ends before the deflate stream does",
+                        ),
+                    ));
                 }
                 cur.pending = self
                     .raw(a, start + at, CHUNK.min(csize - at), Some(&cur.h))
@@ -318,7 +336,7 @@ impl Archives {
                 ..
             } = &mut cur;
             let before = x.consumed();
-            cpu(|| {
+            let r = cpu(|| {
                 x.feed(pending, end, &mut |o, d| {
                     let (from, to) = (off.max(o), end.min(o + d.len() as u64));
                     if from < to {
@@ -326,7 +344,10 @@ impl Archives {
                     }
                     Cursor::absorb(blk, blk_at, &self.store, &key, usize, o, d);
                 })
-            })?;
+            });
+            if let Err(e) = r {
+                return Err(self.stream_failed(a, ix, &key, e));
+            }
             let took = (x.consumed() - before) as usize;
             *pending = pending.slice(took.min(pending.len())..);
         }
@@ -340,6 +361,14 @@ impl Archives {
         Ok(Bytes::from(cap))
     }
 
+    /// A streamed entry failed its checks: the blocks it left are dropped and later reads of
+    /// it fail at once.
+    fn stream_failed(&self, a: &Archive, ix: u32, key: &str, e: ArchiveError) -> Fail {
+        self.store.remove(key);
+        a.bad.lock().unwrap().insert(ix, e.clone());
+        Fail::Bad(e)
+    }
+
     /// Reads `[off, off+len)` of a tar.gz's tar stream (`total` bytes): from the derived
     /// blocks, else by decompressing from the nearest access point (or suspended cursor).
     async fn read_gz(&self, a: &Archive, total: u64, off: u64, len: u64) -> Result<Bytes, Fail> {
@@ -347,12 +376,20 @@ impl Archives {
         if let Some(b) = self.store.read(&key, total, off, len) {
             return Ok(b);
         }
-        let points = a
-            .points
-            .read()
-            .unwrap()
-            .clone()
-            .ok_or_else(|| Fail::Bad(crate::archive::corrupt("no gzip access points")))?;
+        let points = a.points.read().unwrap().clone();
+        let points =
+            match points {
+                Some(p) => p,
+                // Dropped with an evicted build during this read: load them again.
+                None => {
+                    self.prepare(ino_of(a.id, 0))
+                        .await
+                        .map_err(|e| Fail::Net(e.to_string()))?;
+                    a.points.read().unwrap().clone().ok_or_else(|| {
+                        Fail::Bad(crate::archive::corrupt("no gzip access points"))
+                    })?
+                }
+            };
         let p = gzindex::point_for(&points, off)
             .ok_or_else(|| Fail::Bad(crate::archive::corrupt("no gzip access point")))?;
         let cur = {

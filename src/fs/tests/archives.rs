@@ -53,7 +53,9 @@ async fn racing_first_lookups_build_an_archive_index_once() {
 }
 
 /// An evicted build's archives leave memory (index, access points, cursors), but not while
-/// one of their entries is open; a later lookup brings the archive back.
+/// one of their entries is open. The inodes the kernel holds stay valid: a request on one
+/// loads the index again first (as the FUSE adapter does for every inode of an evicted
+/// build), with the same inode numbers.
 #[tokio::test]
 async fn an_evicted_builds_archives_leave_memory() {
     let env = pipeline_env();
@@ -68,33 +70,50 @@ async fn an_evicted_builds_archives_leave_memory() {
     let fs = env.pipeline(3, FAR).await;
     fs.set_resident_builds(1);
     fs.set_evict_after(Duration::ZERO);
-    let use_build_5 = || async {
-        let b5 = fs.lookup(ROOT_INO, name("5")).await.unwrap().ino;
-        fs.lookup(b5, name("build")).await.unwrap();
+    let use_build = |number: &'static str| {
+        let fs = fs.clone();
+        async move {
+            let b = fs.lookup(ROOT_INO, name(number)).await.unwrap().ino;
+            fs.lookup(b, name("build")).await.unwrap();
+        }
     };
 
     let d11 = fs.lookup(global(2, ROOT_INO), name("build")).await.unwrap();
     let root = fs.lookup(d11.ino, name("r.zip#")).await.unwrap();
     let d = fs.lookup(root.ino, name("d")).await.unwrap();
     let f = fs.lookup(d.ino, name("f7.txt")).await.unwrap();
-    assert_eq!(fs.archives.known(), 1);
-    // An entry is open: build 11 stays, and so does its archive.
+    assert_eq!(fs.archives.in_memory(), 1);
+    // An entry is open: build 11 stays, and so does its archive's index.
     let fh = fs.open(f.ino, libc::O_RDONLY).unwrap();
-    use_build_5().await;
-    assert_eq!(fs.archives.known(), 1, "an entry is open");
+    use_build("5").await;
+    assert_eq!(fs.archives.in_memory(), 1, "an entry is open");
     assert_eq!(&fs.read(f.ino, fh, 0, 100).await.unwrap()[..], b"file 7\n");
     fs.release(fh);
-    // Closed: the next eviction (another build is listed) takes it and its archive.
-    let b12 = fs.lookup(ROOT_INO, name("12")).await.unwrap().ino;
-    fs.lookup(b12, name("build")).await.unwrap();
+    // Closed: the next eviction (another build is listed) takes the build and the index.
+    use_build("12").await;
     assert_eq!(fs.resident_builds(), 1);
-    assert_eq!(fs.archives.known(), 0, "the archive left with its build");
-    // Back again: a new lookup, the same entries.
-    let d11 = fs.lookup(global(2, ROOT_INO), name("build")).await.unwrap();
-    let root = fs.lookup(d11.ino, name("r.zip#")).await.unwrap();
-    let d = fs.lookup(root.ino, name("d")).await.unwrap();
-    let f = fs.lookup(d.ino, name("f7.txt")).await.unwrap();
+    assert_eq!(fs.archives.in_memory(), 0, "the index left with its build");
+    // The inodes held from before: evicted, loaded again on the next request, unchanged.
+    for ino in [root.ino, d.ino, f.ino] {
+        assert!(fs.is_evicted(ino), "{ino:#x}");
+    }
+    fs.reload(d.ino).await.unwrap();
+    assert!(!fs.is_evicted(f.ino));
+    assert_eq!(fs.getattr(f.ino).unwrap(), f);
+    let fh = fs.opendir(d.ino).unwrap();
+    assert_eq!(fs.listing(d.ino, fh, 0).await.unwrap().len(), 2 + 50);
     let fh = fs.open(f.ino, libc::O_RDONLY).unwrap();
     assert_eq!(&fs.read(f.ino, fh, 0, 100).await.unwrap()[..], b"file 7\n");
-    assert_eq!(fs.archives.known(), 1);
+    fs.release(fh);
+    // Dropped again while a file is open elsewhere: a read loads the index itself.
+    let fh = fs.open(f.ino, libc::O_RDONLY).unwrap();
+    fs.archives.forget(|_| true);
+    assert_eq!(&fs.read(f.ino, fh, 2, 100).await.unwrap()[..], b"le 7\n");
+    // A new path walk finds the same inodes.
+    let d11 = fs.lookup(global(2, ROOT_INO), name("build")).await.unwrap();
+    assert_eq!(
+        fs.lookup(d11.ino, name("r.zip#")).await.unwrap().ino,
+        root.ino
+    );
+    assert_eq!(fs.archives.in_memory(), 1);
 }
