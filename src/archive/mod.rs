@@ -79,9 +79,9 @@ pub fn format_of_name(name: &str) -> Option<Format> {
 /// gzip magic; a `.tar` has a valid first header (or is all zeros: an empty tar).
 ///
 /// A zip's magic is at its end, not its start: the zip parser requires the end record's
-/// signature (and, before reading an entry, its local header's), as `unzip` does, so that
-/// self-extracting archives and jars with a launcher script in front, which do not start
-/// with `PK`, still open. So `Zip` passes here.
+/// signature (and, before reading an entry, its local header's), so that self-extracting
+/// archives and jars with a launcher script in front, which do not start with `PK`, still
+/// open when their offsets count the launcher (`zip -A`). So `Zip` passes here.
 pub fn check_magic(by_name: Format, head: &[u8]) -> Result<(), ArchiveError> {
     let ok = match by_name {
         Format::Zip => true,
