@@ -25,20 +25,6 @@ fn tar_file(t: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]) {
     t.append_data(&mut h, path, data).unwrap();
 }
 
-/// Drops the artifacts' own blocks from a disk cache, keeping what bkfs derived from them
-/// (persisted indexes, access points: keys with a `.`). Returns how many it dropped.
-fn drop_raw_blocks(cache: &Path) -> usize {
-    let mut n = 0;
-    for e in std::fs::read_dir(cache.join("v1")).unwrap().flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name != "tmp" && !name.contains('.') && e.path().is_dir() {
-            std::fs::remove_dir_all(e.path()).unwrap();
-            n += 1;
-        }
-    }
-    n
-}
-
 /// A 64 MiB tar.gz (incompressible parts, gzip's default level, so deflate blocks of the
 /// usual size): after a remount, listing costs nothing and reading the last entry fetches
 /// at most a span (4 MiB) and a chunk from an access point, not the archive.

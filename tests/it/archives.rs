@@ -344,20 +344,6 @@ fn big_zip_lists_and_reads_with_ranges() {
     });
 }
 
-/// Drops the artifacts' own blocks from a disk cache, keeping what bkfs derived from them
-/// (persisted indexes, access points: keys with a `.`). Returns how many it dropped.
-fn drop_raw_blocks(cache: &Path) -> usize {
-    let mut n = 0;
-    for e in std::fs::read_dir(cache.join("v1")).unwrap().flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name != "tmp" && !name.contains('.') && e.path().is_dir() {
-            std::fs::remove_dir_all(e.path()).unwrap();
-            n += 1;
-        }
-    }
-    n
-}
-
 /// The index and unpacked entries are persisted: a remount lists and reads with no request
 /// to storage, with the artifacts' own blocks gone from the cache, and builds no index.
 #[test]

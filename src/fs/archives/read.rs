@@ -181,7 +181,9 @@ impl Archives {
             ))));
         }
         if !self.store.has_disk() && usize > STREAM_ENTRIES_OVER {
-            return self.read_deflated_stream(a, ix, usize, d, off, len).await;
+            return self
+                .read_deflated_stream(a, ix, (usize, *csize, *crc), d, off, len)
+                .await;
         }
         let key = format!("{}.z{ix}", a.ckey);
         if self.store.complete(&key) == Some(usize) {
@@ -249,18 +251,16 @@ impl Archives {
     /// suspended inflate of that entry at or before `off`, else from the entry's start.
     /// Reads of one entry take turns, so the kernel's parallel read-ahead requests follow
     /// one another through one inflate instead of each starting its own.
+    /// The entry's size, compressed size and CRC come checked from `read_deflated`.
     async fn read_deflated_stream(
         &self,
         a: &Archive,
         ix: u32,
-        usize: u64,
+        (usize, csize, crc): (u64, u64, u32),
         d: &Data,
         off: u64,
         len: u64,
     ) -> Result<Bytes, Fail> {
-        let Data::Zip { csize, crc, .. } = d else {
-            return Err(Fail::Bad(crate::archive::corrupt("not a zip entry")));
-        };
         let key = format!("{}.zs{ix}", a.ckey);
         if let Some(m) = a.bad.lock().unwrap().get(&ix) {
             return Err(Fail::Bad(m.clone()));
@@ -274,7 +274,7 @@ impl Archives {
             return Ok(b);
         }
         let start = self.zip_data(a, ix, d).await?;
-        if start.checked_add(*csize).is_none_or(|e| e > a.meta.size) {
+        if start.checked_add(csize).is_none_or(|e| e > a.meta.size) {
             return Err(Fail::Bad(crate::archive::corrupt(
                 "entry data past the end of the archive",
             )));
@@ -302,7 +302,7 @@ impl Archives {
         let mut cur = found.unwrap_or_else(|| ZipCursor {
             id: a.id,
             ix,
-            x: EntryInflater::new(usize, *crc),
+            x: EntryInflater::new(usize, crc),
             h: Handle::default(),
             pending: Bytes::new(),
             blk: Vec::new(),
@@ -314,7 +314,7 @@ impl Archives {
         while (cur.x.out() < end || end == usize) && !cur.x.is_done() {
             if cur.pending.is_empty() {
                 let at = cur.x.consumed();
-                if at >= *csize {
+                if at >= csize {
                     return Err(self.stream_failed(
                         a,
                         ix,
