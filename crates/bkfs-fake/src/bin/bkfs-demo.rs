@@ -22,6 +22,9 @@ struct Args {
     /// More logging (-v debug, -vv trace), passed on to `bkfs mount`.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// More `bkfs mount` options, after `--` (e.g. `-- --list-archives`).
+    #[arg(last = true)]
+    mount_args: Vec<String>,
 }
 
 fn bkfs_binary() -> PathBuf {
@@ -98,6 +101,7 @@ fn main() -> ExitCode {
     if args.verbose > 0 {
         cmd.arg(format!("-{}", "v".repeat(args.verbose.min(2) as usize)));
     }
+    cmd.args(&args.mount_args);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
