@@ -95,6 +95,34 @@ fn demo_mounts_lists_and_sigint_unmounts() {
     );
 }
 
+/// `bkfs-demo MNT -- OPTIONS` passes the options to `bkfs mount`: with `--list-archives`,
+/// the screenshots zip's `NAME#` is listed beside it.
+#[test]
+fn demo_passes_mount_options() {
+    let scratch = Scratch::new();
+    let mnt = scratch.mnt();
+    let mut demo = Foreground::spawn_program(
+        &workspace_bin("bkfs-demo"),
+        [mnt.as_os_str(), "--".as_ref(), "--list-archives".as_ref()],
+        &mnt,
+        &scratch.dir.path().join("demo.out"),
+    );
+    let m = mnt.clone();
+    assert!(
+        wait_until(Duration::from_secs(30), || is_mounted(&m)),
+        "bkfs demo did not mount within 30 s; output:\n{}",
+        demo.output_text()
+    );
+    let m = mnt.clone();
+    bounded(LIMIT, move || {
+        let names = ls(&m.join("cucumber-attempt-1/tmp"));
+        assert!(names.contains(&"screenshots.zip#".to_string()), "{names:?}");
+    });
+    demo.signal(libc::SIGINT);
+    let st = demo.wait_exit(Duration::from_secs(10));
+    assert!(st.is_some_and(|s| s.success()), "{}", demo.output_text());
+}
+
 /// `bkfs unmount MNT`: unmounted, and the daemon is gone within 3 s.
 #[test]
 fn unmount_command_ends_daemon() {
