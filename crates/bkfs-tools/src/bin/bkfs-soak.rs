@@ -15,8 +15,8 @@
 //! `--week` runs the week-long pipeline mount of `soak/week.rs` instead (builds appearing and
 //! being opened, the daemon's RSS over time).
 //!
-//! Over 1,000 lines, knowingly (a developer tool, not the product): splitting it into scenario,
-//! fault schedule and report modules is left for later; `soak/week.rs` is already apart.
+//! The reads are `soak/reads.rs`, the fault schedule `soak/faults.rs`, mounting and the
+//! scratch directory `soak/process.rs`, the week-long soak `soak/week.rs`.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -31,10 +31,20 @@ use bkfs_fake::{FakeBuild, FakeServer};
 use bkfs_tools::{daemon_pids, rss_kib};
 use bytes::Bytes;
 
+#[path = "soak/faults.rs"]
+mod faults;
+#[path = "soak/process.rs"]
+mod process;
+#[path = "soak/reads.rs"]
+mod reads;
 #[path = "soak/week.rs"]
 mod week;
+
+use faults::{disarm, inject_faults};
+use process::{alive, mount, run_bounded, wait_gone, Workdir};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use reads::{errno_name, full_op, pread_op, Kind, Outcome};
 
 const TOKEN: &str = "soak-token";
 const BUILD: &str = "soak/pipeline/1";
@@ -223,193 +233,6 @@ fn soak_build(seed: u64) -> (FakeBuild, Vec<Spec>) {
     (b, specs)
 }
 
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
-}
-
-fn is_mounted(mnt: &Path) -> bool {
-    let want = mnt.to_string_lossy();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.split(' ').nth(4) == Some(want.as_ref()))
-}
-
-fn wait_gone(mnt: &Path, limit: Duration) -> bool {
-    let t = Instant::now();
-    while t.elapsed() < limit {
-        if !is_mounted(mnt) && daemon_pids(mnt).is_empty() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
-
-/// Runs a command with a deadline; `None` if it had to be killed.
-fn run_bounded(cmd: &mut Command, limit: Duration) -> Option<std::process::ExitStatus> {
-    let mut child = cmd.stdin(Stdio::null()).spawn().ok()?;
-    let t = Instant::now();
-    while t.elapsed() < limit {
-        if let Ok(Some(st)) = child.try_wait() {
-            return Some(st);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    None
-}
-
-/// Removes the mount however the soak ends (normal end, finding, panic): a lazy unmount, and
-/// SIGKILL for a daemon that is still there after 5 s.
-struct MountGuard {
-    mnt: PathBuf,
-}
-
-impl Drop for MountGuard {
-    fn drop(&mut self) {
-        let _ = run_bounded(
-            Command::new("fusermount3")
-                .arg("-u")
-                .arg("-z")
-                .arg(&self.mnt)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null()),
-            Duration::from_secs(10),
-        );
-        if !wait_gone(&self.mnt, Duration::from_secs(5)) {
-            for pid in daemon_pids(&self.mnt) {
-                eprintln!("soak: killing daemon {pid}, still alive after unmount");
-                // SAFETY: plain kill(2) of the daemon this soak started.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-            let _ = run_bounded(
-                Command::new("fusermount3")
-                    .arg("-u")
-                    .arg("-z")
-                    .arg(&self.mnt)
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null()),
-                Duration::from_secs(10),
-            );
-        }
-    }
-}
-
-/// What one read did.
-enum Outcome {
-    /// Right bytes; this many verified.
-    Ok(u64),
-    /// An error from open or read.
-    Err(std::io::Error),
-    /// Bytes that differ from the artifact: (first differing offset, bytes that differ).
-    Wrong(u64, u64),
-    /// End of file before the artifact's end: (offset where it ended, where it should have).
-    Short(u64, u64),
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
-enum Kind {
-    Pread,
-    PreadDirect,
-    Full,
-    FullDirect,
-}
-
-impl Kind {
-    fn name(self) -> &'static str {
-        match self {
-            Kind::Pread => "pread",
-            Kind::PreadDirect => "pread O_DIRECT",
-            Kind::Full => "full",
-            Kind::FullDirect => "full O_DIRECT",
-        }
-    }
-    fn direct(self) -> bool {
-        matches!(self, Kind::PreadDirect | Kind::FullDirect)
-    }
-}
-
-fn open(path: &Path, direct: bool) -> std::io::Result<std::fs::File> {
-    let mut o = std::fs::OpenOptions::new();
-    o.read(true);
-    if direct {
-        o.custom_flags(libc::O_DIRECT);
-    }
-    o.open(path)
-}
-
-/// Compares what came back at `off` with the artifact; `None` when it matches.
-fn mismatch(got: &[u8], want: &[u8], off: u64) -> Option<Outcome> {
-    if got == want {
-        return None;
-    }
-    let first = got.iter().zip(want).position(|(a, b)| a != b).unwrap_or(0);
-    let differ = got.iter().zip(want).filter(|(a, b)| a != b).count() as u64;
-    Some(Outcome::Wrong(off + first as u64, differ))
-}
-
-/// `len` bytes at `off` (possibly past the end), in as many `pread`s as it takes.
-fn pread_op(path: &Path, content: &[u8], off: u64, len: usize, direct: bool) -> Outcome {
-    let f = match open(path, direct) {
-        Ok(f) => f,
-        Err(e) => return Outcome::Err(e),
-    };
-    let size = content.len() as u64;
-    let want = &content[off.min(size) as usize..(off + len as u64).min(size) as usize];
-    let mut buf = vec![0u8; len];
-    let mut got = 0usize;
-    while got < len {
-        match f.read_at(&mut buf[got..], off + got as u64) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Outcome::Err(e),
-        }
-    }
-    if got > want.len() {
-        // Bytes past the artifact's end are wrong bytes.
-        return Outcome::Wrong(off + want.len() as u64, (got - want.len()) as u64);
-    }
-    if let Some(w) = mismatch(&buf[..got], &want[..got], off) {
-        return w;
-    }
-    if got < want.len() {
-        return Outcome::Short(off + got as u64, off + want.len() as u64);
-    }
-    Outcome::Ok(got as u64)
-}
-
-/// The whole file, in reads of `chunk` bytes, checked as it arrives.
-fn full_op(path: &Path, content: &[u8], chunk: usize, direct: bool) -> Outcome {
-    let mut f = match open(path, direct) {
-        Ok(f) => f,
-        Err(e) => return Outcome::Err(e),
-    };
-    let mut buf = vec![0u8; chunk];
-    let mut pos = 0usize;
-    loop {
-        let n = match f.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Outcome::Err(e),
-        };
-        if pos + n > content.len() {
-            return Outcome::Wrong(content.len() as u64, (pos + n - content.len()) as u64);
-        }
-        if let Some(w) = mismatch(&buf[..n], &content[pos..pos + n], pos as u64) {
-            return w;
-        }
-        pos += n;
-    }
-    if pos < content.len() {
-        return Outcome::Short(pos as u64, content.len() as u64);
-    }
-    Outcome::Ok(pos as u64)
-}
-
 #[derive(Default)]
 struct Stats {
     reads: BTreeMap<Kind, u64>,
@@ -491,22 +314,6 @@ impl Shared {
                 ));
             }
         }
-    }
-}
-
-fn errno_name(e: &std::io::Error) -> String {
-    match e.raw_os_error() {
-        Some(libc::EIO) => "EIO".into(),
-        Some(libc::ENOENT) => "ENOENT".into(),
-        Some(libc::ENOTCONN) => "ENOTCONN".into(),
-        Some(libc::ECONNABORTED) => "ECONNABORTED".into(),
-        Some(libc::EINTR) => "EINTR".into(),
-        Some(libc::EAGAIN) => "EAGAIN".into(),
-        Some(libc::ENOMEM) => "ENOMEM".into(),
-        Some(libc::EINVAL) => "EINVAL".into(),
-        Some(libc::EACCES) => "EACCES".into(),
-        Some(n) => format!("errno {n}"),
-        None => format!("{:?}", e.kind()),
     }
 }
 
@@ -616,53 +423,6 @@ fn worker(sh: Arc<Shared>, idx: usize, seed: u64) {
     }
 }
 
-/// Arms one random fault every 0.5–2 s until the soak stops; returns how many of each.
-fn inject_faults(server: &FakeServer, sh: &Shared, seed: u64) -> BTreeMap<&'static str, u64> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut armed = BTreeMap::new();
-    while !sh.stopping() {
-        let pause = Instant::now() + Duration::from_millis(rng.gen_range(500..2000));
-        while Instant::now() < pause && !sh.stopping() {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        if sh.stopping() {
-            break;
-        }
-        let name = match rng.gen_range(0..5) {
-            0 => {
-                server.fail_storage(1, 503);
-                "storage 503"
-            }
-            1 => {
-                server.reset_storage(1);
-                "storage reset"
-            }
-            2 => {
-                server.truncate_storage(1);
-                "storage truncate"
-            }
-            3 => {
-                server.stall_storage(1, rng.gen_range(0..256 * KIB));
-                "storage stall"
-            }
-            _ => {
-                server.fail_api(1, 502);
-                "api 502"
-            }
-        };
-        *armed.entry(name).or_default() += 1;
-    }
-    armed
-}
-
-fn disarm(server: &FakeServer) {
-    server.fail_storage(0, 503);
-    server.reset_storage(0);
-    server.truncate_storage(0);
-    server.stall_storage(0, 0);
-    server.fail_api(0, 502);
-}
-
 fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
 }
@@ -709,93 +469,6 @@ fn begin(o: &Opts) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// Where a run keeps its mountpoint, cache and daemon log: `--workdir`, else a new temp
-/// directory (removed when this is dropped).
-struct Workdir {
-    dir: PathBuf,
-    mnt: PathBuf,
-    cache: PathBuf,
-    log: PathBuf,
-    _tmp: Option<tempfile::TempDir>,
-}
-
-impl Workdir {
-    fn new(o: &Opts, prefix: &str) -> Result<Workdir, String> {
-        let (dir, tmp) = match &o.workdir {
-            Some(d) => {
-                std::fs::create_dir_all(d)
-                    .map_err(|e| format!("bkfs-soak: {}: {e}", d.display()))?;
-                let d = std::fs::canonicalize(d)
-                    .map_err(|e| format!("bkfs-soak: {}: {e}", d.display()))?;
-                (d, None)
-            }
-            None => {
-                let t = tempfile::Builder::new()
-                    .prefix(prefix)
-                    .tempdir()
-                    .map_err(|e| format!("bkfs-soak: a temp dir: {e}"))?;
-                (t.path().to_path_buf(), Some(t))
-            }
-        };
-        let mnt = dir.join("mnt");
-        let _ = std::fs::create_dir_all(&mnt);
-        Ok(Workdir {
-            mnt,
-            cache: dir.join("cache"),
-            log: dir.join("bkfs.log"),
-            dir,
-            _tmp: tmp,
-        })
-    }
-}
-
-/// `bkfs mount TARGET` from `server` on the work dir's mountpoint, in the background (at most
-/// 60 s), with its cache and log there and `extra` options. Returns the guard that unmounts
-/// it (made before mounting, so a half-done mount is removed too) and the daemon's pid.
-fn mount<S: AsRef<std::ffi::OsStr>>(
-    o: &Opts,
-    server: &FakeServer,
-    w: &Workdir,
-    target: &str,
-    extra: &[S],
-) -> Result<(MountGuard, i32), String> {
-    let guard = MountGuard { mnt: w.mnt.clone() };
-    let err = w.dir.join("mount.err");
-    let status = run_bounded(
-        Command::new(&o.bkfs)
-            .arg("mount")
-            .arg("--api-url")
-            .arg(server.api_url())
-            .arg("--cache-dir")
-            .arg(&w.cache)
-            .arg("--log-file")
-            .arg(&w.log)
-            .args(extra)
-            .arg(target)
-            .arg(&w.mnt)
-            .env("BUILDKITE_API_TOKEN", TOKEN)
-            .env_remove("BUILDKITE_API_URL")
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&err).expect("mount.err")),
-        Duration::from_secs(60),
-    );
-    if !status.is_some_and(|s| s.success()) {
-        return Err(format!(
-            "bkfs-soak: bkfs mount failed ({status:?}): {}",
-            std::fs::read_to_string(&err).unwrap_or_default()
-        ));
-    }
-    let pids = daemon_pids(&w.mnt);
-    let Some(&pid) = pids.first().filter(|_| pids.len() == 1) else {
-        return Err(format!(
-            "bkfs-soak: expected one daemon for {}, found {pids:?}",
-            w.mnt.display()
-        ));
-    };
-    Ok((guard, pid))
 }
 
 fn soak(o: Opts) -> i32 {
