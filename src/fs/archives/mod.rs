@@ -450,9 +450,8 @@ impl Archives {
         Ok(out)
     }
 
-    /// `open` of an entry: only regular files.
-    /// Opens an entry: the directory holding its archive (whose build must stay in memory
-    /// while the entry is open).
+    /// `open` of an entry (regular files only): returns the directory holding its archive,
+    /// whose build must stay in memory while the entry is open.
     pub fn open(&self, ino: Ino) -> Result<Ino, FsError> {
         let (id, _) = split_ino(ino).ok_or(FsError::NotFound)?;
         let parent = self.archive(id).ok_or(FsError::NotFound)?.parent;
