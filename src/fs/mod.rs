@@ -804,6 +804,12 @@ impl Fs {
         if let Some(t) = slot.tree.write().unwrap().as_mut() {
             t.remove_file(local);
         }
+        // Its `NAME#`, if it was opened, goes too (the kernel may hold that name).
+        if self.archives.deleted(global(s, local)) {
+            if let (Some(k), Some(n)) = (self.kernel.get(), name.to_str()) {
+                k.inval_entry(parent, &format!("{n}#"));
+            }
+        }
         self.reader.forget(&meta);
         tracing::info!(path = %meta.original_path, artifact = %meta.artifact_id, "deleted");
         Ok(())

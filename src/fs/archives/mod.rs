@@ -132,6 +132,8 @@ struct Archive {
     offsets: Mutex<HashMap<u32, u64>>,
     /// Per entry (deflated zip): decompressions in progress.
     inflating: Mutex<HashMap<u32, Arc<tokio::sync::Mutex<()>>>>,
+    /// Its artifact was deleted through this mount: every request answers `ENOENT`.
+    gone: std::sync::atomic::AtomicBool,
     /// Entries whose streamed inflate failed its checks (size, CRC, data): read as `EIO`.
     bad: Mutex<HashMap<u32, ArchiveError>>,
     /// Its index was dropped from memory with its evicted build (and not loaded again yet).
@@ -219,13 +221,36 @@ impl Archives {
             points: RwLock::new(None),
             dropped: Default::default(),
             bad: Mutex::new(HashMap::new()),
+            gone: Default::default(),
         }));
         by.insert(file, id);
         Some(ino_of(id, 0))
     }
 
     fn archive(&self, id: u32) -> Option<Arc<Archive>> {
-        self.all.read().unwrap().get(id as usize).cloned()
+        self.all
+            .read()
+            .unwrap()
+            .get(id as usize)
+            .filter(|a| !a.gone.load(std::sync::atomic::Ordering::Relaxed))
+            .cloned()
+    }
+
+    /// The artifact `file` (global inode) was deleted: its archive, if it was opened, is
+    /// gone (inodes inside it answer `ENOENT`) and leaves memory. Returns whether there was
+    /// one.
+    pub fn deleted(&self, file: Ino) -> bool {
+        let Some(id) = self.by_file.lock().unwrap().remove(&file) else {
+            return false;
+        };
+        if let Some(a) = self.archive(id) {
+            a.gone.store(true, std::sync::atomic::Ordering::Relaxed);
+            a.index.write().unwrap().take();
+            a.points.write().unwrap().take();
+        }
+        self.cursors.lock().unwrap().retain(|(i, _)| *i != id);
+        self.zip_cursors.lock().unwrap().retain(|c| c.id != id);
+        true
     }
 
     /// Drops what the archives in the directories `gone` says are gone (an evicted build's)

@@ -117,3 +117,33 @@ async fn an_evicted_builds_archives_leave_memory() {
     );
     assert_eq!(fs.archives.in_memory(), 1);
 }
+
+/// Deleting an archive artifact (`--allow-delete`) takes its `NAME#` with it: held inodes
+/// inside answer `ENOENT`, the kernel is told to forget the name, and a lookup finds nothing.
+#[tokio::test]
+async fn deleting_an_archive_takes_its_name_hash_along() {
+    let env = Env::new();
+    let data = zip_bytes();
+    let mut a = artifact("z1", "j1", "r.zip");
+    a.file_size = Some(data.len() as u64);
+    a.sha1sum = Some(hex::encode(Sha1::digest(&data)));
+    let b = build(3, "passed", &[job("j1", "Build")]);
+    let fs = env.single(3, &listing(&b, vec![a]), cfg(FAR, true));
+    env.remote.put("z1", data);
+    let dir = ino(&fs, ROOT_INO, "build");
+    let root = fs.lookup(dir, name("r.zip#")).await.unwrap();
+    let d = fs.lookup(root.ino, name("d")).await.unwrap();
+    let f = fs.lookup(d.ino, name("f1.txt")).await.unwrap();
+    env.kernel.clear();
+    fs.unlink(dir, name("r.zip")).await.unwrap();
+    assert_eq!(env.remote.deletes.lock().unwrap().as_slice(), ["z1"]);
+    for i in [root.ino, d.ino, f.ino] {
+        assert_eq!(fs.getattr(i), Err(FsError::NotFound), "{i:#x}");
+    }
+    assert!(env.kernel.entries().contains(&(dir, "r.zip#".to_string())));
+    assert_eq!(
+        fs.lookup(dir, name("r.zip#")).await.map(|a| a.ino),
+        Err(FsError::NotFound)
+    );
+    assert_eq!(fs.archives.in_memory(), 0);
+}
