@@ -804,10 +804,14 @@ impl Fs {
         if let Some(t) = slot.tree.write().unwrap().as_mut() {
             t.remove_file(local);
         }
-        // Its `NAME#`, if it was opened, goes too (the kernel may hold that name).
-        if self.archives.deleted(global(s, local)) {
+        // Its `NAME#`, if it was opened, goes too (the kernel may hold that name and inodes
+        // inside it).
+        if let Some(inodes) = self.archives.deleted(global(s, local)) {
             if let (Some(k), Some(n)) = (self.kernel.get(), name.to_str()) {
                 k.inval_entry(parent, &format!("{n}#"));
+                for i in inodes {
+                    k.inval_inode(i);
+                }
             }
         }
         self.reader.forget(&meta);

@@ -195,6 +195,21 @@ fn mutating_operations_inside_archives_answer_erofs() {
             assert_eq!(ls(&r), before);
             assert_eq!(std::fs::read(r.join("g.txt")).unwrap(), b"g");
             assert!(job.join("a.zip").is_file());
+            if opts.contains(&"--allow-delete") {
+                // `rm NAME` deletes the artifact and its `NAME#` goes with it, also for a
+                // shell that is inside it.
+                let inside = std::fs::File::open(r.join("dir")).unwrap();
+                let (code, _, err) = sh(&format!("rm {}", job.join("a.zip").display()));
+                assert_eq!(code, 0, "{err}");
+                assert_eq!(errno_of(std::fs::metadata(&r)), Some(libc::ENOENT));
+                // A held inode (the kernel is told to forget its attributes).
+                assert!(
+                    wait_until(Duration::from_secs(5), || errno_of(inside.metadata())
+                        == Some(libc::ENOENT)),
+                    "an open directory inside a deleted archive still answers"
+                );
+                assert_eq!(ls(&job), Vec::<String>::new());
+            }
         }
     });
 }

@@ -174,10 +174,6 @@ fn f(data: &[u8]) -> (char, Vec<u8>) {
 fn d() -> (char, Vec<u8>) {
     ('d', Vec::new())
 }
-fn errno_of(r: std::io::Result<impl Sized>) -> Option<i32> {
-    r.err().and_then(|e| e.raw_os_error())
-}
-
 #[test]
 fn zip_tar_and_targz_list_and_read_like_the_archive() {
     bounded(T, || {

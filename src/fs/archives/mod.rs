@@ -67,6 +67,9 @@ const MAX_CURSORS: usize = 8;
 const STREAM_ENTRIES_OVER: u64 = 16 << 20;
 /// Suspended zip entry inflates kept, for the whole mount.
 const MAX_ZIP_CURSORS: usize = 4;
+/// Most inodes of a deleted archive the kernel is told to forget (the rest keep cached
+/// attributes until their TTL).
+const MAX_INVALIDATIONS: usize = 100_000;
 /// A streaming pass longer than this logs its progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(3);
 
@@ -237,20 +240,26 @@ impl Archives {
     }
 
     /// The artifact `file` (global inode) was deleted: its archive, if it was opened, is
-    /// gone (inodes inside it answer `ENOENT`) and leaves memory. Returns whether there was
-    /// one.
-    pub fn deleted(&self, file: Ino) -> bool {
-        let Some(id) = self.by_file.lock().unwrap().remove(&file) else {
-            return false;
-        };
-        if let Some(a) = self.archive(id) {
-            a.gone.store(true, std::sync::atomic::Ordering::Relaxed);
-            a.index.write().unwrap().take();
-            a.points.write().unwrap().take();
-        }
+    /// gone (inodes inside it answer `ENOENT`) and leaves memory. Returns its inodes (for
+    /// the kernel to forget: at most [`MAX_INVALIDATIONS`]), or `None` if it had none.
+    pub fn deleted(&self, file: Ino) -> Option<Vec<Ino>> {
+        let id = self.by_file.lock().unwrap().remove(&file)?;
+        let a = self.archive(id)?;
+        a.gone.store(true, std::sync::atomic::Ordering::Relaxed);
+        let n = a
+            .index
+            .write()
+            .unwrap()
+            .take()
+            .map_or(1, |i| i.entries.len());
+        a.points.write().unwrap().take();
         self.cursors.lock().unwrap().retain(|(i, _)| *i != id);
         self.zip_cursors.lock().unwrap().retain(|c| c.id != id);
-        true
+        Some(
+            (0..n.min(MAX_INVALIDATIONS) as u32)
+                .map(|ix| ino_of(id, ix))
+                .collect(),
+        )
     }
 
     /// Drops what the archives in the directories `gone` says are gone (an evicted build's)

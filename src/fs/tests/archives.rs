@@ -141,6 +141,8 @@ async fn deleting_an_archive_takes_its_name_hash_along() {
         assert_eq!(fs.getattr(i), Err(FsError::NotFound), "{i:#x}");
     }
     assert!(env.kernel.entries().contains(&(dir, "r.zip#".to_string())));
+    let told = env.kernel.inodes();
+    assert!([root.ino, d.ino, f.ino].iter().all(|i| told.contains(i)));
     assert_eq!(
         fs.lookup(dir, name("r.zip#")).await.map(|a| a.ino),
         Err(FsError::NotFound)

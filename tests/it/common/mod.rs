@@ -661,3 +661,8 @@ pub fn drop_raw_blocks(cache: &Path) -> usize {
     }
     n
 }
+
+/// The errno of a failed call (`None` when it succeeded).
+pub fn errno_of(r: std::io::Result<impl Sized>) -> Option<i32> {
+    r.err().and_then(|e| e.raw_os_error())
+}
