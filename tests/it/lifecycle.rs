@@ -7,24 +7,32 @@ use std::time::Duration;
 use crate::common::builds::small_build;
 use crate::common::*;
 
+/// `bkfs-demo MNT ARGS` in the foreground on the scratch mountpoint, once it is mounted.
+fn start_demo(scratch: &Scratch, args: &[&str]) -> Foreground {
+    let mnt = scratch.mnt();
+    let mut argv = vec![mnt.clone().into_os_string()];
+    argv.extend(args.iter().map(std::ffi::OsString::from));
+    let demo = Foreground::spawn_program(
+        &workspace_bin("bkfs-demo"),
+        argv,
+        &mnt,
+        &scratch.dir.path().join("demo.out"),
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || is_mounted(&mnt)),
+        "bkfs demo did not mount within 30 s; output:\n{}",
+        demo.output_text()
+    );
+    demo
+}
+
 /// `bkfs-demo MNT` starts the fake and runs `bkfs mount` in the foreground; `ls -lR` lists
 /// files, `grep -r ERROR` finds something; SIGINT to the launcher unmounts and it exits 0.
 #[test]
 fn demo_mounts_lists_and_sigint_unmounts() {
     let scratch = Scratch::new();
     let mnt = scratch.mnt();
-    let mut demo = Foreground::spawn_program(
-        &workspace_bin("bkfs-demo"),
-        [mnt.as_os_str()],
-        &mnt,
-        &scratch.dir.path().join("demo.out"),
-    );
-    let m = mnt.clone();
-    assert!(
-        wait_until(Duration::from_secs(30), || is_mounted(&m)),
-        "bkfs demo did not mount within 30 s; output:\n{}",
-        demo.output_text()
-    );
+    let mut demo = start_demo(&scratch, &[]);
     let m = mnt.clone();
     bounded(LIMIT, move || {
         let (code, out, err) = sh(&format!("ls -lR {}", m.display()));
@@ -101,18 +109,7 @@ fn demo_mounts_lists_and_sigint_unmounts() {
 fn demo_passes_mount_options() {
     let scratch = Scratch::new();
     let mnt = scratch.mnt();
-    let mut demo = Foreground::spawn_program(
-        &workspace_bin("bkfs-demo"),
-        [mnt.as_os_str(), "--".as_ref(), "--list-archives".as_ref()],
-        &mnt,
-        &scratch.dir.path().join("demo.out"),
-    );
-    let m = mnt.clone();
-    assert!(
-        wait_until(Duration::from_secs(30), || is_mounted(&m)),
-        "bkfs demo did not mount within 30 s; output:\n{}",
-        demo.output_text()
-    );
+    let mut demo = start_demo(&scratch, &["--", "--list-archives"]);
     let m = mnt.clone();
     bounded(LIMIT, move || {
         let names = ls(&m.join("cucumber-attempt-1/tmp"));

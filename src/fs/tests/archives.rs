@@ -16,19 +16,25 @@ fn zip_bytes() -> Vec<u8> {
     w.finish().unwrap().into_inner()
 }
 
+/// Artifact `id` (job j1) at `path` whose bytes are [`zip_bytes`] (for the remote to serve).
+fn zip_artifact(id: &str, path: &str) -> Artifact {
+    let data = zip_bytes();
+    let mut a = artifact(id, "j1", path);
+    a.file_size = Some(data.len() as u64);
+    a.sha1sum = Some(hex::encode(Sha1::digest(&data)));
+    a
+}
+
 /// The kernel merges concurrent lookups of one name, so a mount test cannot race them;
 /// here eight first lookups of `r.zip#` run at once over a slow remote, and exactly one
 /// builds the index while the others wait for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn racing_first_lookups_build_an_archive_index_once() {
     let env = Env::new();
-    let data = zip_bytes();
-    let mut a = artifact("z1", "j1", "r.zip");
-    a.file_size = Some(data.len() as u64);
-    a.sha1sum = Some(hex::encode(Sha1::digest(&data)));
+    let a = zip_artifact("z1", "r.zip");
     let b = build(3, "passed", &[job("j1", "Build")]);
     let fs = env.single(3, &listing(&b, vec![a]), cfg(FAR, false));
-    env.remote.put("z1", data);
+    env.remote.put("z1", zip_bytes());
     env.remote.set_delay(Duration::from_millis(150));
     let dir = ino(&fs, ROOT_INO, "build");
     let lookups: Vec<_> = (0..8)
@@ -59,14 +65,11 @@ async fn racing_first_lookups_build_an_archive_index_once() {
 #[tokio::test]
 async fn an_evicted_builds_archives_leave_memory() {
     let env = pipeline_env();
-    let data = zip_bytes();
-    let mut z = artifact("z11", "j1", "r.zip");
-    z.file_size = Some(data.len() as u64);
-    z.sha1sum = Some(hex::encode(Sha1::digest(&data)));
+    let z = zip_artifact("z11", "r.zip");
+    env.remote.put("z11", zip_bytes());
     let b11 = build(11, "failed", &[job("j1", "Build")]);
     env.lister
         .set_listing(11, listing(&b11, vec![artifact("a11", "j1", "log.txt"), z]));
-    env.remote.put("z11", data);
     let fs = env.pipeline(3, FAR).await;
     fs.set_resident_builds(1);
     fs.set_evict_after(Duration::ZERO);
@@ -123,13 +126,10 @@ async fn an_evicted_builds_archives_leave_memory() {
 #[tokio::test]
 async fn deleting_an_archive_takes_its_name_hash_along() {
     let env = Env::new();
-    let data = zip_bytes();
-    let mut a = artifact("z1", "j1", "r.zip");
-    a.file_size = Some(data.len() as u64);
-    a.sha1sum = Some(hex::encode(Sha1::digest(&data)));
+    let a = zip_artifact("z1", "r.zip");
     let b = build(3, "passed", &[job("j1", "Build")]);
     let fs = env.single(3, &listing(&b, vec![a]), cfg(FAR, true));
-    env.remote.put("z1", data);
+    env.remote.put("z1", zip_bytes());
     let dir = ino(&fs, ROOT_INO, "build");
     let root = fs.lookup(dir, name("r.zip#")).await.unwrap();
     let d = fs.lookup(root.ino, name("d")).await.unwrap();
