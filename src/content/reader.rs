@@ -271,7 +271,14 @@ impl Reader {
         }
 
         if let Some(h) = handle {
-            if let Some((from, to)) = h.advance(offset, end, last, nblocks, MAX_WINDOW) {
+            // Without a disk cache, prefetched blocks wait for their reader in the memory
+            // LRU, which later prefetches (and the kernel's parallel read-ahead) reclaim
+            // from: a window of more than a quarter of the budget drops what it fetched
+            // before it is read. With a disk cache they are charged until written and then
+            // on disk, so the budget alone bounds them.
+            let share = if self.disk.is_some() { 1 } else { 4 };
+            let window = MAX_WINDOW.min(self.budget.limit() / share / bs).max(1);
+            if let Some((from, to)) = h.advance(offset, end, last, nblocks, window) {
                 // Whole aligned parts: however small the kernel's reads, each prefetch
                 // request is a full part (a request per read would pay a first-byte latency
                 // per 128 KiB and cap a stream far below one connection's bandwidth).
