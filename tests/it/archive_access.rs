@@ -25,6 +25,17 @@ fn tar_file(t: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]) {
     t.append_data(&mut h, path, data).unwrap();
 }
 
+/// A zip of one entry `name`, deflated at level 1 (fast, near 1:1 on these bytes).
+fn deflated_zip(name: &str, data: &[u8]) -> Vec<u8> {
+    let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    let o = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated)
+        .compression_level(Some(1));
+    w.start_file(name, o).unwrap();
+    w.write_all(data).unwrap();
+    w.finish().unwrap().into_inner()
+}
+
 /// A 64 MiB tar.gz (incompressible parts, gzip's default level, so deflate blocks of the
 /// usual size): after a remount, listing costs nothing and reading the last entry fetches
 /// at most a span (4 MiB) and a chunk from an access point, not the archive.
@@ -304,13 +315,7 @@ fn a_large_deflated_entry_without_a_disk_cache_streams() {
     bounded(T, || {
         // Larger than the 64 MiB the derived blocks may take in memory.
         let big = det_bytes(96 * MIB, 77);
-        let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
-        let o = zip::write::SimpleFileOptions::default()
-            .compression_method(zip::CompressionMethod::Deflated)
-            .compression_level(Some(1));
-        w.start_file("big.bin", o).unwrap();
-        w.write_all(&big).unwrap();
-        let z = w.finish().unwrap().into_inner();
+        let z = deflated_zip("big.bin", &big);
         let size = z.len() as u64;
         let env = Env::new(build(26, vec![("z.zip", z)]), &["--cache-size", "0"]);
         let path = env.mnt().join("job/z.zip#/big.bin");
@@ -342,13 +347,7 @@ fn a_large_deflated_entry_without_a_disk_cache_streams() {
 fn a_streamed_entry_with_a_bad_crc_fails_and_stays_failed() {
     bounded(T, || {
         let big = det_bytes(24 * MIB, 78);
-        let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
-        let o = zip::write::SimpleFileOptions::default()
-            .compression_method(zip::CompressionMethod::Deflated)
-            .compression_level(Some(1));
-        w.start_file("bad.bin", o).unwrap();
-        w.write_all(&big).unwrap();
-        let mut z = w.finish().unwrap().into_inner();
+        let mut z = deflated_zip("bad.bin", &big);
         // The CRC, in the local header (offset 14) and the central record (offset 16).
         assert_eq!(&z[..4], b"PK\x03\x04");
         let c = z.windows(4).position(|w| w == b"PK\x01\x02").unwrap();
@@ -377,13 +376,7 @@ fn a_streamed_entry_with_a_bad_crc_fails_and_stays_failed() {
 fn a_small_memory_budget_fetches_about_once() {
     bounded(T, || {
         let big = det_bytes(40 * MIB, 77);
-        let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
-        let o = zip::write::SimpleFileOptions::default()
-            .compression_method(zip::CompressionMethod::Deflated)
-            .compression_level(Some(1));
-        w.start_file("big.bin", o).unwrap();
-        w.write_all(&big).unwrap();
-        let z = w.finish().unwrap().into_inner();
+        let z = deflated_zip("big.bin", &big);
         let zsize = z.len() as u64;
         let env = Env::new(
             build(29, vec![("z.zip", z), ("p.bin", big.clone())]),
